@@ -1,0 +1,164 @@
+"""The IR op registry and the dispatch table.
+
+An IR op is defined once by its reference function: plain torch code that *is* the op's
+spec. `@ir_op` turns it into `torch.ops.kiln.<name>` (a `torch.library.custom_op`, so it stays
+one node in every traced graph) and records an `OpDef`. Faster implementations are registered
+against the op with a provider name and a `supports(target) -> reason | None` predicate; which
+one runs on a target is decided in one place, `choose()`, which also says why every other
+candidate was rejected.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+
+NAMESPACE = "kiln"
+
+# Providers in order of preference: the first one whose `supports` accepts the target wins.
+PROVIDER_ORDER = ("helion", "triton", "library", "native", "reference")
+
+
+class TargetLike(Protocol):
+    """What the dispatch table needs of a target (see `lowering.targets.Target`)."""
+
+    name: str
+    device_type: str  # "cpu" | "cuda"
+    arch: str | None  # "sm_90a", "sm_100a", None for cpu
+    has_fp8: bool
+
+
+SupportsFn = Callable[[TargetLike], "str | None"]
+
+
+@dataclass(frozen=True)
+class Impl:
+    """One implementation of an IR op; `fn` has the reference's signature."""
+
+    provider: str
+    fn: Callable
+    supports: SupportsFn
+    description: str = ""
+
+
+@dataclass
+class OpDef:
+    """An IR op: its reference (the spec), its torch op, and its implementations."""
+
+    name: str
+    reference: Callable
+    op: object  # torch.ops.kiln.<name> (a CustomOpDef)
+    mutates: tuple[str, ...]
+    doc: str
+    impls: list[Impl] = field(default_factory=list)
+
+    @property
+    def overload(self) -> torch._ops.OpOverload:
+        return getattr(getattr(torch.ops, NAMESPACE), self.name).default
+
+
+@dataclass(frozen=True)
+class Choice:
+    op: str
+    chosen: Impl
+    rejected: tuple[tuple[str, str], ...]  # (provider, why)
+
+
+_OPS: dict[str, OpDef] = {}
+
+
+def ir_op(
+    name: str,
+    *,
+    mutates_args: tuple[str, ...] = (),
+    fake: Callable | None = None,
+) -> Callable[[Callable], OpDef]:
+    """Define `torch.ops.kiln.<name>` from its reference function.
+
+    The reference is the eager kernel on every device and, unless `fake` is given, the fake
+    (meta) implementation too. Ops whose reference reads tensor values to decide shapes (paged
+    attention walks block tables) pass a `fake` that only computes the output's shape.
+    """
+
+    def wrap(reference: Callable) -> OpDef:
+        if name in _OPS:
+            raise ValueError(f"IR op {name!r} is defined twice")
+        custom = torch.library.custom_op(f"{NAMESPACE}::{name}", mutates_args=mutates_args)(
+            reference
+        )
+        custom.register_fake(fake or reference)
+        opdef = OpDef(
+            name=name,
+            reference=reference,
+            op=custom,
+            mutates=tuple(mutates_args),
+            doc=(inspect.getdoc(reference) or "").split("\n")[0],
+        )
+        opdef.impls.append(
+            Impl("reference", reference, lambda target: None, "plain-torch spec")
+        )
+        _OPS[name] = opdef
+        return opdef
+
+    return wrap
+
+
+def register_impl(
+    op_name: str, provider: str, supports: SupportsFn, description: str = ""
+) -> Callable[[Callable], Callable]:
+    """Register a faster implementation of `op_name`; its signature must equal the reference's."""
+
+    def wrap(fn: Callable) -> Callable:
+        opdef = get_op(op_name)
+        if provider not in PROVIDER_ORDER:
+            raise ValueError(f"unknown provider {provider!r}; known: {', '.join(PROVIDER_ORDER)}")
+        ref_params = list(inspect.signature(opdef.reference).parameters)
+        impl_params = list(inspect.signature(fn).parameters)
+        if ref_params != impl_params:
+            raise TypeError(
+                f"{provider} implementation of kiln.{op_name} takes {impl_params}, "
+                f"but the reference takes {ref_params}"
+            )
+        opdef.impls.append(Impl(provider, fn, supports, description))
+        return fn
+
+    return wrap
+
+
+def get_op(name: str) -> OpDef:
+    _load_builtin_ops()
+    try:
+        return _OPS[name]
+    except KeyError:
+        raise KeyError(f"unknown IR op {name!r}; known ops: {', '.join(sorted(_OPS))}") from None
+
+
+def all_ops() -> list[OpDef]:
+    _load_builtin_ops()
+    return [_OPS[n] for n in sorted(_OPS)]
+
+
+def choose(op_name: str, target: TargetLike) -> Choice:
+    """The dispatch table: the first provider (in PROVIDER_ORDER) that supports `target`."""
+    opdef = get_op(op_name)
+    ranked = sorted(opdef.impls, key=lambda i: PROVIDER_ORDER.index(i.provider))
+    rejected: list[tuple[str, str]] = []
+    for impl in ranked:
+        why = impl.supports(target)
+        if why is None:
+            return Choice(op_name, impl, tuple(rejected))
+        rejected.append((impl.provider, why))
+    raise AssertionError(f"kiln.{op_name}: the reference implementation must support every target")
+
+
+def dispatch_table(target: TargetLike) -> list[Choice]:
+    return [choose(op.name, target) for op in all_ops()]
+
+
+def _load_builtin_ops() -> None:
+    # Importing the package registers every built-in op exactly once.
+    import ir.ops  # noqa: F401

@@ -1,0 +1,44 @@
+"""The `kiln` command line: one module per verb under `kiln/commands/`.
+
+Each command module defines `add_parser(subparsers)` and `run(args) -> int`, and imports
+heavy modules (torch, transformers, helion) inside `run`, so `kiln --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from kiln.errors import KilnError
+
+COMMANDS = ("generate", "serve", "compile", "ops", "passes", "bench", "cache", "dashboard")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kiln", description="Compile and serve LLMs.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"kiln.commands.{name}")
+        except ModuleNotFoundError as e:
+            if e.name == f"kiln.commands.{name}":
+                continue  # verb not built yet
+            raise
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except KilnError as e:
+        print(f"kiln {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
