@@ -1,0 +1,125 @@
+"""Build a decoder for a checkpoint folder and fill it from `*.safetensors`.
+
+The module is built on the meta device (no memory), materialised on the target device, and
+each HF tensor is copied once into its (possibly fused, possibly sharded) Kiln parameter.
+Every parameter slice must be written exactly once, so a missing or unexpected tensor, or a
+shape mismatch, is reported by name.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+from kiln.errors import KilnError
+from model_defs.config import ModelConfig
+from model_defs.decoder import DecoderForCausalLM, ParallelConfig
+from model_defs.family import ModelFamily
+from model_defs.registry import read_config
+from model_defs.rope import cos_sin_cache
+
+
+def safetensors_files(path: Path) -> list[Path]:
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        missing = [n for n in names if not (path / n).is_file()]
+        if missing:
+            raise KilnError(f"{index} names shards that are missing: {', '.join(missing)}")
+        return [path / n for n in names]
+    files = sorted(path.glob("*.safetensors"))
+    if not files:
+        raise KilnError(f"{path} has no *.safetensors weights (other formats are not supported)")
+    return files
+
+
+def build_model(
+    cfg: ModelConfig, dtype: torch.dtype, device: torch.device | str, par: ParallelConfig
+) -> DecoderForCausalLM:
+    with torch.device("meta"):
+        model = DecoderForCausalLM(cfg, par)
+    model = model.to(dtype).to_empty(device=device)
+    model.cos_sin_cache = cos_sin_cache(cfg).to(device)  # always fp32
+    return model.eval().requires_grad_(False)
+
+
+def load_model(
+    path: Path,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+    par: ParallelConfig = ParallelConfig(),
+) -> DecoderForCausalLM:
+    family, cfg = read_config(path)
+    model = build_model(cfg, dtype, device, par)
+    expected = _expected_slices(model, cfg)
+    written: set[tuple[str, str | None]] = set()
+    params = dict(model.named_parameters())
+    for file in safetensors_files(path):
+        with safe_open(str(file), framework="pt", device="cpu") as f:
+            for hf_name in f.keys():
+                target = _map(family, hf_name, cfg)
+                if target is None:
+                    continue
+                name, shard = target
+                if name not in params:
+                    raise KilnError(f"{file.name}: {hf_name} maps to {name}, which this config lacks")
+                _copy_into(params[name], f.get_tensor(hf_name), shard, cfg, par, hf_name)
+                written.add((name, shard))
+    missing = sorted(f"{n}[{s}]" if s else n for n, s in expected - written)
+    if missing:
+        raise KilnError(f"checkpoint {path} lacks weights for: {', '.join(missing[:8])}"
+                        + (f" and {len(missing) - 8} more" if len(missing) > 8 else ""))
+    return model
+
+
+def _map(family: ModelFamily, hf_name: str, cfg: ModelConfig) -> tuple[str, str | None] | None:
+    try:
+        target = family.map_weight(hf_name)
+    except KeyError:
+        raise KilnError(
+            f"unexpected weight {hf_name!r} for the {family.name} family"
+        ) from None
+    if target and target[0] == "lm_head" and cfg.tie_word_embeddings:
+        return None  # tied: the embedding is the head
+    return target
+
+
+def _expected_slices(model: DecoderForCausalLM, cfg: ModelConfig) -> set[tuple[str, str | None]]:
+    out = set()
+    for name, _ in model.named_parameters():
+        if name.endswith("qkv_proj.weight") or name.endswith("qkv_proj.bias"):
+            out |= {(name, s) for s in ("q", "k", "v")}
+        elif name.endswith("gate_up_proj.weight"):
+            out |= {(name, "gate"), (name, "up")}
+        elif name.endswith(("o_proj.weight", "down_proj.weight")):
+            out.add((name, "row"))
+        else:
+            out.add((name, None))
+    return out
+
+
+def _copy_into(param, tensor, shard, cfg: ModelConfig, par: ParallelConfig, hf_name: str):
+    """Copy this rank's part of `tensor` into its slice of `param`."""
+    dst, src = param.data, tensor
+    if shard in ("q", "k", "v"):
+        q = cfg.num_heads * cfg.head_dim // par.tp_size
+        kv = cfg.num_kv_heads * cfg.head_dim // par.tp_size
+        offset, size = {"q": (0, q), "k": (q, kv), "v": (q + kv, kv)}[shard]
+        dst = dst.narrow(0, offset, size)
+        src = src.narrow(0, par.tp_rank * size, size) if src.shape[0] == size * par.tp_size else src
+    elif shard in ("gate", "up"):
+        size = dst.shape[0] // 2
+        dst = dst.narrow(0, 0 if shard == "gate" else size, size)
+        src = src.narrow(0, par.tp_rank * size, size) if src.shape[0] == size * par.tp_size else src
+    elif shard == "row":
+        size = dst.shape[1]
+        src = src.narrow(1, par.tp_rank * size, size) if src.shape[1] == size * par.tp_size else src
+    if tuple(src.shape) != tuple(dst.shape):
+        raise KilnError(
+            f"shape mismatch for {hf_name}: checkpoint has {tuple(tensor.shape)}, "
+            f"the config implies {tuple(dst.shape) if par.tp_size == 1 else 'a different shape'}"
+        )
+    dst.copy_(src)

@@ -1,0 +1,15 @@
+"""Shared fixtures: tiny random HF checkpoints for every family, an isolated Kiln cache."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_kiln_cache(tmp_path_factory):
+    """Keep tests out of the user's cache unless a test sets its own KILN_CACHE_DIR."""
+    if "KILN_CACHE_DIR" not in os.environ:
+        os.environ["KILN_CACHE_DIR"] = str(tmp_path_factory.mktemp("kiln-cache"))
+    yield
