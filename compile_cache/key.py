@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from importlib import metadata
 from typing import Any
 
 # Bump when the artifact layout or manifest schema changes: every older entry then misses.
@@ -86,6 +85,8 @@ def installed_versions(packages: tuple[str, ...] = TOOL_PACKAGES) -> dict[str, s
 
     A package that is not installed reads "absent", which is itself a key factor.
     """
+    from importlib import metadata  # ~20 ms; only compiles need it
+
     out = {}
     for name in packages:
         try:
@@ -125,8 +126,15 @@ def _diff(a: Any, b: Any, path: str, out: list) -> None:
     if isinstance(a, dict) and isinstance(b, dict):
         for name in sorted(set(a) | set(b)):
             _diff(a.get(name, MISSING), b.get(name, MISSING), _join(path, name), out)
-    elif a != b or type(a) is not type(b):  # 1 vs 1.0 vs True hash differently
+    elif not _same(a, b):
         out.append((path, a, b))
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal as hashed: 1, 1.0 and True are equal in Python but spell differently in JSON."""
+    if a is MISSING or b is MISSING:
+        return a is b
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
 
 
 def _flatten(value: Any, path: str, out: list) -> None:

@@ -26,3 +26,19 @@ def dashboard_db() -> Path:
     """KILN_DASHBOARD_DB, else <cache dir>/dashboard.sqlite."""
     value = os.environ.get("KILN_DASHBOARD_DB")
     return Path(value) if value else cache_dir() / "dashboard.sqlite"
+
+
+# Inductor's and Triton's own caches; `compile_cache.configure_tool_caches` points them inside
+# the Kiln cache so one persistent folder holds everything (a fresh Inductor folder costs ~9 s).
+INDUCTOR_CACHE_ENV = "TORCHINDUCTOR_CACHE_DIR"
+TRITON_CACHE_ENV = "TRITON_CACHE_DIR"
+
+
+def export_default(name: str, value: Path, *, override: bool = False) -> Path:
+    """Set environment variable `name` to `value` unless the user already set it (or
+    `override`); returns the value in effect. Child processes inherit it."""
+    current = os.environ.get(name)
+    if current and not override:
+        return Path(current).expanduser()
+    os.environ[name] = str(value)
+    return value

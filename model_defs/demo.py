@@ -88,7 +88,7 @@ def model_config(vocab_size: int, specials: dict[str, int]) -> dict:
         "mlp_bias": False,
         "tie_word_embeddings": False,
         "torch_dtype": "float32",
-        "initializer_range": MATRIX_STD,
+        "initializer_range": 0.02,
         "bos_token_id": specials[tok.BOS],
         "eos_token_id": specials[tok.EOS],
     }

@@ -8,6 +8,7 @@ bytes do not depend on the installed `tokenizers` version.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 
 NUM_MERGES = 251  # 256 bytes + 251 merges + 5 specials = 512 ids
@@ -167,3 +168,10 @@ def tokenizer_config(specials: dict[str, int], max_length: int) -> dict:
 
 def special_token_ids(document: dict) -> dict[str, int]:
     return {t["content"]: t["id"] for t in document["added_tokens"]}
+
+
+def build_tokenizer():
+    """The demo tokenizer as a `tokenizers.Tokenizer`, without touching the disk."""
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_str(json.dumps(tokenizer_document()))

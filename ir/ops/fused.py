@@ -1,0 +1,122 @@
+"""Fused IR ops that fusion passes create.
+
+Each reference is literally the composition of the unfused ops' references it replaces, so a
+pass that swaps the pattern for the fused op cannot change results; faster implementations are
+tested against these.
+"""
+
+import torch
+
+from ir.ops.activation import silu_and_mul
+from ir.ops.attention import attention
+from ir.ops.collective import all_reduce
+from ir.ops.norm import fused_add_rms_norm, rms_norm
+from ir.ops.quant import FP8_DTYPE, quant_fp8
+from ir.ops.rotary import rotary_embedding
+from ir.registry import ir_op
+
+
+@ir_op("rms_norm_quant")
+def rms_norm_quant(
+    x: torch.Tensor, weight: torch.Tensor, eps: float, group_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """quant_fp8(rms_norm(x, weight, eps), group_size) -> (xq, scale)."""
+    return quant_fp8.reference(rms_norm.reference(x, weight, eps), group_size)
+
+
+@ir_op("fused_add_rms_norm_quant")
+def fused_add_rms_norm_quant(
+    x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float, group_size: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """fused_add_rms_norm then quant_fp8 of the normed output -> (xq, scale, new_residual)."""
+    out, new_residual = fused_add_rms_norm.reference(x, residual, weight, eps)
+    xq, scale = quant_fp8.reference(out, group_size)
+    return xq, scale, new_residual
+
+
+@ir_op("silu_and_mul_quant")
+def silu_and_mul_quant(x: torch.Tensor, group_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """quant_fp8(silu_and_mul(x), group_size) -> (xq, scale)."""
+    return quant_fp8.reference(silu_and_mul.reference(x), group_size)
+
+
+def _fake_attention_quant(
+    q,
+    k,
+    v,
+    k_cache,
+    v_cache,
+    slot_mapping,
+    block_tables,
+    seq_lens,
+    query_start_loc,
+    scale,
+    sliding_window,
+    group_size,
+):
+    num_tokens, width = q.shape[0], q.shape[1] * q.shape[2]
+    num_scales = 1 if group_size == 0 else width // group_size
+    xq = q.new_empty((num_tokens, width), dtype=FP8_DTYPE)
+    x_scale = q.new_empty((num_tokens, num_scales), dtype=torch.float32)
+    return xq, x_scale
+
+
+@ir_op("attention_quant", mutates_args=("k_cache", "v_cache"), fake=_fake_attention_quant)
+def attention_quant(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    slot_mapping: torch.Tensor,
+    block_tables: torch.Tensor,
+    seq_lens: torch.Tensor,
+    query_start_loc: torch.Tensor,
+    scale: float,
+    sliding_window: int,
+    group_size: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """quant_fp8(attention(...).flatten(1), group_size) -> (xq [T, Hq*D], scale); writes KV."""
+    out = attention.reference(
+        q,
+        k,
+        v,
+        k_cache,
+        v_cache,
+        slot_mapping,
+        block_tables,
+        seq_lens,
+        query_start_loc,
+        scale,
+        sliding_window,
+    )  # [T, Hq, D]
+    return quant_fp8.reference(out.flatten(1), group_size)
+
+
+@ir_op("all_reduce_add_rms_norm")
+def all_reduce_add_rms_norm(
+    x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float, group_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """fused_add_rms_norm(all_reduce(x, group_size), residual, weight, eps) -> (out, residual')."""
+    return fused_add_rms_norm.reference(all_reduce.reference(x, group_size), residual, weight, eps)
+
+
+@ir_op("qk_norm_rope")
+def qk_norm_rope(
+    positions: torch.Tensor,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    q_weight: torch.Tensor,
+    k_weight: torch.Tensor,
+    eps: float,
+    cos_sin_cache: torch.Tensor,
+    is_neox: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-head RMSNorm of q [T, Hq, D] and k [T, Hk, D], then rotary_embedding -> (q, k)."""
+    return rotary_embedding.reference(
+        positions,
+        rms_norm.reference(q, q_weight, eps),
+        rms_norm.reference(k, k_weight, eps),
+        cos_sin_cache,
+        is_neox,
+    )

@@ -1,0 +1,110 @@
+"""`kiln generate MODEL --prompt TEXT ...`: run prompts as one batch, print the completions."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from kiln.errors import KilnError
+
+
+def add_engine_arguments(p: argparse.ArgumentParser) -> None:
+    """Flags shared by every verb that builds an engine (generate, serve, bench)."""
+    p.add_argument("--max-model-len", type=int, default=None)
+    p.add_argument("--max-num-seqs", type=int, default=64)
+    p.add_argument("--max-num-batched-tokens", type=int, default=512)
+    p.add_argument("--block-size", type=int, default=16)
+    p.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    p.add_argument("--kv-cache-memory", type=_size, default=256 * 2**20,
+                   help="KV cache bytes on CPU (e.g. 256M, 1G)")
+    p.add_argument("--gpu-memory-utilization", type=float, default=0.90)
+    p.add_argument("--no-prefix-caching", action="store_true")
+    p.add_argument("--enforce-eager", action="store_true", help="GPU: no CUDA graphs")
+    p.add_argument("--target", default="auto")
+    p.add_argument("--quantization", default=None, choices=["fp8"])
+    p.add_argument("--passes", default=None,
+                   help="run the captured graph with these pass toggles: 'all', 'none', '-name,+name'")
+
+
+def engine_kwargs(args: argparse.Namespace) -> dict:
+    return dict(
+        max_model_len=args.max_model_len, max_num_seqs=args.max_num_seqs,
+        max_num_batched_tokens=args.max_num_batched_tokens, block_size=args.block_size,
+        dtype=args.dtype, device=args.device, kv_cache_memory=args.kv_cache_memory,
+        gpu_memory_utilization=args.gpu_memory_utilization,
+        enable_prefix_caching=not args.no_prefix_caching, enforce_eager=args.enforce_eager,
+        target=args.target, quantization=args.quantization, passes=args.passes,
+    )
+
+
+def _size(text: str) -> int:
+    units = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30}
+    t = text.strip().upper().removesuffix("B").removesuffix("I")
+    unit = t[-1] if t and t[-1] in "KMG" else ""
+    try:
+        return int(float(t[: len(t) - len(unit)]) * units[unit])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size like 512M or 2G") from None
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("generate", help="generate text for one or more prompts")
+    p.add_argument("model", nargs="?", default="demo", help="checkpoint folder or 'demo'")
+    p.add_argument("--prompt", action="append", default=[], help="a prompt (repeatable)")
+    p.add_argument("--prompts-file", type=Path, help="one JSON string per line")
+    p.add_argument("--max-tokens", type=int, default=16)
+    p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--min-p", type=float, default=0.0)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--stop", action="append", default=[], help="a stop string (repeatable)")
+    p.add_argument("--ignore-eos", action="store_true")
+    p.add_argument("--json", action="store_true", help="one JSON object per prompt, in order")
+    add_engine_arguments(p)
+    p.set_defaults(run=run)
+
+
+def read_prompts(args: argparse.Namespace) -> list[str]:
+    prompts = list(args.prompt)
+    if args.prompts_file:
+        if not args.prompts_file.is_file():
+            raise KilnError(f"--prompts-file {args.prompts_file} does not exist")
+        for n, line in enumerate(args.prompts_file.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError:
+                value = None
+            if not isinstance(value, str):
+                raise KilnError(f"{args.prompts_file}:{n}: each line must be one JSON string")
+            prompts.append(value)
+    if not prompts:
+        raise KilnError("no prompt given: use --prompt TEXT or --prompts-file FILE")
+    return prompts
+
+
+def run(args: argparse.Namespace) -> int:
+    prompts = read_prompts(args)
+    from runtime.llm import LLM
+    from runtime.sampling_params import SamplingParams
+
+    params = SamplingParams(
+        max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p,
+        top_k=args.top_k, min_p=args.min_p, seed=args.seed, stop=tuple(args.stop),
+        ignore_eos=args.ignore_eos,
+    )
+    llm = LLM(args.model, **engine_kwargs(args))
+    for c in llm.generate(prompts, params):
+        if args.json:
+            print(json.dumps({"prompt_token_ids": c.prompt_token_ids, "token_ids": c.token_ids,
+                              "text": c.text},
+                             ensure_ascii=False))
+        else:
+            print(c.text)
+        sys.stdout.flush()
+    return 0

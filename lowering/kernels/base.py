@@ -1,0 +1,126 @@
+"""What every kernel file shares: its `KernelSpec`, pinned configs, and `supports` helpers.
+
+A kernel file defines its kernel, registers it on its IR op with `register_impl`, and calls
+`register_kernel(KernelSpec(...))` so the cross-compiler can find it. Nothing here imports
+helion or triton: registration must stay cheap, because `import lowering.kernels` happens on
+paths (such as `kiln ops`) that never run a kernel.
+
+Kernel sources follow one launch convention so the cross-compiler and the artifact loader can
+treat Helion and hand-written Triton kernels alike: the source is a plain module (torch +
+triton only) holding `@triton.jit` function(s) and a host function that allocates outputs and
+launches through a keyword `_launcher(jit_fn, grid, *args, num_warps=..., num_stages=...)`.
+Passing a different `_launcher` lets a caller record the launch (cross-compile), run it in
+Triton's CPU interpreter (tests), or launch a precompiled cubin (runtime).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from ir.registry import TargetLike
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+# Targets with pinned configs; a CPU run (interpret mode) borrows the first one's.
+CONFIG_TARGETS = ("h100", "h200", "b200")
+
+_KERNELS: dict[str, KernelSpec] = {}
+
+
+@dataclass(frozen=True)
+class PlainSource:
+    """A kernel as a plain Triton module: `source` defines `entry` (the host launch function)."""
+
+    source: str
+    entry: str
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    """A kernel the cross-compiler can turn into cubins.
+
+    `plain_source(config, args)` returns the module source for a config and example args
+    (Helion specializes on them); `example_args(device)` builds representative inputs, whose
+    shapes fix the compile-time constants (hidden size, head size, ...) of the cubin.
+    `variants` names source variants a kernel has (rotary: neox, gptj); each one is compiled.
+    """
+
+    name: str
+    op: str
+    provider: str  # "helion" | "triton"
+    plain_source: Callable[[dict, tuple, str], PlainSource]  # (config, args, variant)
+    example_args: Callable[[str, str], tuple]  # (device, variant)
+    variants: tuple[str, ...] = ("default",)
+
+    def __post_init__(self) -> None:
+        if self.provider not in ("helion", "triton"):
+            raise ValueError(
+                f"KernelSpec.provider={self.provider!r} for {self.name!r}: use 'helion' or 'triton'"
+            )
+        if not self.variants:
+            raise ValueError(f"KernelSpec.variants of {self.name!r} is empty: name at least one")
+
+
+def register_kernel(spec: KernelSpec) -> KernelSpec:
+    if spec.name in _KERNELS:
+        raise ValueError(f"kernel {spec.name!r} is registered twice")
+    _KERNELS[spec.name] = spec
+    return spec
+
+
+def all_kernels() -> list[KernelSpec]:
+    import lowering.kernels  # noqa: F401  (importing the package registers every kernel)
+
+    return [_KERNELS[name] for name in sorted(_KERNELS)]
+
+
+def get_kernel(name: str) -> KernelSpec:
+    from kiln.errors import KilnError
+
+    import lowering.kernels  # noqa: F401
+
+    try:
+        return _KERNELS[name]
+    except KeyError:
+        valid = ", ".join(sorted(_KERNELS))
+        raise KilnError(f"unknown kernel {name!r}; known kernels: {valid}") from None
+
+
+@cache
+def load_config(kernel: str, target: str) -> dict:
+    """The pinned config of `kernel` on `target` (configs/<target>/<kernel>.json).
+
+    Pinned configs are why compiling never autotunes: a kernel without one for a target is a
+    bug the tests catch, not a reason to search.
+    """
+    name = target if target in CONFIG_TARGETS else CONFIG_TARGETS[0]
+    path = CONFIG_DIR / name / f"{kernel}.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"no pinned config for kernel {kernel!r} on {name}: add {path}")
+    return json.loads(path.read_text())
+
+
+def runtime_config(kernel: str, device_type: str) -> dict:
+    """Config for an eager call on this host: its own target's, or h100's on the CPU."""
+    if device_type != "cuda":
+        return load_config(kernel, CONFIG_TARGETS[0])
+    from lowering.targets import detect_host_target
+
+    return load_config(kernel, detect_host_target().name)
+
+
+def needs_cuda(target: TargetLike) -> str | None:
+    """`supports` for kernels that run only on a CUDA target (Helion on CPU is interpret-only)."""
+    if target.device_type != "cuda":
+        return f"needs a CUDA target (target {target.name} is {target.device_type})"
+    return None
+
+
+def needs_fp8(target: TargetLike) -> str | None:
+    """`supports` for fp8 kernels: a CUDA target whose tensor cores take fp8 (sm_89+)."""
+    return needs_cuda(target) or (
+        None if target.has_fp8 else f"needs fp8 support (target {target.name} has none)"
+    )

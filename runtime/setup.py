@@ -1,0 +1,158 @@
+"""Engine start-up: resolve the model, load weights, size and allocate the KV cache.
+
+Each phase is timed into `LoadedModel.phases` so `kiln bench startup` can report where the
+time to first token goes.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from kiln.config import EngineConfig
+from kiln.errors import KilnError
+from model_defs.config import ModelConfig
+from runtime.kv_cache import allocate_kv_caches, bytes_per_block, num_blocks_for_budget
+from runtime.model_runner import ModelRunner
+from scheduler.scheduler import SchedulerConfig
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    path: Path
+    cfg: ModelConfig
+    tokenizer: object
+    runner: ModelRunner
+    scheduler_config: SchedulerConfig
+    max_model_len: int
+    eos_token_ids: tuple[int, ...]
+    vocab_size: int
+    device: torch.device
+    dtype: torch.dtype
+    phases: dict[str, float] = field(default_factory=dict)
+    compile_seconds: float = 0.0
+
+    @property
+    def load_seconds(self) -> float:
+        return sum(v for k, v in self.phases.items() if k != "compile")
+
+
+@contextmanager
+def _timed(phases: dict[str, float], name: str):
+    t0 = time.perf_counter()
+    yield
+    phases[name] = phases.get(name, 0.0) + time.perf_counter() - t0
+
+
+def pick_device(config: EngineConfig) -> torch.device:
+    if config.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if config.device.startswith("cuda") and not torch.cuda.is_available():
+        raise KilnError(f"device={config.device!r} was asked for, but no CUDA GPU is available")
+    return torch.device(config.device)
+
+
+def pick_dtype(config: EngineConfig, device: torch.device) -> torch.dtype:
+    if config.dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return getattr(torch, config.dtype)
+
+
+def load(config: EngineConfig, forward_factory: Callable | None = None) -> LoadedModel:
+    """Load `config.model` for eager (reference) execution, or through `forward_factory`
+    (model, config) -> forward callable when a compiled graph or artifact runs instead."""
+    from model_defs.loader import load_model
+    from model_defs.registry import read_config, resolve_model_path
+
+    phases: dict[str, float] = {}
+    path = resolve_model_path(config.model)
+    device = pick_device(config)
+    dtype = pick_dtype(config, device)
+    _, cfg = read_config(path)
+    with _timed(phases, "tokenizer"):
+        tokenizer = load_tokenizer(path)
+    with _timed(phases, "weights"):
+        model = load_model(path, dtype, device)
+    forward = model
+    if forward_factory is not None:
+        with _timed(phases, "compile"):
+            forward = forward_factory(model, config)
+    max_len = config.max_model_len or cfg.max_position_embeddings
+    if max_len > cfg.max_position_embeddings:
+        raise KilnError(
+            f"max_model_len={max_len} exceeds the model's max_position_embeddings="
+            f"{cfg.max_position_embeddings}"
+        )
+    with _timed(phases, "kv_alloc"):
+        num_blocks = _num_kv_blocks(config, cfg, dtype, device, max_len)
+        kv = allocate_kv_caches(cfg, num_blocks, config.block_size, dtype, device)
+    runner = ModelRunner(forward, model.compute_logits, kv, config.block_size, device)
+    sched = SchedulerConfig(
+        max_num_seqs=config.max_num_seqs,
+        max_num_batched_tokens=config.max_num_batched_tokens,
+        block_size=config.block_size,
+        num_blocks=num_blocks,
+        enable_prefix_caching=config.enable_prefix_caching,
+        max_model_len=max_len,
+    )
+    return LoadedModel(
+        name="demo" if config.model == "demo" else path.name,
+        path=path, cfg=cfg, tokenizer=tokenizer, runner=runner, scheduler_config=sched,
+        max_model_len=max_len, eos_token_ids=_eos_ids(path, cfg, tokenizer),
+        vocab_size=cfg.vocab_size, device=device, dtype=dtype, phases=phases,
+        compile_seconds=phases.get("compile", 0.0),
+    )
+
+
+def _num_kv_blocks(config: EngineConfig, cfg: ModelConfig, dtype, device, max_len: int) -> int:
+    if device.type == "cuda":
+        free, total = torch.cuda.mem_get_info(device)
+        used_elsewhere = total - free
+        budget = int(total * config.gpu_memory_utilization) - used_elsewhere
+        budget -= _activation_reserve(config, cfg, dtype)
+    else:
+        budget = config.kv_cache_memory
+    blocks = num_blocks_for_budget(cfg, config.block_size, dtype, budget)
+    need = -(-max_len // config.block_size)
+    if blocks < need:
+        per = bytes_per_block(cfg, config.block_size, dtype)
+        raise KilnError(
+            f"the KV cache holds {blocks} blocks of {config.block_size} tokens, fewer than one "
+            f"sequence of max_model_len={max_len} needs ({need}); give it more memory "
+            f"(>= {need * per} bytes) or lower max_model_len"
+        )
+    return blocks
+
+
+def _activation_reserve(config: EngineConfig, cfg: ModelConfig, dtype) -> int:
+    """Peak activation bytes of one step at the token budget (logits dominate)."""
+    t = config.max_num_batched_tokens
+    per_token = (cfg.hidden_size * 6 + cfg.intermediate_size * 3) * dtype.itemsize
+    return int(t * per_token + config.max_num_seqs * cfg.vocab_size * 4 * 2) + 512 * 2**20
+
+
+def load_tokenizer(path: Path):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(path))
+    except (OSError, ValueError) as e:
+        raise KilnError(f"could not load a tokenizer from {path}: {e}") from None
+
+
+def _eos_ids(path: Path, cfg: ModelConfig, tokenizer) -> tuple[int, ...]:
+    gen = path / "generation_config.json"
+    if gen.is_file():
+        eos = json.loads(gen.read_text()).get("eos_token_id")
+        if eos is not None:
+            return tuple(eos) if isinstance(eos, list) else (int(eos),)
+    if cfg.eos_token_ids:
+        return cfg.eos_token_ids
+    return (tokenizer.eos_token_id,) if tokenizer.eos_token_id is not None else ()

@@ -1,0 +1,226 @@
+"""Continuous batching with unified token accounting (vLLM v1 style).
+
+Every step gives each scheduled sequence `num_new_tokens` of its not-yet-computed tokens: a
+prefill chunk and a decode are the same thing. Priority is arrival order: running sequences
+(oldest first) before waiting ones, and when KV blocks run out the newest running sequence is
+preempted by recompute, so the oldest request always makes progress.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import deque
+from dataclasses import dataclass, field
+
+from kiln.errors import KilnError
+from scheduler.block_manager import BlockManager
+from scheduler.sequence import Sequence, SequenceStatus
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    max_num_seqs: int = 256
+    max_num_batched_tokens: int = 8192  # token budget of one step
+    block_size: int = 16
+    num_blocks: int = 1024
+    enable_prefix_caching: bool = True
+    max_model_len: int = 8192
+    # A sequence preempted this many times is spared while any less-preempted one can go.
+    max_preemptions: int = 3
+
+    def __post_init__(self) -> None:
+        for name in ("max_num_seqs", "max_num_batched_tokens", "block_size", "num_blocks"):
+            _require(getattr(self, name) >= 1, name, "must be >= 1")
+        _require(self.max_model_len >= 1, "max_model_len", "must be >= 1")
+        _require(self.max_preemptions >= 0, "max_preemptions", "must be >= 0")
+        _require(
+            self.max_num_batched_tokens >= self.max_num_seqs,
+            "max_num_batched_tokens",
+            f"must be >= max_num_seqs={self.max_num_seqs} so every running decode fits a step",
+        )
+        _require(
+            self.max_model_len <= self.num_blocks * self.block_size,
+            "max_model_len",
+            f"must fit the KV cache ({self.num_blocks} blocks x {self.block_size} tokens); "
+            "lower it or give the cache more blocks",
+        )
+
+
+def _require(ok: bool, name: str, rule: str) -> None:
+    if not ok:
+        raise ValueError(f"SchedulerConfig.{name} {rule}")
+
+
+@dataclass(frozen=True)
+class ScheduledSeq:
+    """Run tokens [start, start + num_new_tokens) of `seq` this step."""
+
+    seq: Sequence
+    num_new_tokens: int
+    start: int  # seq.num_computed_tokens before this step
+
+    @property
+    def needs_sample(self) -> bool:
+        """True when this chunk ends at the last token, so its logits give the next token.
+
+        Read it before `Scheduler.update`, which appends the sampled token.
+        """
+        return self.start + self.num_new_tokens == self.seq.num_tokens
+
+
+@dataclass
+class SchedulerOutput:
+    scheduled: list[ScheduledSeq] = field(default_factory=list)
+    preempted: list[str] = field(default_factory=list)  # back to waiting; recompute later
+    # Finished by the scheduler (finish_reason "length"): the KV cache cannot hold them.
+    rejected: dict[str, str] = field(default_factory=dict)  # seq_id -> why
+    num_batched_tokens: int = 0
+
+    def add(self, seq: Sequence, num_new_tokens: int) -> None:
+        self.scheduled.append(ScheduledSeq(seq, num_new_tokens, seq.num_computed_tokens))
+        self.num_batched_tokens += num_new_tokens
+
+
+class Scheduler:
+    """Decides which tokens of which sequences run each step, and owns their KV blocks."""
+
+    def __init__(self, config: SchedulerConfig):
+        self.config = config
+        self.block_manager = BlockManager(
+            config.num_blocks, config.block_size, config.enable_prefix_caching
+        )
+        self.waiting: deque[Sequence] = deque()
+        self.running: list[Sequence] = []  # sorted by arrival, oldest first
+        self.seqs: dict[str, Sequence] = {}  # every unfinished sequence
+        self._num_arrived = 0
+
+    @property
+    def num_running(self) -> int:
+        return len(self.running)
+
+    @property
+    def num_waiting(self) -> int:
+        return len(self.waiting)
+
+    def has_unfinished(self) -> bool:
+        return bool(self.seqs)
+
+    def add(self, seq: Sequence) -> None:
+        """Queue a new request; raises KilnError if it can never fit."""
+        if seq.seq_id in self.seqs:
+            raise KilnError(f"request id {seq.seq_id!r} is already running; use a unique id")
+        limit = self.config.max_model_len
+        if seq.num_tokens + seq.max_tokens > limit:
+            raise KilnError(
+                f"request {seq.seq_id!r}: {seq.num_tokens} prompt tokens + max_tokens="
+                f"{seq.max_tokens} exceed the model's max length {limit}; shorten the prompt "
+                "or lower max_tokens"
+            )
+        seq.arrival, seq.status = self._num_arrived, SequenceStatus.WAITING
+        self._num_arrived += 1
+        self.seqs[seq.seq_id] = seq
+        self.waiting.append(seq)
+
+    def abort(self, seq_id: str) -> None:
+        """Drop a request wherever it is (client gone); unknown ids are ignored."""
+        if seq_id in self.seqs:
+            self.finish(seq_id, "abort")
+
+    def finish(self, seq_id: str, reason: str) -> None:
+        """End a request (the engine decided stop/length) and free its KV blocks."""
+        seq = self.seqs.pop(seq_id)
+        if seq.status is SequenceStatus.RUNNING:
+            self.running.remove(seq)
+        else:
+            self.waiting.remove(seq)
+        self.block_manager.free(seq)
+        seq.status, seq.finish_reason = SequenceStatus.FINISHED, reason
+
+    def schedule(self) -> SchedulerOutput:
+        """Pick this step's tokens; their KV blocks are allocated on return."""
+        out = SchedulerOutput()
+        self._schedule_running(out)
+        if not out.preempted:  # memory is tight: admitting now would only thrash
+            self._schedule_waiting(out)
+        return out
+
+    def update(self, output: SchedulerOutput, sampled: dict[str, int]) -> list[Sequence]:
+        """Record a finished step; returns the sequences that received a sampled token."""
+        received = []
+        for item in output.scheduled:
+            seq = item.seq
+            if seq.status is not SequenceStatus.RUNNING:
+                continue  # aborted or finished after schedule(): its result is moot
+            assert seq.num_computed_tokens == item.start, f"{seq.seq_id}: output applied twice"
+            needs_sample = item.needs_sample
+            seq.num_computed_tokens += item.num_new_tokens
+            self.block_manager.cache_blocks(seq, item.start)
+            if needs_sample:
+                if seq.seq_id not in sampled:
+                    raise KeyError(f"no sampled token for {seq.seq_id}, whose step ended its tokens")
+                seq.output_token_ids.append(sampled[seq.seq_id])
+                received.append(seq)
+        return received
+
+    def _schedule_running(self, out: SchedulerOutput) -> None:
+        """Oldest first; each keeps 1 token of budget for every running seq after it."""
+        budget, i = self.config.max_num_batched_tokens - out.num_batched_tokens, 0
+        while i < len(self.running):
+            seq = self.running[i]
+            reserve = len(self.running) - i - 1  # so decodes behind a prefill are never starved
+            num_new = min(seq.num_uncomputed_tokens, budget - reserve)
+            num_new = min(num_new, self.block_manager.max_appendable(seq))  # shrink a chunk
+            if num_new < 1:
+                self._make_room(i, out)  # preempts a newer seq, or this one
+                continue
+            self.block_manager.append(seq, num_new)
+            out.add(seq, num_new)
+            budget -= num_new
+            i += 1
+
+    def _make_room(self, i: int, out: SchedulerOutput) -> None:
+        """Preempt the newest unscheduled running seq, sparing often-preempted ones if possible."""
+        candidates = self.running[i:]  # running[:i] are already scheduled this step
+        fresh = [s for s in candidates if s.num_preemptions < self.config.max_preemptions]
+        victim = (fresh or candidates)[-1]
+        if len(self.running) == 1:  # alone and still short: the whole cache cannot hold it
+            self._reject(victim, out)
+            return
+        self.running.remove(victim)
+        self.block_manager.free(victim)
+        victim.status, victim.num_computed_tokens, victim.num_cached_tokens = (
+            SequenceStatus.WAITING,
+            0,
+            0,
+        )
+        victim.num_preemptions += 1
+        self.waiting.appendleft(victim)
+        out.preempted.append(victim.seq_id)
+
+    def _schedule_waiting(self, out: SchedulerOutput) -> None:
+        """Admit waiting seqs in order (FCFS, no skipping) while budget, seats and blocks last."""
+        bm = self.block_manager
+        while self.waiting and len(self.running) < self.config.max_num_seqs:
+            budget = self.config.max_num_batched_tokens - out.num_batched_tokens
+            if budget < 1:
+                return
+            seq = self.waiting[0]
+            num_new = min(seq.num_tokens - bm.num_cached_tokens(seq), budget)
+            if not bm.can_allocate(seq, num_new):
+                if self.running:
+                    return  # wait for blocks to come back
+                self._reject(seq, out)  # an empty cache cannot hold even this chunk
+                continue
+            self.waiting.popleft()
+            bm.allocate(seq, num_new)
+            seq.status = SequenceStatus.RUNNING
+            bisect.insort(self.running, seq, key=lambda s: s.arrival)
+            out.add(seq, num_new)
+
+    def _reject(self, seq: Sequence, out: SchedulerOutput) -> None:
+        cfg = self.config
+        out.rejected[seq.seq_id] = (
+            f"request {seq.seq_id!r} needs KV for {seq.num_tokens} tokens but the whole cache "
+            f"holds {cfg.num_blocks * cfg.block_size}; lower max_tokens or add KV blocks"
+        )
+        self.finish(seq.seq_id, "length")
