@@ -12,8 +12,8 @@ from perf_dashboard.html_parts import (
     empty,
     number,
     ordered_names,
-    section,
     seconds,
+    section,
     table,
     when,
 )
@@ -50,7 +50,9 @@ def runtime_section(entries: Entries) -> str:
     row_id, rec = runs[-1]
     body = f"<h3>Latest run: {escape(bench_label(row_id, rec))}, {when(rec.created)}</h3>"
     body += _latest_charts(rec) + _results_table(rec)
-    body += _trend("throughput-trend", "Throughput across runs", runs[-MAX_TREND:], "tok_s", "tok/s")
+    body += _trend(
+        "throughput-trend", "Throughput across runs", runs[-MAX_TREND:], "tok_s", "tok/s"
+    )
     body += _trend("itl-trend", "ITL p50 across runs", runs[-MAX_TREND:], "itl_p50_ms", "ms")
     return section("runtime", title, intro, body)
 
@@ -80,7 +82,14 @@ def _results_table(rec: BenchRecord) -> str:
         base = baseline.get(_shape(r)) if r["engine"] == "kiln" else None
         ratio = f"{r['tok_s'] / base:.2f}\u00d7" if base else "\u2013"
         rows.append(
-            [r["engine"], r["batch_size"], r["input_len"], r["output_len"], number(r["tok_s"]), ratio]
+            [
+                r["engine"],
+                r["batch_size"],
+                r["input_len"],
+                r["output_len"],
+                number(r["tok_s"]),
+                ratio,
+            ]
             + [number(r[k]) for k in ("ttft_p50_ms", "ttft_p99_ms", "itl_p50_ms", "itl_p99_ms")]
             + [number(r["peak_memory_gb"])]
         )

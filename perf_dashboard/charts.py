@@ -101,7 +101,7 @@ def _y_axis(parts: list[str], ticks: list[float], y_of, plot_right: float, label
 def _x_labels(parts: list[str], labels: Sequence[str], xs: Sequence[float], base: float) -> None:
     rotate = len(labels) > 4 or any(len(s) > 12 for s in labels)
     stride = max(1, math.ceil(len(labels) / 16))  # at most ~16 labels stay readable
-    for i, (label, x) in enumerate(zip(labels, xs)):
+    for i, (label, x) in enumerate(zip(labels, xs, strict=True)):
         if i % stride:
             continue
         text = escape(short(label, 22))
@@ -140,7 +140,7 @@ def stacked_bars(
     slot = (plot_right - PLOT_LEFT) / max(len(labels), 1)
     bar_w = min(56.0, slot * 0.7)
     xs = [PLOT_LEFT + slot * (i + 0.5) for i in range(len(labels))]
-    for i, (label, x) in enumerate(zip(labels, xs)):
+    for i, (label, x) in enumerate(zip(labels, xs, strict=True)):
         level = 0.0
         for s, (name, vals) in enumerate(series.items()):
             value = vals[i]
@@ -187,7 +187,7 @@ def bars(
             f'<line class="grid" x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{axis_y}"/>'
             f'<text class="tick" x="{x:.1f}" y="{axis_y + 14}" text-anchor="middle">{fmt(tick)}</text>'
         )
-    for i, (label, value) in enumerate(zip(labels, values)):
+    for i, (label, value) in enumerate(zip(labels, values, strict=True)):
         y = top + row * i
         parts.append(
             f'<text class="tick" x="{left - 6}" y="{y + row * 0.68:.1f}" text-anchor="end">'
@@ -230,7 +230,7 @@ def line_trend(
         xs = [(PLOT_LEFT + plot_right) / 2]
     for s, (name, vals) in enumerate(series.items()):
         parts.extend(_polylines(vals, xs, y_of, color(s)))
-        for label, x, v in zip(labels, xs, vals):
+        for label, x, v in zip(labels, xs, vals, strict=True):
             if v is not None:
                 parts.append(
                     f'<circle cx="{x:.1f}" cy="{y_of(v):.1f}" r="4" fill="{color(s)}">'
@@ -244,7 +244,7 @@ def line_trend(
 def _polylines(vals: Sequence[float | None], xs: Sequence[float], y_of, stroke: str) -> list[str]:
     """One polyline per run of consecutive present values (a None breaks the line)."""
     runs: list[list[str]] = [[]]
-    for x, v in zip(xs, vals):
+    for x, v in zip(xs, vals, strict=True):
         if v is None:
             runs.append([])
         else:

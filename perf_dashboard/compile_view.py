@@ -9,8 +9,8 @@ from perf_dashboard.html_parts import (
     compile_label,
     empty,
     ordered_names,
-    section,
     seconds,
+    section,
     size,
     table,
     when,
@@ -139,7 +139,9 @@ def _pass_trend(with_passes: Entries) -> str:
             worst[p.name] = max(worst.get(p.name, 0.0), p.seconds)
     top = sorted(worst, key=worst.__getitem__, reverse=True)[:TOP_PASSES]
     series = {
-        name: [next((p.seconds for p in rec.passes if p.name == name), None) for _, rec in with_passes]
+        name: [
+            next((p.seconds for p in rec.passes if p.name == name), None) for _, rec in with_passes
+        ]
         for name in top
     }
     labels = [compile_label(i, rec) for i, rec in with_passes]
@@ -188,4 +190,3 @@ def kernels_section(entries: Entries) -> str:
     latest = f"<h3>{escape(compile_label(row_id, rec))}</h3>"
     latest += table(["provider", "kernels", "share"], rows, numeric=(1, 2))
     return section("kernels", "Kernels by provider", intro, chart + latest)
-

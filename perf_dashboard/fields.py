@@ -66,7 +66,9 @@ def check_number(
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     if not ok or not math.isfinite(value) or value < minimum:
         suffix = " or null" if nullable else ""
-        raise RecordError(field, f"must be a finite number >= {minimum:g}{suffix}, got {_show(value)}")
+        raise RecordError(
+            field, f"must be a finite number >= {minimum:g}{suffix}, got {_show(value)}"
+        )
     return float(value)
 
 

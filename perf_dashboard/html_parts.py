@@ -62,16 +62,17 @@ def table(
     """A plain table; `numeric` column indexes are right-aligned. All cells are escaped."""
     right = set(numeric)
     head = "".join(
-        f'<th{" class=num" if i in right else ""}>{escape(h)}</th>' for i, h in enumerate(headers)
+        f"<th{' class=num' if i in right else ''}>{escape(h)}</th>" for i, h in enumerate(headers)
     )
     body = []
     for r, row in enumerate(rows):
         css = row_classes[r] if row_classes and row_classes[r] else ""
         cells = "".join(
-            f'<td{" class=num" if i in right else ""}>{escape(str(c))}</td>' for i, c in enumerate(row)
+            f"<td{' class=num' if i in right else ''}>{escape(str(c))}</td>"
+            for i, c in enumerate(row)
         )
         body.append(f'<tr class="{css}">{cells}</tr>' if css else f"<tr>{cells}</tr>")
-    return f'<table><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
 def section(anchor: str, title: str, intro: str, body: str) -> str:

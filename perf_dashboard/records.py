@@ -73,7 +73,9 @@ class _JsonRecord:
         if data["kind"] != cls.kind:
             raise RecordError("kind", f"must be '{cls.kind}', got {data['kind']!r}")
         if data.get("schema", SCHEMA) != SCHEMA:
-            raise RecordError("schema", f"must be {SCHEMA} (this kiln's format), got {data['schema']!r}")
+            raise RecordError(
+                "schema", f"must be {SCHEMA} (this kiln's format), got {data['schema']!r}"
+            )
         return cls(**{n: data[n] for n in names if n in data})
 
     @classmethod

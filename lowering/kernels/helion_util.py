@@ -1,0 +1,94 @@
+"""Building, running and exporting Helion kernels without importing helion at module load.
+
+Helion reads a kernel's globals (it rejects closures), so a kernel file keeps `helion` and
+`hl` as module globals set to None and `import_helion` binds them on first use. That keeps
+`import lowering.kernels` free of helion (about 7 s to import here), as the serve path needs.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+from collections.abc import Callable
+from functools import cache
+from typing import Any
+
+from lowering.kernels.base import PlainSource
+
+# Replaces `from helion.runtime import default_launcher as _default_launcher` in generated
+# code: the same contract (launch `kernel[grid]`), with no helion import.
+_PLAIN_LAUNCHER = '''
+def _default_launcher(kernel, grid, *args, num_warps, num_stages, **kwargs):
+    """Launch a @triton.jit kernel with Triton's own JIT (plain replacement for Helion's)."""
+    return kernel[grid](*args, num_warps=num_warps, num_stages=num_stages, **kwargs)
+'''
+
+
+def import_helion(namespace: dict[str, Any]) -> Any:
+    """Import helion and bind `helion` and `hl` into a kernel module's globals."""
+    import helion
+    import helion.language as hl
+
+    namespace["helion"] = helion
+    namespace["hl"] = hl
+    return helion
+
+
+@cache
+def helion_kernel(fn: Callable, config_json: str, mode: str) -> Any:
+    """A `helion.Kernel` for `fn` with one pinned config.
+
+    mode "run" launches on CUDA, "interpret" runs Helion's eager reference mode (the only way
+    Helion runs on a CPU; the same as HELION_INTERPRET=1), "codegen" only generates Triton (it
+    must not be in interpret mode, whatever the environment says).
+    """
+    helion = import_helion(fn.__globals__)
+    ref_mode = helion.RefMode.EAGER if mode == "interpret" else helion.RefMode.OFF
+    config = helion.Config(**json.loads(config_json))
+    # static_shapes=False: the token count stays a runtime argument, so one cubin serves all.
+    return helion.kernel(config=config, static_shapes=False, ref_mode=ref_mode)(fn)
+
+
+def run_helion(fn: Callable, config: dict, *args: Any) -> Any:
+    """Call the Helion kernel `fn` on args: for real on CUDA, in interpret mode on a CPU."""
+    device = next(a.device for a in args if hasattr(a, "device"))
+    mode = "run" if device.type == "cuda" else "interpret"
+    return helion_kernel(fn, json.dumps(config, sort_keys=True), mode)(*args)
+
+
+def helion_plain_source(fn: Callable, config: dict, args: tuple) -> PlainSource:
+    """Plain Triton module source (no helion import) of `fn` specialized to `args`."""
+    kernel = helion_kernel(fn, json.dumps(config, sort_keys=True), "codegen")
+    helion = fn.__globals__["helion"]
+    bound = kernel.bind(args)
+    code = bound.to_triton_code(helion.Config(**config))
+    plain = strip_helion_launcher(code)
+    if plain is None:
+        # The generated code needs more of helion.runtime than the launcher: use Helion's own
+        # dependency-free export, which inlines a runtime shim.
+        options = helion.OutputCodeOptions(allow_helion_deps=False)
+        plain = bound.to_code(helion.Config(**config), options=options)
+    return PlainSource(source=plain, entry=fn.__name__)
+
+
+def strip_helion_launcher(code: str) -> str | None:
+    """Swap Helion's launcher import for a plain one; None if other helion uses remain."""
+    lines = code.splitlines()
+    marker = "from helion.runtime import default_launcher as _default_launcher"
+    if marker not in lines:
+        return None
+    index = lines.index(marker)
+    plain = "\n".join([*lines[:index], _PLAIN_LAUNCHER.strip("\n"), *lines[index + 1 :]]) + "\n"
+    return None if mentions_helion(plain) else plain
+
+
+def mentions_helion(source: str) -> bool:
+    """True if the module imports helion or names it anywhere in code (comments don't count)."""
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import) and any(a.name.split(".")[0] == "helion" for a in node.names):
+            return True
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "helion":
+            return True
+        if isinstance(node, ast.Name) and node.id == "helion":
+            return True
+    return False

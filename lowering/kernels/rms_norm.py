@@ -1,0 +1,54 @@
+"""RMSNorm as a Helion kernel: one row per program, the whole row in registers, fp32 math."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ir.registry import register_impl
+from lowering.kernels.base import KernelSpec, needs_cuda, register_kernel, runtime_config
+from lowering.kernels.helion_util import helion_plain_source, run_helion
+
+helion: Any = None  # bound to the helion modules on first use (see helion_util.import_helion)
+hl: Any = None
+
+NAME = "rms_norm"
+
+
+def rms_norm_kernel(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """x [T, H], weight [H] -> weight * (x / rms(x)).to(x.dtype), as the IR reference rounds."""
+    m, n = x.size()
+    out = torch.empty([m, n], dtype=torch.promote_types(x.dtype, weight.dtype), device=x.device)
+    for tile_m in hl.tile(m):
+        xf = x[tile_m, :].to(torch.float32)
+        inv_rms = torch.rsqrt(torch.mean(xf * xf, dim=-1) + eps)  # [tile_m]
+        normed = (xf * inv_rms[:, None]).to(x.dtype)
+        out[tile_m, :] = weight[None, :] * normed
+    return out
+
+
+@register_impl(NAME, provider="helion", supports=needs_cuda, description="Helion, row per program")
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    x2d = x.reshape(-1, x.shape[-1])  # [T, H]
+    out = run_helion(rms_norm_kernel, runtime_config(NAME, x.device.type), x2d, weight, eps)
+    return out.reshape(x.shape)
+
+
+def example_args(device: str, variant: str = "default") -> tuple:
+    """Llama-3-8B shape: the hidden size is a compile-time constant of the cubin."""
+    x = torch.randn(16, 4096, dtype=torch.bfloat16, device=device)
+    return x, torch.randn(4096, dtype=torch.bfloat16, device=device), 1e-5
+
+
+register_kernel(
+    KernelSpec(
+        name=NAME,
+        op=NAME,
+        provider="helion",
+        plain_source=lambda config, args, variant: helion_plain_source(
+            rms_norm_kernel, config, args
+        ),
+        example_args=example_args,
+    )
+)
