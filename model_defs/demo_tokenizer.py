@@ -56,7 +56,7 @@ def build_merges(num_merges: int = NUM_MERGES) -> list[tuple[str, str]]:
     while len(merges) < num_merges:
         pairs: Counter[tuple[str, str]] = Counter()
         for symbols, weight in words.items():
-            for pair in zip(symbols, symbols[1:]):
+            for pair in zip(symbols, symbols[1:], strict=False):
                 pairs[pair] += weight
         if not pairs:
             break
@@ -130,8 +130,12 @@ def _bos_processor(bos_id: int) -> dict:
     return {
         "type": "TemplateProcessing",
         "single": [bos, {"Sequence": {"id": "A", "type_id": 0}}],
-        "pair": [bos, {"Sequence": {"id": "A", "type_id": 0}}, bos,
-                 {"Sequence": {"id": "B", "type_id": 1}}],
+        "pair": [
+            bos,
+            {"Sequence": {"id": "A", "type_id": 0}},
+            bos,
+            {"Sequence": {"id": "B", "type_id": 1}},
+        ],
         "special_tokens": {BOS: {"id": BOS, "ids": [bos_id], "tokens": [BOS]}},
     }
 

@@ -104,10 +104,10 @@ def _x_labels(parts: list[str], labels: Sequence[str], xs: Sequence[float], base
     for i, (label, x) in enumerate(zip(labels, xs, strict=True)):
         if i % stride:
             continue
-        text = escape(short(label, 22))
+        text = escape(short(label, 20))
         if rotate:
             parts.append(
-                f'<text class="tick" transform="translate({x:.1f} {base + 12:.1f}) rotate(-35)"'
+                f'<text class="tick" transform="translate({x:.1f} {base + 12:.1f}) rotate(-55)"'
                 f' text-anchor="end"><title>{escape(label)}</title>{text}</text>'
             )
         else:
@@ -212,7 +212,7 @@ def line_trend(
     *,
     y_label: str,
 ) -> str:
-    """One line per series across `labels` (records in time order); None leaves a gap."""
+    """One line per series across `labels` (records in time order); None: not measured there."""
     height, bottom = 320, 100
     base = height - bottom
     present = [v for vals in series.values() for v in vals if v is not None]
@@ -224,8 +224,9 @@ def line_trend(
 
     parts = _open_svg(chart_id, title, height, len(present))
     _y_axis(parts, ticks, y_of, plot_right, y_label)
-    slot = (plot_right - PLOT_LEFT - 20) / max(len(labels) - 1, 1)
-    xs = [PLOT_LEFT + 10 + slot * i for i in range(len(labels))]
+    inset = 40  # keeps the first rotated x label inside the frame
+    slot = (plot_right - PLOT_LEFT - 2 * inset) / max(len(labels) - 1, 1)
+    xs = [PLOT_LEFT + inset + slot * i for i in range(len(labels))]
     if len(labels) == 1:
         xs = [(PLOT_LEFT + plot_right) / 2]
     for s, (name, vals) in enumerate(series.items()):
@@ -242,15 +243,10 @@ def line_trend(
 
 
 def _polylines(vals: Sequence[float | None], xs: Sequence[float], y_of, stroke: str) -> list[str]:
-    """One polyline per run of consecutive present values (a None breaks the line)."""
-    runs: list[list[str]] = [[]]
-    for x, v in zip(xs, vals, strict=True):
-        if v is None:
-            runs.append([])
-        else:
-            runs[-1].append(f"{x:.1f},{y_of(v):.1f}")
+    """One line through the present values; a record without this series is stepped over."""
+    points = [f"{x:.1f},{y_of(v):.1f}" for x, v in zip(xs, vals, strict=True) if v is not None]
+    if len(points) < 2:
+        return []
     return [
-        f'<polyline fill="none" stroke="{stroke}" stroke-width="2" points="{" ".join(r)}"/>'
-        for r in runs
-        if len(r) > 1
+        f'<polyline fill="none" stroke="{stroke}" stroke-width="2" points="{" ".join(points)}"/>'
     ]

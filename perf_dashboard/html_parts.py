@@ -6,6 +6,7 @@ such as `<script>` shows as text and never runs.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterable, Sequence
 from html import escape
@@ -43,13 +44,14 @@ def bench_label(row_id: int, rec: BenchRecord) -> str:
     return f"#{row_id} {rec.model} {rec.card}"
 
 
+def prose(text: str) -> str:
+    """Escaped text in which `backticked` spans become <code> (escaping first keeps it safe)."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", escape(text))
+
+
 def empty(message: str) -> str:
     """The explicit "nothing here yet" note a section shows instead of a blank chart."""
-    return f'<p class="empty">No data yet: {escape(message)}</p>'
-
-
-def note(text: str) -> str:
-    return f'<p class="note">{escape(text)}</p>'
+    return f'<p class="empty">No data yet: {prose(message)}</p>'
 
 
 def table(
@@ -78,7 +80,7 @@ def table(
 def section(anchor: str, title: str, intro: str, body: str) -> str:
     return (
         f'<section id="{escape(anchor)}"><h2>{escape(title)}</h2>'
-        f'<p class="intro">{escape(intro)}</p>{body}</section>'
+        f'<p class="intro">{prose(intro)}</p>{body}</section>'
     )
 
 

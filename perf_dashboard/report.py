@@ -23,6 +23,7 @@ body { margin: 0; font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-ser
 header { background: #1d2330; color: #fff; padding: 18px 32px; }
 header h1 { margin: 0 0 4px; font-size: 22px; }
 header p { margin: 0; color: #c7ccd6; }
+header code { background: #343b4b; color: #fff; }
 nav a { color: #fff; margin-right: 14px; font-size: 13px; }
 main { max-width: 1180px; margin: 0 auto; padding: 8px 24px 48px; }
 section { background: #fff; border: 1px solid var(--line); border-radius: 8px;
@@ -42,8 +43,9 @@ svg .axis { stroke: #8a93a3; }
 .legend { display: flex; flex-wrap: wrap; gap: 4px 14px; font-size: 12px; margin: 2px 0 0 64px; }
 .legend i { display: inline-block; width: 11px; height: 11px; margin-right: 5px;
             vertical-align: -1px; border-radius: 2px; }
-table { border-collapse: collapse; width: 100%; font-size: 13px; margin: 4px 0 12px; }
-th, td { padding: 4px 8px; border-bottom: 1px solid var(--line); text-align: left; }
+table { border-collapse: collapse; min-width: 60%; font-size: 13px; }
+.table-wrap { overflow-x: auto; margin: 4px 0 12px; }
+th, td { white-space: nowrap; padding: 4px 8px; border-bottom: 1px solid var(--line); text-align: left; }
 th { background: #f0f2f5; font-weight: 600; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 tr.slowest td { background: #fdecea; font-weight: 600; }

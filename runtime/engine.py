@@ -45,6 +45,7 @@ class Engine:
         self.scheduler = Scheduler(self.loaded.scheduler_config)
         self.eos_token_ids = set(self.loaded.eos_token_ids)
         self._requests: dict[str, _Request] = {}
+        self.num_preemptions = 0
 
     @classmethod
     def from_args(cls, model: str = "demo", **kw) -> Engine:
@@ -91,6 +92,7 @@ class Engine:
     # --- the loop -----------------------------------------------------------------------
     def step(self) -> list[RequestOutput]:
         sched = self.scheduler.schedule()
+        self.num_preemptions += len(sched.preempted)
         outputs = [self._finish(sid, "length", aborted=True) for sid in sched.rejected
                    if sid in self._requests]
         if not sched.scheduled:
@@ -177,6 +179,7 @@ class Engine:
         return {
             "num_running": s.num_running,
             "num_waiting": s.num_waiting,
+            "num_preemptions": self.num_preemptions,
             "kv_usage": bm.usage,
             "kv_blocks_used": len(bm.blocks) - bm.num_free_blocks,
             "kv_blocks_total": len(bm.blocks),

@@ -145,9 +145,9 @@ def _exponential_draws(
     """Exp(1) noise [N, V]. A sampled row with a generator draws exactly V values from it per
     step, so its stream never depends on the batch; greedy rows never touch theirs."""
     draws = torch.empty_like(logits)
-    if any(g is None and not p.greedy for p, g in zip(params, generators)):
+    if any(g is None and not p.greedy for p, g in zip(params, generators, strict=True)):
         draws.exponential_()
-    for i, (p, gen) in enumerate(zip(params, generators)):
+    for i, (p, gen) in enumerate(zip(params, generators, strict=True)):
         if gen is not None and not p.greedy:
             draws[i].exponential_(generator=gen)
     return draws.clamp_min_(_TINY)
@@ -169,6 +169,6 @@ def compute_logprobs(
     top_lp, top_ids = top_lp.tolist(), top_ids.tolist()
     for j, i in enumerate(rows):
         n = params[i].logprobs
-        top = tuple(zip(top_ids[j][:n], top_lp[j][:n]))
+        top = tuple(zip(top_ids[j][:n], top_lp[j][:n], strict=True))
         result[i] = TokenLogprob(token_ids[i], chosen_lp[j], top)
     return result

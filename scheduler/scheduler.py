@@ -157,7 +157,9 @@ class Scheduler:
             self.block_manager.cache_blocks(seq, item.start)
             if needs_sample:
                 if seq.seq_id not in sampled:
-                    raise KeyError(f"no sampled token for {seq.seq_id}, whose step ended its tokens")
+                    raise KeyError(
+                        f"no sampled token for {seq.seq_id}, whose step ended its tokens"
+                    )
                 seq.output_token_ids.append(sampled[seq.seq_id])
                 received.append(seq)
         return received

@@ -11,7 +11,7 @@ from ir.ops.activation import silu_and_mul
 from ir.ops.attention import attention
 from ir.ops.collective import all_reduce
 from ir.ops.norm import fused_add_rms_norm, rms_norm
-from ir.ops.quant import FP8_DTYPE, quant_fp8
+from ir.ops.quant import FP8_DTYPE, check_group_size, quant_fp8
 from ir.ops.rotary import rotary_embedding
 from ir.registry import ir_op
 
@@ -55,6 +55,7 @@ def _fake_attention_quant(
     group_size,
 ):
     num_tokens, width = q.shape[0], q.shape[1] * q.shape[2]
+    check_group_size(width, group_size)
     num_scales = 1 if group_size == 0 else width // group_size
     xq = q.new_empty((num_tokens, width), dtype=FP8_DTYPE)
     x_scale = q.new_empty((num_tokens, num_scales), dtype=torch.float32)

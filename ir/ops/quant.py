@@ -14,7 +14,7 @@ FP8_MAX = 448.0  # torch.finfo(torch.float8_e4m3fn).max
 MIN_SCALE = 1e-12
 
 
-def _check_group_size(k: int, group_size: int) -> None:
+def check_group_size(k: int, group_size: int) -> None:
     if group_size < 0 or (group_size > 0 and k % group_size != 0):
         raise ValueError(
             f"group_size={group_size} must be 0 (per token) or a positive divisor of the "
@@ -31,7 +31,7 @@ def quant_fp8(x: torch.Tensor, group_size: int) -> tuple[torch.Tensor, torch.Ten
     (at least MIN_SCALE), xq = clamp(x / scale, -FP8_MAX, FP8_MAX) rounded to e4m3.
     """
     k = x.shape[-1]
-    _check_group_size(k, group_size)
+    check_group_size(k, group_size)
     g = k if group_size == 0 else group_size
     xg = x.float().unflatten(-1, (k // g, g))  # [..., K // g, g]
     scale = (xg.abs().amax(dim=-1) / FP8_MAX).clamp(min=MIN_SCALE)  # [..., K // g]

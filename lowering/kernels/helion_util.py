@@ -22,6 +22,11 @@ def _default_launcher(kernel, grid, *args, num_warps, num_stages, **kwargs):
     """Launch a @triton.jit kernel with Triton's own JIT (plain replacement for Helion's)."""
     return kernel[grid](*args, num_warps=num_warps, num_stages=num_stages, **kwargs)
 '''
+_IMPORT_SWAPS = {
+    "from torch._inductor.runtime.triton_compat import libdevice": (
+        "from triton.language.extra import libdevice"
+    ),
+}
 
 
 def import_helion(namespace: dict[str, Any]) -> Any:
@@ -78,7 +83,10 @@ def strip_helion_launcher(code: str) -> str | None:
     if marker not in lines:
         return None
     index = lines.index(marker)
-    plain = "\n".join([*lines[:index], _PLAIN_LAUNCHER.strip("\n"), *lines[index + 1 :]]) + "\n"
+    lines[index : index + 1] = _PLAIN_LAUNCHER.strip("\n").splitlines()
+    # Inductor's libdevice re-export costs a torch._inductor import; Triton's is the same.
+    lines = [_IMPORT_SWAPS.get(line, line) for line in lines]
+    plain = "\n".join(lines) + "\n"
     return None if mentions_helion(plain) else plain
 
 

@@ -106,7 +106,7 @@ def dense_attention(case: PagedCase, scale: float, sliding_window: int) -> torch
     """Naive per-query, per-head softmax over contiguous K/V (fp64); padding rows stay 0."""
     out = torch.zeros(case.q.shape, dtype=torch.float64)
     group = case.q.shape[1] // case.full_k[0].shape[1]
-    for i, (kf, vf) in enumerate(zip(case.full_k, case.full_v)):
+    for i, (kf, vf) in enumerate(zip(case.full_k, case.full_v, strict=True)):
         start, end = int(case.query_start_loc[i]), int(case.query_start_loc[i + 1])
         seq_len = kf.shape[0]
         for row in range(start, end):

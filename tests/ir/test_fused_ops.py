@@ -76,7 +76,7 @@ def test_attention_quant_fake_matches_real_shapes():
     real = ops.attention_quant(*case.args(0.3, 0), 16)
     with FakeTensorMode(allow_non_fake_inputs=True):
         fake = ops.attention_quant(*case.args(0.3, 0), 16)
-    for r, f in zip(real, fake):
+    for r, f in zip(real, fake, strict=True):
         assert r.shape == f.shape and r.dtype == f.dtype
 
 

@@ -103,7 +103,7 @@ def test_fp8_inputs_are_not_mutated(name):
     before = [a.clone() for a in args if isinstance(a, torch.Tensor)]
     out = get_op(name).overload(*args)
     after = [a for a in args if isinstance(a, torch.Tensor)]
-    for b, a in zip(before, after):
+    for b, a in zip(before, after, strict=True):
         assert torch.equal(b.view(torch.uint8), a.view(torch.uint8))
         assert out.untyped_storage().data_ptr() != a.untyped_storage().data_ptr()
 
@@ -202,7 +202,6 @@ def test_all_reduce_single_rank_is_a_fresh_copy():
 def _all_reduce_worker(rank: int, world_size: int, init_file: str, results) -> None:
     import torch.distributed as dist
 
-
     dist.init_process_group(
         "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size
     )
@@ -211,6 +210,7 @@ def _all_reduce_worker(rank: int, world_size: int, init_file: str, results) -> N
     dist.destroy_process_group()
 
 
+@pytest.mark.slow  # spawns two Python processes that import torch
 def test_all_reduce_sums_over_two_gloo_ranks(tmp_path):
     """Two CPU processes: rank r holds x * (r + 1), so the sum is x * 3 on both."""
     ctx = torch.multiprocessing.get_context("spawn")

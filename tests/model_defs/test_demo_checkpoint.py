@@ -40,8 +40,12 @@ def test_two_fresh_roots_give_byte_identical_files(ckpt, tmp_path):
     assert other == tmp_path / "models" / "demo-v1"
     assert _digests(other) == _digests(ckpt)
     assert set(_digests(ckpt)) == {
-        "config.json", "generation_config.json", "model.safetensors",
-        "special_tokens_map.json", "tokenizer.json", "tokenizer_config.json",
+        "config.json",
+        "generation_config.json",
+        "model.safetensors",
+        "special_tokens_map.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
     }
 
 
@@ -116,7 +120,7 @@ def test_weights_have_requested_scales(ckpt):
     assert w["lm_head.weight"].std().item() == pytest.approx(demo.LM_HEAD_STD, rel=0.02)
     q = w["model.layers.2.self_attn.q_proj.weight"]
     assert q.std().item() == pytest.approx(demo.MATRIX_STD, rel=0.02)
-    assert abs(q.mean().item()) < 0.01 * demo.MATRIX_STD * 10
+    assert abs(q.mean().item()) < 0.1 * demo.MATRIX_STD
     assert not torch.equal(q, w["model.layers.1.self_attn.q_proj.weight"])
 
 
@@ -178,8 +182,18 @@ def test_tokenizer_round_trips_random_code_points():
     tok = build_tokenizer()
     rng = random.Random(7)
     for _ in range(50):
-        chars = [chr(rng.choice([rng.randrange(0x20, 0x7F), rng.randrange(0xA0, 0xD800),
-                                 rng.randrange(0xE000, 0x110000)])) for _ in range(30)]
+        chars = [
+            chr(
+                rng.choice(
+                    [
+                        rng.randrange(0x20, 0x7F),
+                        rng.randrange(0xA0, 0xD800),
+                        rng.randrange(0xE000, 0x110000),
+                    ]
+                )
+            )
+            for _ in range(30)
+        ]
         text = "".join(chars)
         assert tok.decode(tok.encode(text, add_special_tokens=False).ids) == text
 

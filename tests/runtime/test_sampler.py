@@ -23,8 +23,7 @@ def _fixed_global_rng():
 
 def _run(logits, params, gens=None, prompts=None, outputs=None):
     n = len(params)
-    return sample(logits, params, prompts or [[1, 2]] * n, outputs or [[3]] * n,
-                  gens or [None] * n)
+    return sample(logits, params, prompts or [[1, 2]] * n, outputs or [[3]] * n, gens or [None] * n)
 
 
 def test_greedy_is_argmax():
@@ -43,8 +42,12 @@ def test_top_k_one_is_greedy_at_any_temperature():
 
 def test_mixed_batch_keeps_greedy_rows_greedy():
     logits = torch.randn(4, V, generator=make_generator(2))
-    params = [SamplingParams(temperature=0), SamplingParams(temperature=1.5),
-              SamplingParams(temperature=0), SamplingParams(top_p=0.5)]
+    params = [
+        SamplingParams(temperature=0),
+        SamplingParams(temperature=1.5),
+        SamplingParams(temperature=0),
+        SamplingParams(top_p=0.5),
+    ]
     tokens = _run(logits, params).token_ids
     assert tokens[0] == logits[0].argmax() and tokens[2] == logits[2].argmax()
 
@@ -65,9 +68,13 @@ def test_seeded_request_is_reproducible_across_runs_and_batches():
     mine = SamplingParams(temperature=1.3, top_p=0.9, seed=42)
     alone = _seeded_tokens(logits[:, 2:3], [mine], [42], steps)
     again = _seeded_tokens(logits[:, 2:3], [mine], [42], steps)
-    others = [SamplingParams(temperature=0), SamplingParams(temperature=0.8, top_k=5),
-              mine, SamplingParams(temperature=1.0), SamplingParams(temperature=2.0, seed=7,
-                                                                      min_p=0.1)]
+    others = [
+        SamplingParams(temperature=0),
+        SamplingParams(temperature=0.8, top_k=5),
+        mine,
+        SamplingParams(temperature=1.0),
+        SamplingParams(temperature=2.0, seed=7, min_p=0.1),
+    ]
     batched = _seeded_tokens(logits, others, [None, None, 42, None, 7], steps, target=2)
     assert alone == again == batched
     assert len(set(alone)) > 3  # it really samples
@@ -147,8 +154,11 @@ def test_penalty_changes_the_greedy_choice():
 
 def test_logprobs_are_raw_log_softmax():
     logits = torch.randn(3, V, generator=make_generator(5)) * 2
-    params = [SamplingParams(temperature=0.5, logprobs=5, repetition_penalty=1.5),
-              SamplingParams(), SamplingParams(temperature=0, logprobs=0)]
+    params = [
+        SamplingParams(temperature=0.5, logprobs=5, repetition_penalty=1.5),
+        SamplingParams(),
+        SamplingParams(temperature=0, logprobs=0),
+    ]
     result = _run(logits, params)
     ref = torch.log_softmax(logits, dim=-1)
     first, second, third = result.logprobs

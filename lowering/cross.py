@@ -1,0 +1,258 @@
+"""Cross-compilation: plain Triton source and cubins of every kernel for a target arch.
+
+Works on a host with no GPU: `triton.compile(ASTSource(...), target=GPUTarget("cuda", 90|100,
+32))` needs only Triton's bundled ptxas. Per kernel we
+
+1. get its plain Triton module source (Helion: `bind(args).to_triton_code(config)` with the
+   target's pinned config, helion imports stripped; Triton kernels: their own source),
+2. import that source and call its host function with example args and a recording
+   `_launcher`, which captures the launched `@triton.jit` function, grid, arguments,
+   num_warps and num_stages instead of launching anything (example tensors may live on the
+   CPU),
+3. derive Triton's signature from the recorded arguments, specializing like Triton's JIT does
+   (ints equal to 1 become constexprs, ints and pointers divisible by 16 get a divisibility
+   hint) and record every specialization so a loader can check a launch still satisfies it,
+4. compile for the target and return the cubin with its metadata.
+
+The cubin's ABI belongs to the Triton release that built it (3.9 appends global and profile
+scratch pointers to the kernel parameters; earlier releases differ), so `triton_version` is in
+the metadata and a loader must refuse a mismatch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from kiln.errors import KilnError
+from lowering.kernels.base import KernelSpec, PlainSource, all_kernels, get_kernel, load_config
+from lowering.targets import Target, get_target
+
+_DTYPES = {
+    torch.float32: "fp32",
+    torch.float16: "fp16",
+    torch.bfloat16: "bf16",
+    torch.float8_e4m3fn: "fp8e4nv",
+    torch.float8_e5m2: "fp8e5",
+    torch.float64: "fp64",
+    torch.int64: "i64",
+    torch.int32: "i32",
+    torch.int16: "i16",
+    torch.int8: "i8",
+    torch.uint8: "u8",
+    torch.bool: "i1",
+}
+_DIVISIBILITY = 16
+
+
+@dataclass(frozen=True)
+class Launch:
+    """One recorded kernel launch from a host function."""
+
+    fn: Any  # triton.runtime.JITFunction
+    grid: tuple
+    args: tuple
+    num_warps: int
+    num_stages: int
+
+
+@dataclass(frozen=True)
+class CrossKernel:
+    """One compiled kernel: its plain source, the cubin, and what a loader needs to launch it."""
+
+    name: str  # "<kernel>" or "<kernel>.<variant>", plus ".<i>" when a source launches several
+    kernel_name: str  # the @triton.jit function = the cubin's entry symbol
+    entry: str  # host function in `source` that allocates outputs and launches
+    source: str  # plain Triton module: imports torch and triton only
+    cubin: bytes
+    metadata: dict = field(default_factory=dict)
+
+
+def cross_compile(
+    target: Target | str,
+    kernels: Sequence[str] | None = None,
+    example_args: dict[str, tuple] | None = None,
+) -> list[CrossKernel]:
+    """Compile `kernels` (default: all) for `target`; `example_args` overrides shapes per kernel.
+
+    The compile driver passes the model's real shapes (hidden size, head size, ...) through
+    `example_args`, keyed by kernel name (or "<kernel>.<variant>"); the token count in them
+    should be odd and above 1 so no per-step size gets specialized.
+    """
+    target = get_target(target) if isinstance(target, str) else target
+    if not target.is_cuda:
+        raise KilnError(f"cross-compilation needs a CUDA target, not {target.name!r}")
+    specs = all_kernels() if kernels is None else [get_kernel(k) for k in kernels]
+    overrides = example_args or {}
+    out: list[CrossKernel] = []
+    for spec in specs:
+        for variant in spec.variants:
+            key = spec.name if variant == "default" else f"{spec.name}.{variant}"
+            args = overrides.get(key, overrides.get(spec.name))
+            out.extend(compile_kernel(spec, target, variant, args))
+    return out
+
+
+def compile_kernel(
+    spec: KernelSpec, target: Target, variant: str = "default", args: tuple | None = None
+) -> list[CrossKernel]:
+    """Plain source and cubin(s) of one kernel variant for `target`."""
+    config = load_config(spec.name, target.name)
+    if args is None:
+        args = spec.example_args("cpu", variant)
+    plain = spec.plain_source(config, args, variant)
+    launches = record_launches(plain, args)
+    base = spec.name if variant == "default" else f"{spec.name}.{variant}"
+    compiled = []
+    for i, launch in enumerate(launches):
+        name = base if len(launches) == 1 else f"{base}.{i}"
+        compiled.append(_compile_launch(name, plain, launch, target, config))
+    return compiled
+
+
+def record_launches(plain: PlainSource, args: tuple) -> list[Launch]:
+    """Run the host function of `plain` with a launcher that records instead of launching."""
+    module = load_source(plain.source)
+    launches: list[Launch] = []
+
+    def recorder(fn, grid, *kernel_args, num_warps, num_stages, **kwargs):
+        if kwargs:
+            raise NotImplementedError(f"launch options {sorted(kwargs)} are not recorded")
+        launches.append(Launch(fn, tuple(grid), kernel_args, num_warps, num_stages))
+
+    getattr(module, plain.entry)(*args, _launcher=recorder)
+    if not launches:
+        raise RuntimeError(f"{plain.entry} launched no kernel for the example arguments")
+    return launches
+
+
+def load_source(source: str) -> Any:
+    """Import a generated module from a content-addressed file (Triton reads jit source files)."""
+    from kiln.env import cache_dir
+
+    digest = hashlib.sha256(source.encode()).hexdigest()[:20]
+    name = f"kiln_kernel_{digest}"
+    if name in sys.modules:
+        return sys.modules[name]
+    folder = cache_dir() / "kernel-src"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.py"
+    if not path.is_file() or path.read_text() != source:
+        tmp = path.with_suffix(f".{id(source)}.tmp")
+        tmp.write_text(source)
+        tmp.replace(path)  # atomic: another process may compile the same kernel
+    module_spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[name] = module
+    module_spec.loader.exec_module(module)
+    return module
+
+
+def signature_of(fn: Any, args: tuple) -> tuple[dict, dict, dict, dict]:
+    """Triton (signature, constexprs, attrs, specialization) for `fn` called with `args`."""
+    params = fn.params
+    if len(params) != len(args):
+        raise TypeError(f"{fn.__name__} takes {len(params)} arguments, launched with {len(args)}")
+    signature, constexprs, attrs, spec = {}, {}, {}, {}
+    for i, (param, value) in enumerate(zip(params, args)):
+        name = param.name
+        if param.is_constexpr:
+            signature[name], constexprs[name] = "constexpr", _plain(value)
+            continue
+        kind, special = _arg_type(value)
+        if special == "one":
+            signature[name], constexprs[name] = "constexpr", 1
+        else:
+            signature[name] = kind
+        if special == "div16":
+            attrs[(i,)] = [["tt.divisibility", _DIVISIBILITY]]
+        if special:
+            spec[name] = special
+    return signature, constexprs, attrs, spec
+
+
+def _arg_type(value: Any) -> tuple[str, str | None]:
+    """(Triton type, specialization) of one runtime argument: like Triton's JIT specializes."""
+    if isinstance(value, torch.Tensor):
+        if value.dtype not in _DTYPES:
+            raise TypeError(f"no Triton pointer type for {value.dtype}")
+        aligned = value.device.type == "meta" or value.data_ptr() % _DIVISIBILITY == 0
+        return "*" + _DTYPES[value.dtype], "div16" if aligned else None
+    if isinstance(value, bool):
+        return "i1", None
+    if isinstance(value, int):
+        kind = "i32" if -(2**31) <= value < 2**31 else "i64"
+        if value == 1:
+            return kind, "one"
+        return kind, "div16" if value % _DIVISIBILITY == 0 else None
+    if isinstance(value, float):
+        return "fp32", None
+    raise TypeError(f"cannot pass {type(value).__name__} to a Triton kernel")
+
+
+def _plain(value: Any) -> Any:
+    return getattr(value, "value", value)  # tl.constexpr(8) -> 8
+
+
+def _compile_launch(
+    name: str, plain: PlainSource, launch: Launch, target: Target, config: dict
+) -> CrossKernel:
+    import triton
+    from triton.backends.compiler import GPUTarget
+
+    signature, constexprs, attrs, spec = signature_of(launch.fn, launch.args)
+    src = triton.compiler.ASTSource(launch.fn, signature, constexprs, attrs)
+    options = {"num_warps": launch.num_warps, "num_stages": launch.num_stages}
+    compiled = triton.compile(
+        src, target=GPUTarget("cuda", target.capability_int, target.warp_size), options=options
+    )
+    meta = compiled.metadata
+    metadata = {
+        "kernel": name,
+        "target": target.name,
+        "arch": target.arch,
+        "triton_version": triton.__version__,
+        "num_warps": meta.num_warps,
+        "num_stages": meta.num_stages,
+        "shared": meta.shared,
+        "global_scratch_size": meta.global_scratch_size,
+        "profile_scratch_size": meta.profile_scratch_size,
+        "signature": signature,
+        "constexprs": {k: _jsonable(v) for k, v in constexprs.items()},
+        "specialization": spec,  # arg -> "one" | "div16": must still hold when launched
+        "arg_names": [n for n, t in signature.items() if t != "constexpr"],
+        "example_grid": list(launch.grid),
+        "config": config,
+        "hash": meta.hash,
+    }
+    return CrossKernel(
+        name=name,
+        kernel_name=launch.fn.__name__,
+        entry=plain.entry,
+        source=plain.source,
+        cubin=compiled.asm["cubin"],
+        metadata=metadata,
+    )
+
+
+def _jsonable(value: Any) -> Any:
+    return value if isinstance(value, (int, float, bool, str)) or value is None else str(value)
+
+
+def write_kernels(kernels: Sequence[CrossKernel], folder: Path) -> None:
+    """Write `<name>.cubin`, `<name>.py` and `<name>.json` per kernel into `folder`."""
+    import json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for k in kernels:
+        (folder / f"{k.name}.cubin").write_bytes(k.cubin)
+        (folder / f"{k.name}.py").write_text(k.source)
+        meta = {**k.metadata, "kernel_name": k.kernel_name, "entry": k.entry}
+        (folder / f"{k.name}.json").write_text(json.dumps(meta, indent=2, sort_keys=True))

@@ -1,0 +1,74 @@
+"""`create_app(engine, config)`: the aiohttp application around one engine."""
+
+from __future__ import annotations
+
+import hmac
+import time
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from server.choices import TokenText
+from server.config import ServerConfig
+from server.engine_loop import EngineLoop
+from server.errors import APIError, error_middleware
+from server.metrics import ServerMetrics
+from server.routes import ROUTES
+from server.state import STATE, ServerState
+
+
+def create_app(engine, config: ServerConfig | None = None) -> web.Application:
+    """Build the app; the engine loop starts and stops with it (`cleanup_ctx`)."""
+    config = config or ServerConfig()
+    metrics = ServerMetrics()
+    app = web.Application(client_max_size=config.max_body_bytes,
+                          middlewares=[metrics_middleware, error_middleware, auth_middleware])
+    app[STATE] = ServerState(
+        engine=engine,
+        config=config,
+        metrics=metrics,
+        loop=EngineLoop(engine, metrics, max_queue=config.max_queue,
+                        retry_after_s=config.retry_after_s),
+        served_names=config.served_model_names or (engine.model_name,),
+        token_text=TokenText(engine.tokenizer),
+        started=int(time.time()),
+    )
+    app.add_routes(ROUTES)
+    app.cleanup_ctx.append(_engine_loop)
+    return app
+
+
+async def _engine_loop(app: web.Application) -> AsyncIterator[None]:
+    loop = app[STATE].loop
+    await loop.start()
+    yield
+    await loop.stop()
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler) -> web.StreamResponse:
+    """With an API key set, every /v1/ route needs `Authorization: Bearer <key>`."""
+    key = request.app[STATE].config.api_key
+    if key is not None and request.path.startswith("/v1/"):
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(),
+                                                                 key.encode()):
+            raise APIError(401, "missing or wrong API key: send `Authorization: Bearer <key>`",
+                           code="invalid_api_key")
+    return await handler(request)
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler) -> web.StreamResponse:
+    """Count every request by route and final status (499: the client went away)."""
+    counter = request.app[STATE].metrics.requests
+    route = request.match_info.route.resource
+    name = route.canonical if route is not None else "unmatched"
+    try:
+        resp = await handler(request)
+    except BaseException:
+        counter.inc(name, "499")
+        raise
+    counter.inc(name, str(resp.status))
+    return resp

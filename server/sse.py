@@ -1,0 +1,26 @@
+"""Server-sent events, the wire format of `stream: true`."""
+
+from __future__ import annotations
+
+import json
+
+from aiohttp import web
+
+
+async def open_stream(request: web.Request) -> web.StreamResponse:
+    resp = web.StreamResponse(headers={
+        "Content-Type": "text/event-stream",
+        "Cache-Control": "no-cache",
+        "X-Accel-Buffering": "no",  # proxies must not hold tokens back
+    })
+    await resp.prepare(request)
+    return resp
+
+
+async def send_event(resp: web.StreamResponse, payload: dict) -> None:
+    await resp.write(b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n")
+
+
+async def send_done(resp: web.StreamResponse) -> None:
+    await resp.write(b"data: [DONE]\n\n")
+    await resp.write_eof()
