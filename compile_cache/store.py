@@ -293,14 +293,14 @@ class Store:
                     shutil.rmtree(staging, ignore_errors=True)
 
     def _touch(self, key: str, manifest: dict) -> None:
-        record = self.index.get(key) or _record(manifest)
-        self._index_put(key, {**record, "last_used": time.time()})
+        try:  # a read-only cache still serves hits
+            record = self.index.get(key) or _record(manifest)
+            self.index[key] = {**record, "last_used": time.time()}
+        except (OSError, sqlite3.Error) as e:
+            log.debug("compile cache: last use of %s not recorded: %s", key[:12], e)
 
     def _index_put(self, key: str, record: dict) -> None:
-        try:
-            self.index[key] = record
-        except (OSError, sqlite3.Error) as e:  # a read-only cache still serves hits
-            log.debug("compile cache: index not updated for %s: %s", key[:12], e)
+        self.index[key] = record
 
     def _sync_index(self) -> dict[str, dict]:
         """Index records for exactly the entries on disk (missing rows rebuilt from manifests)."""
@@ -325,6 +325,8 @@ def _manifest(key: str, factors: KeyFactors, fields: Any, staging: Path, seconds
     clash = sorted(set(fields) & set(RESERVED_FIELDS))
     if clash:
         raise ValueError(f"builder manifest sets store-owned fields {clash}: rename them")
+    if (staging / MANIFEST_NAME).exists():
+        raise ValueError(f"the builder wrote {MANIFEST_NAME}: the store owns it; return the fields")
     return {
         **fields,
         "key": key,

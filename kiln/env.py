@@ -42,3 +42,8 @@ def export_default(name: str, value: Path, *, override: bool = False) -> Path:
         return Path(current).expanduser()
     os.environ[name] = str(value)
     return value
+
+
+def api_key() -> str | None:
+    """KILN_API_KEY: the bearer key `kiln serve` requires (same as --api-key)."""
+    return os.environ.get("KILN_API_KEY") or None

@@ -20,6 +20,7 @@ from torch import fx
 
 from model_defs.config import ModelConfig
 from passes.config import PassConfig
+from passes.graph import infer_meta, remove_dead
 from passes.pattern import Match, Op, match_at
 
 
@@ -94,6 +95,8 @@ class Fusion(Pass):
             if m is not None:
                 erased |= self._apply(gm.graph, m, ctx)
                 rewrites += 1
+        if rewrites:
+            remove_dead(gm)  # outputs of fused ops nobody reads (e.g. the last residual)
         return rewrites
 
     def _match(self, node: fx.Node, ctx: PassContext) -> Match | None:
@@ -113,9 +116,12 @@ class Fusion(Pass):
         )
 
     def _apply(self, graph: fx.Graph, m: Match, ctx: PassContext) -> set[fx.Node]:
-        inside = set(m.nodes)
+        inside, existing = set(m.nodes), set(graph.nodes)
         with graph.inserting_before(m.root):
             replacement = self.replace(graph, m, ctx)
+        for node in graph.nodes:  # later matches in this pass may read the new nodes' shapes
+            if node not in existing:
+                infer_meta(node)
         erased: set[fx.Node] = set()
         for name, new in replacement.items():
             erased |= _redirect(graph, m.bindings[name], new, inside)

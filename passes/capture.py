@@ -97,6 +97,7 @@ def capture(model: DecoderForCausalLM, max_num_tokens: int = 8192) -> CapturedGr
     names = {**sig.inputs_to_parameters, **sig.inputs_to_buffers}
     weights = {ph: state[fqn] for ph, fqn in names.items()}
     gm = ep.graph_module
+    gm.meta["kiln_ranges"] = {str(k): (int(v.lower), int(v.upper)) for k, v in ep.range_constraints.items()}
     _drop_unused_placeholders(gm, weights)
     return CapturedGraph(gm, weights, model.lm_head_weight(), model.cfg.num_layers, max_num_tokens)
 
@@ -179,11 +180,9 @@ def canonical_text(gm: fx.GraphModule) -> str:
 
 def _symbol_ranges(gm: fx.GraphModule, symbols: dict[str, str]) -> list[str]:
     """`range T in [1, 8192]`: the dynamic dimension's bounds are part of the graph's contract."""
-    from passes.graph import fake_mode_of
-
-    ranges = {str(k): v for k, v in fake_mode_of(gm).shape_env.var_to_range.items()}
+    ranges = gm.meta.get("kiln_ranges", {})
     return [
-        f"range {new} in [{ranges[old].lower}, {ranges[old].upper}]"
+        f"range {new} in [{ranges[old][0]}, {ranges[old][1]}]"
         for old, new in symbols.items()
         if old in ranges
     ]

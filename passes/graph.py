@@ -81,6 +81,19 @@ def refresh_meta(gm: fx.GraphModule, weights: dict[str, torch.Tensor]) -> None:
         FakeTensorProp(gm, mode).propagate_dont_convert_inputs(*inputs)
 
 
+def infer_meta(node: fx.Node) -> None:
+    """Set a new node's meta['val'] by running its op on its inputs' fake values."""
+    mode = fake_mode_of(node.graph.owning_module)
+
+    def val(a):
+        return a.meta["val"] if isinstance(a, fx.Node) else a
+
+    args = torch.utils._pytree.tree_map(val, node.args)
+    kwargs = torch.utils._pytree.tree_map(val, node.kwargs)
+    with mode:
+        node.meta["val"] = node.target(*args, **kwargs)
+
+
 def add_placeholder(gm: fx.GraphModule, name: str) -> fx.Node:
     """A new weight placeholder, placed after the existing weight placeholders' first one."""
     first = next(iter(gm.graph.find_nodes(op="placeholder")))

@@ -84,7 +84,7 @@ class PassManager:
         start = time.perf_counter()
         rewrites = p(gm, ctx)
         if rewrites:
-            gm.graph.lint()
+            _legalize(gm)
             refresh_meta(gm, ctx.weights)
         wall = time.perf_counter() - start
         self._dump(index, p.name, "after", gm)
@@ -102,3 +102,15 @@ class PassManager:
             return
         self.dump_dir.mkdir(parents=True, exist_ok=True)
         (self.dump_dir / f"{index:02d}-{name}-{when}.txt").write_text(canonical_text(gm))
+
+
+def _legalize(gm: fx.GraphModule) -> None:
+    """Fusions insert new nodes before the pattern's root; if a value taken over by the fused op
+    was used before that point, restore a topological order."""
+    try:
+        gm.graph.lint()
+    except RuntimeError:
+        from torch.fx.passes.tools_common import legalize_graph
+
+        legalize_graph(gm)
+        gm.graph.lint()

@@ -149,8 +149,14 @@ def _exponential_draws(
         draws.exponential_()
     for i, (p, gen) in enumerate(zip(params, generators, strict=True)):
         if gen is not None and not p.greedy:
-            draws[i].exponential_(generator=gen)
+            draws[i] = _row_draw(logits.shape[1], gen).to(draws.device)
     return draws.clamp_min_(_TINY)
+
+
+def _row_draw(vocab: int, gen: torch.Generator) -> torch.Tensor:
+    """V Exp(1) values on the generator's own device (a CPU generator also serves CUDA logits,
+    at the cost of a copy; pass `make_generator(seed, device)` to avoid it)."""
+    return torch.empty(vocab, device=gen.device).exponential_(generator=gen)
 
 
 def compute_logprobs(

@@ -21,14 +21,17 @@ def create_app(engine, config: ServerConfig | None = None) -> web.Application:
     """Build the app; the engine loop starts and stops with it (`cleanup_ctx`)."""
     config = config or ServerConfig()
     metrics = ServerMetrics()
-    app = web.Application(client_max_size=config.max_body_bytes,
-                          middlewares=[metrics_middleware, error_middleware, auth_middleware])
+    app = web.Application(
+        client_max_size=config.max_body_bytes,
+        middlewares=[metrics_middleware, error_middleware, auth_middleware],
+    )
     app[STATE] = ServerState(
         engine=engine,
         config=config,
         metrics=metrics,
-        loop=EngineLoop(engine, metrics, max_queue=config.max_queue,
-                        retry_after_s=config.retry_after_s),
+        loop=EngineLoop(
+            engine, metrics, max_queue=config.max_queue, retry_after_s=config.retry_after_s
+        ),
         served_names=config.served_model_names or (engine.model_name,),
         token_text=TokenText(engine.tokenizer),
         started=int(time.time()),
@@ -49,13 +52,18 @@ async def _engine_loop(app: web.Application) -> AsyncIterator[None]:
 async def auth_middleware(request: web.Request, handler) -> web.StreamResponse:
     """With an API key set, every /v1/ route needs `Authorization: Bearer <key>`."""
     key = request.app[STATE].config.api_key
-    if key is not None and request.path.startswith("/v1/"):
+    routed = getattr(request.match_info, "http_exception", None) is None  # 404/405 say so first
+    if key is not None and routed and request.path.startswith("/v1/"):
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(),
-                                                                 key.encode()):
-            raise APIError(401, "missing or wrong API key: send `Authorization: Bearer <key>`",
-                           code="invalid_api_key")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            token.strip().encode(), key.encode()
+        ):
+            raise APIError(
+                401,
+                "missing or wrong API key: send `Authorization: Bearer <key>`",
+                code="invalid_api_key",
+            )
     return await handler(request)
 
 

@@ -58,8 +58,9 @@ class TokenText:
         return text
 
 
-def completion_logprobs(lps: list[TokenLogprob], text_of: TokenText, offset: int = 0,
-                        prompt_ids: list[int] = ()) -> dict:
+def completion_logprobs(
+    lps: list[TokenLogprob], text_of: TokenText, offset: int = 0, prompt_ids: list[int] = ()
+) -> dict:
     """The legacy completions shape; echoed prompt tokens carry no logprob (None)."""
     tokens, token_lps, tops, offsets = [], [], [], []
     for tid in prompt_ids:
@@ -75,8 +76,12 @@ def completion_logprobs(lps: list[TokenLogprob], text_of: TokenText, offset: int
         tops.append(top)
         offsets.append(offset)
         offset += len(tokens[-1])
-    return {"tokens": tokens, "token_logprobs": token_lps, "top_logprobs": tops,
-            "text_offset": offsets}
+    return {
+        "tokens": tokens,
+        "token_logprobs": token_lps,
+        "top_logprobs": tops,
+        "text_offset": offsets,
+    }
 
 
 def chat_logprobs(lps: list[TokenLogprob], text_of: TokenText) -> dict:

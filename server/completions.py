@@ -11,8 +11,17 @@ from aiohttp import web
 from server import sse
 from server.choices import Choice, collect, completion_logprobs, count_usage
 from server.engine_loop import RequestGroup
-from server.protocol import (MAX_N, Body, bad, check_model, max_tokens_field, read_json, seeded,
-                             sampling_params, usage)
+from server.protocol import (
+    MAX_N,
+    Body,
+    bad,
+    check_model,
+    max_tokens_field,
+    read_json,
+    sampling_params,
+    seeded,
+    usage,
+)
 from server.state import STATE, ServerState
 
 Prompt = str | list[int]
@@ -40,8 +49,11 @@ def parse_prompts(value: object) -> list[Prompt]:
             return [list(value)]
         if all(isinstance(p, list) and p and all(_is_token(t) for t in p) for p in value):
             return [list(p) for p in value]
-    raise bad("prompt", "must be a string, a list of strings, a list of token ids, "
-                        "or a list of lists of token ids (non-empty)")
+    raise bad(
+        "prompt",
+        "must be a string, a list of strings, a list of token ids, "
+        "or a list of lists of token ids (non-empty)",
+    )
 
 
 def _is_token(value: object) -> bool:
@@ -67,8 +79,12 @@ async def create_completion(request: web.Request) -> web.StreamResponse:
     best_of = body.int("best_of", None, 1)
     if best_of is not None and best_of != req.n:
         raise bad("best_of", "other than n is not supported")
-    params = sampling_params(body, max_tokens=max_tokens_field(body, "max_tokens"),
-                             logprobs=req.logprobs, default_max_tokens=16)
+    params = sampling_params(
+        body,
+        max_tokens=max_tokens_field(body, "max_tokens"),
+        logprobs=req.logprobs,
+        default_max_tokens=16,
+    )
     group = await state.loop.submit(
         f"cmpl-{uuid.uuid4().hex}",
         [p for p in req.prompts for _ in range(req.n)],
@@ -86,8 +102,7 @@ def _echo_text(state: ServerState, prompt: Prompt) -> str:
     return prompt if isinstance(prompt, str) else state.tokenizer.decode(prompt)
 
 
-def _response(state: ServerState, req: CompletionRequest, rid: str,
-              choices: list[Choice]) -> dict:
+def _response(state: ServerState, req: CompletionRequest, rid: str, choices: list[Choice]) -> dict:
     out = []
     for i, c in enumerate(choices):
         prompt = req.prompts[i // req.n]
@@ -96,17 +111,29 @@ def _response(state: ServerState, req: CompletionRequest, rid: str,
         if req.logprobs is not None:
             echoed = c.prompt_token_ids if req.echo else []
             lps = completion_logprobs(c.logprobs, state.token_text, 0, echoed)
-        out.append({"index": i, "text": head + c.text, "logprobs": lps,
-                    "finish_reason": c.finish_reason})
-    return {"id": rid.rsplit("-", 1)[0], "object": "text_completion", "created": int(time.time()),
-            "model": req.model, "choices": out, "usage": usage(*count_usage(choices, req.n))}
+        out.append(
+            {"index": i, "text": head + c.text, "logprobs": lps, "finish_reason": c.finish_reason}
+        )
+    return {
+        "id": rid.rsplit("-", 1)[0],
+        "object": "text_completion",
+        "created": int(time.time()),
+        "model": req.model,
+        "choices": out,
+        "usage": usage(*count_usage(choices, req.n)),
+    }
 
 
-async def _stream(request: web.Request, state: ServerState, req: CompletionRequest,
-                  group: RequestGroup) -> web.StreamResponse:
+async def _stream(
+    request: web.Request, state: ServerState, req: CompletionRequest, group: RequestGroup
+) -> web.StreamResponse:
     resp = await sse.open_stream(request)
-    base = {"id": group.ids[0].rsplit("-", 1)[0], "object": "text_completion",
-            "created": int(time.time()), "model": req.model}
+    base = {
+        "id": group.ids[0].rsplit("-", 1)[0],
+        "object": "text_completion",
+        "created": int(time.time()),
+        "model": req.model,
+    }
     choices = [Choice() for _ in group.ids]
     offsets = [0] * len(group.ids)  # characters sent per choice (logprobs' text_offset)
     pending_echo = [req.echo] * len(group.ids)
@@ -122,20 +149,24 @@ async def _stream(request: web.Request, state: ServerState, req: CompletionReque
                 continue
             lps = None
             if req.logprobs is not None:
-                lps = completion_logprobs(out.new_logprobs or [], state.token_text, offsets[i],
-                                          echoed)
+                lps = completion_logprobs(
+                    out.new_logprobs or [], state.token_text, offsets[i], echoed
+                )
             offsets[i] += len(text)
-            choice = {"index": i, "text": text, "logprobs": lps,
-                      "finish_reason": out.finish_reason if out.finished else None}
+            choice = {
+                "index": i,
+                "text": text,
+                "logprobs": lps,
+                "finish_reason": out.finish_reason if out.finished else None,
+            }
             await sse.send_event(resp, {**base, "choices": [choice]})
     except ConnectionError:
         raise  # the client is gone: nothing more can be sent
-    except Exception as e:  # the engine failed after headers went out: say so in-band
-        await sse.send_event(resp, {"error": {"message": f"generation failed: {e}",
-                                              "type": "server_error", "param": None,
-                                              "code": "internal_error"}})
+    except Exception as e:
+        await sse.send_error(resp, e)
     if req.include_usage:
-        await sse.send_event(resp, {**base, "choices": [],
-                                    "usage": usage(*count_usage(choices, req.n))})
+        await sse.send_event(
+            resp, {**base, "choices": [], "usage": usage(*count_usage(choices, req.n))}
+        )
     await sse.send_done(resp)
     return resp

@@ -20,17 +20,34 @@ class ServerConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.served_model_names, str | list):
-            names = (self.served_model_names,) if isinstance(self.served_model_names, str) else self.served_model_names
+            names = (
+                (self.served_model_names,)
+                if isinstance(self.served_model_names, str)
+                else self.served_model_names
+            )
             object.__setattr__(self, "served_model_names", tuple(names))
-        _check(all(isinstance(n, str) and n for n in self.served_model_names),
-               "served_model_names", self.served_model_names, "names must be non-empty strings")
-        _check(self.api_key is None or bool(self.api_key), "api_key", self.api_key,
-               "must be a non-empty string, or None to turn auth off")
+        _check(
+            all(isinstance(n, str) and n for n in self.served_model_names),
+            "served_model_names",
+            self.served_model_names,
+            "names must be non-empty strings",
+        )
+        _check(
+            self.api_key is None or bool(self.api_key),
+            "api_key",
+            self.api_key,
+            "must be a non-empty string, or None to turn auth off",
+        )
         _check(self.max_queue >= 1, "max_queue", self.max_queue, "must be >= 1")
-        _check(self.max_body_bytes >= 1024, "max_body_bytes", self.max_body_bytes,
-               "must be >= 1024")
-        _check(self.shutdown_timeout >= 0, "shutdown_timeout", self.shutdown_timeout,
-               "must be >= 0 seconds")
+        _check(
+            self.max_body_bytes >= 1024, "max_body_bytes", self.max_body_bytes, "must be >= 1024"
+        )
+        _check(
+            self.shutdown_timeout >= 0,
+            "shutdown_timeout",
+            self.shutdown_timeout,
+            "must be >= 0 seconds",
+        )
         _check(self.retry_after_s >= 0, "retry_after_s", self.retry_after_s, "must be >= 0")
 
 

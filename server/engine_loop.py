@@ -59,8 +59,9 @@ class RequestGroup:
 def _abort_output(rid: str, prev: RequestOutput | None) -> RequestOutput:
     if prev is None:
         return RequestOutput(rid, [], [], "", [], "", finished=True, finish_reason="abort")
-    return replace(prev, new_token_ids=[], new_text="", new_logprobs=None, finished=True,
-                   finish_reason="abort")
+    return replace(
+        prev, new_token_ids=[], new_text="", new_logprobs=None, finished=True, finish_reason="abort"
+    )
 
 
 @dataclass
@@ -72,8 +73,9 @@ class _Timing:
 class EngineLoop:
     """Owns the engine thread; the only object that touches the engine after startup."""
 
-    def __init__(self, engine, metrics: ServerMetrics, *, max_queue: int,
-                 retry_after_s: int = 1) -> None:
+    def __init__(
+        self, engine, metrics: ServerMetrics, *, max_queue: int, retry_after_s: int = 1
+    ) -> None:
         self.engine = engine
         self.metrics = metrics
         self.max_queue = max_queue
@@ -111,6 +113,10 @@ class EngineLoop:
         self._accepting = False
 
     @property
+    def accepting(self) -> bool:
+        return self._accepting
+
+    @property
     def num_active(self) -> int:
         """Engine requests submitted and not yet finished or aborted."""
         return len(self._owner)
@@ -124,8 +130,9 @@ class EngineLoop:
             return False
 
     # --- requests (event loop) ------------------------------------------------------------
-    async def submit(self, base_id: str, prompts: list[str | list[int]],
-                     params: list[SamplingParams]) -> RequestGroup:
+    async def submit(
+        self, base_id: str, prompts: list[str | list[int]], params: list[SamplingParams]
+    ) -> RequestGroup:
         """Add one engine request per (prompt, params); raise KilnError if the engine refuses."""
         self._check_capacity(len(prompts))
         ids = [f"{base_id}-{i}" for i in range(len(prompts))]
@@ -146,13 +153,20 @@ class EngineLoop:
 
     def _check_capacity(self, count: int) -> None:
         if not self._accepting:
-            raise APIError(503, "the server is shutting down", code="shutting_down",
-                           headers={"Retry-After": str(self.retry_after_s)})
+            raise APIError(
+                503,
+                "the server is shutting down",
+                code="shutting_down",
+                headers={"Retry-After": str(self.retry_after_s)},
+            )
         if self.num_active + count > self.max_queue:
             raise APIError(
-                503, f"the server is at capacity ({self.num_active} requests active, "
-                f"--max-queue {self.max_queue}); retry later", code="queue_full",
-                headers={"Retry-After": str(self.retry_after_s)})
+                503,
+                f"the server is at capacity ({self.num_active} requests active, "
+                f"--max-queue {self.max_queue}); retry later",
+                code="queue_full",
+                headers={"Retry-After": str(self.retry_after_s)},
+            )
 
     def abort(self, group: RequestGroup) -> None:
         """Drop the group's unfinished requests; the engine frees their KV blocks."""
@@ -241,7 +255,7 @@ class EngineLoop:
         added: list[str] = []
         error: BaseException | None = None
         try:
-            for rid, prompt, p in zip(ids, prompts, params):
+            for rid, prompt, p in zip(ids, prompts, params, strict=True):
                 self.engine.add_request(rid, prompt, p)
                 added.append(rid)
         except Exception as e:  # KilnError -> 400 in the handler; anything else -> 500

@@ -27,8 +27,15 @@ _TYPES = {
 class APIError(Exception):
     """An error with an HTTP status that the middleware renders as OpenAI JSON."""
 
-    def __init__(self, status: int, message: str, *, param: str | None = None,
-                 code: str | None = None, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
@@ -37,15 +44,19 @@ class APIError(Exception):
         self.headers = headers or {}
 
 
-def error_body(status: int, message: str, param: str | None = None,
-               code: str | None = None) -> dict:
+def error_body(
+    status: int, message: str, param: str | None = None, code: str | None = None
+) -> dict:
     err_type = _TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
     return {"error": {"message": message, "type": err_type, "param": param, "code": code}}
 
 
 def error_response(err: APIError) -> web.Response:
-    return web.json_response(error_body(err.status, err.message, err.param, err.code),
-                             status=err.status, headers=err.headers)
+    return web.json_response(
+        error_body(err.status, err.message, err.param, err.code),
+        status=err.status,
+        headers=err.headers,
+    )
 
 
 def param_of(err: KilnError) -> str | None:
@@ -60,12 +71,19 @@ def from_http_exception(exc: web.HTTPException) -> APIError:
         return APIError(404, "no route matches this path", code="not_found")
     if status == 405:
         allowed = ", ".join(sorted(getattr(exc, "allowed_methods", ()) or ()))
-        return APIError(405, f"method not allowed; use {allowed}", code="method_not_allowed",
-                        headers={"Allow": allowed})
+        return APIError(
+            405,
+            f"method not allowed; use {allowed}",
+            code="method_not_allowed",
+            headers={"Allow": allowed},
+        )
     if status == 413:
         return APIError(413, f"request body too large: {exc.text}", code="request_too_large")
-    return APIError(status, exc.reason or exc.text or "HTTP error",
-                    headers={k: v for k, v in exc.headers.items() if k == "Retry-After"})
+    return APIError(
+        status,
+        exc.reason or exc.text or "HTTP error",
+        headers={k: v for k, v in exc.headers.items() if k == "Retry-After"},
+    )
 
 
 @web.middleware

@@ -10,8 +10,26 @@ import bisect
 from collections import defaultdict
 
 # Latency buckets (s): CPU demo steps are milliseconds, a loaded GPU can queue for seconds.
-LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75,
-                   1.0, 2.5, 5.0, 7.5, 10.0, 30.0, 60.0)
+LATENCY_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    7.5,
+    10.0,
+    30.0,
+    60.0,
+)
 
 # engine.stats() key -> (metric name, help)
 ENGINE_GAUGES = {
@@ -43,7 +61,7 @@ class Histogram:
     def render(self) -> list[str]:
         lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} histogram"]
         total = 0
-        for bound, n in zip((*self.buckets, float("inf")), self.counts):
+        for bound, n in zip((*self.buckets, float("inf")), self.counts, strict=True):
             total += n
             le = "+Inf" if bound == float("inf") else repr(bound)
             lines.append(f'{self.name}_bucket{{le="{le}"}} {total}')
@@ -77,10 +95,14 @@ class ServerMetrics:
     """Everything `/metrics` reports that the server itself measures."""
 
     def __init__(self) -> None:
-        self.requests = Counter("kiln_http_requests_total", "HTTP requests by route and status.",
-                                ("route", "status"))
-        self.finished = Counter("kiln_request_finished_total",
-                                "Engine requests finished, by reason.", ("finish_reason",))
+        self.requests = Counter(
+            "kiln_http_requests_total", "HTTP requests by route and status.", ("route", "status")
+        )
+        self.finished = Counter(
+            "kiln_request_finished_total",
+            "Engine requests finished, by reason.",
+            ("finish_reason",),
+        )
         self.prompt_tokens = Counter("kiln_prompt_tokens_total", "Prompt tokens processed.")
         self.generation_tokens = Counter("kiln_generation_tokens_total", "Tokens generated.")
         self.ttft = Histogram("kiln_time_to_first_token_seconds", "Arrival to first token.")
@@ -89,8 +111,15 @@ class ServerMetrics:
 
     def render(self, engine_stats: dict) -> str:
         lines: list[str] = []
-        for metric in (self.requests, self.finished, self.prompt_tokens, self.generation_tokens,
-                       self.ttft, self.itl, self.e2e):
+        for metric in (
+            self.requests,
+            self.finished,
+            self.prompt_tokens,
+            self.generation_tokens,
+            self.ttft,
+            self.itl,
+            self.e2e,
+        ):
             lines += metric.render()
         lines += render_gauges(engine_stats)
         return "\n".join(lines) + "\n"
@@ -119,7 +148,7 @@ def parse_metrics(text: str) -> dict[str, float]:
 def _labels(names: tuple[str, ...], values: tuple[str, ...]) -> str:
     if not names:
         return ""
-    inner = ",".join(f'{n}="{_escape(v)}"' for n, v in zip(names, values))
+    inner = ",".join(f'{n}="{_escape(v)}"' for n, v in zip(names, values, strict=True))
     return "{" + inner + "}"
 
 

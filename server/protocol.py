@@ -41,8 +41,9 @@ class Body:
         value = self.data.get(name, _MISSING)
         return default if value is _MISSING or value is None else value
 
-    def int(self, name: str, default: int | None, lo: int | None = None,
-            hi: int | None = None) -> int | None:
+    def int(
+        self, name: str, default: int | None, lo: int | None = None, hi: int | None = None
+    ) -> int | None:
         value = self.get(name, default)
         if value is None:
             return None
@@ -51,8 +52,9 @@ class Body:
         _check_range(name, value, lo, hi)
         return value
 
-    def float(self, name: str, default: float, lo: float | None = None,
-              hi: float | None = None) -> float:
+    def float(
+        self, name: str, default: float, lo: float | None = None, hi: float | None = None
+    ) -> float:
         value = self.get(name, default)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise bad(name, f"must be a number, got {value!r}")
@@ -72,7 +74,7 @@ class Body:
         return value
 
     def stop(self) -> tuple[str, ...]:
-        value = self.get("stop", ())
+        value = self.get("stop", [])
         if isinstance(value, str):
             value = [value]
         if not isinstance(value, list) or not all(isinstance(s, str) and s for s in value):
@@ -99,8 +101,12 @@ class Body:
         """400 for features Kiln does not implement, rather than silently ignoring them."""
         for name in names:
             if self.get(name) not in (None, [], {}, ""):
-                raise APIError(400, f"`{name}` is not supported by this server", param=name,
-                               code="unsupported_parameter")
+                raise APIError(
+                    400,
+                    f"`{name}` is not supported by this server",
+                    param=name,
+                    code="unsupported_parameter",
+                )
 
 
 def _is_int(value: Any) -> bool:
@@ -109,13 +115,17 @@ def _is_int(value: Any) -> bool:
 
 def _check_range(name: str, value: float, lo: float | None, hi: float | None) -> None:
     if (lo is not None and value < lo) or (hi is not None and value > hi):
-        span = f"between {lo} and {hi}" if lo is not None and hi is not None else (
-            f">= {lo}" if lo is not None else f"<= {hi}")
+        span = (
+            f"between {lo} and {hi}"
+            if lo is not None and hi is not None
+            else (f">= {lo}" if lo is not None else f"<= {hi}")
+        )
         raise bad(name, f"must be {span}, got {value!r}")
 
 
-def sampling_params(body: Body, *, max_tokens: int | None, logprobs: int | None,
-                    default_max_tokens: int) -> SamplingParams:
+def sampling_params(
+    body: Body, *, max_tokens: int | None, logprobs: int | None, default_max_tokens: int
+) -> SamplingParams:
     """The fields both endpoints share; SamplingParams re-checks and names any field it rejects."""
     top_k = body.int("top_k", 0, lo=-1)
     try:
@@ -154,8 +164,12 @@ def check_model(body: Body, served: tuple[str, ...]) -> str:
     if name is None:
         return served[0]
     if name not in served:
-        raise APIError(400, f"model {name!r} is not served here; use one of {list(served)}",
-                       param="model", code="model_not_found")
+        raise APIError(
+            400,
+            f"model {name!r} is not served here; use one of {list(served)}",
+            param="model",
+            code="model_not_found",
+        )
     return name
 
 
@@ -168,5 +182,8 @@ def max_tokens_field(body: Body, *names: str) -> int | None:
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict:
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens}
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }

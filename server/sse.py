@@ -8,11 +8,13 @@ from aiohttp import web
 
 
 async def open_stream(request: web.Request) -> web.StreamResponse:
-    resp = web.StreamResponse(headers={
-        "Content-Type": "text/event-stream",
-        "Cache-Control": "no-cache",
-        "X-Accel-Buffering": "no",  # proxies must not hold tokens back
-    })
+    resp = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",  # proxies must not hold tokens back
+        }
+    )
     await resp.prepare(request)
     return resp
 
@@ -24,3 +26,18 @@ async def send_event(resp: web.StreamResponse, payload: dict) -> None:
 async def send_done(resp: web.StreamResponse) -> None:
     await resp.write(b"data: [DONE]\n\n")
     await resp.write_eof()
+
+
+async def send_error(resp: web.StreamResponse, error: Exception) -> None:
+    """The engine failed after the headers went out: report it in-band, OpenAI-shaped."""
+    await send_event(
+        resp,
+        {
+            "error": {
+                "message": f"generation failed: {error}",
+                "type": "server_error",
+                "param": None,
+                "code": "internal_error",
+            }
+        },
+    )

@@ -79,7 +79,7 @@ def _ls(store, args) -> int:
     ]
     _print_table(rows)
     total = format_size(sum(e.size for e in entries))
-    print(f"{len(entries)} entries, {total} in {store.root}")
+    print(f"{_count(len(entries), 'entry')}, {total} in {store.root}")
     return 0
 
 
@@ -114,9 +114,9 @@ def _verify(store, args) -> int:
         print(f"damaged: {problem}")
     if problems:
         action = "removed" if args.repair else "run `kiln cache verify --repair` to remove"
-        print(f"{len(problems)} problems found ({action})")
+        print(f"{_count(len(problems), 'problem')} found ({action})")
         return 1
-    print(f"ok: {len(store.keys())} entries verified in {store.root}")
+    print(f"ok: {_count(len(store.keys()), 'entry')} verified in {store.root}")
     return 0
 
 
@@ -128,7 +128,7 @@ def _gc(store, args) -> int:
     removed = store.gc(limit)
     after = store.total_size()
     print(
-        f"removed {len(removed)} entries ({format_size(before - after)} freed); "
+        f"removed {_count(len(removed), 'entry')} ({format_size(before - after)} freed); "
         f"cache now {format_size(after)} (limit {format_size(limit)})"
     )
     return 0
@@ -149,6 +149,11 @@ def _show(value: Any) -> str:
     from compile_cache import MISSING
 
     return "<absent>" if value is MISSING else json.dumps(value, sort_keys=True)
+
+
+def _count(n: int, noun: str) -> str:
+    plural = noun[:-1] + "ies" if noun.endswith("y") else noun + "s"
+    return f"{n} {noun if n == 1 else plural}"
 
 
 def _when(timestamp: float) -> str:

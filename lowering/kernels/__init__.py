@@ -4,4 +4,10 @@ Registration is metadata only: no kernel file imports helion at module level, so
 stays cheap (the serve path must never import helion).
 """
 
-from lowering.kernels import rms_norm  # noqa: F401
+from lowering.kernels import (  # noqa: F401
+    attention,
+    fused_add_rms_norm,
+    rms_norm,
+    rotary_embedding,
+    silu_and_mul,
+)

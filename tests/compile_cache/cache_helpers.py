@@ -8,12 +8,14 @@ from pathlib import Path
 
 from compile_cache import compute_key
 
+BLOB_PATH = "kernels/rms_norm.cubin"
+
 
 def factors_for(model: str, seed: int = 0) -> dict:
     rng = random.Random(seed)
     return {
         "model": model,
-        "graph_hash": "%064x" % rng.getrandbits(256),
+        "graph_hash": f"{rng.getrandbits(256):064x}",
         "dtype": rng.choice(["bfloat16", "float16"]),
         "target": {"name": "cpu"},
         "versions": {"torch": "2.13.0", "kiln": "0.1.0"},
@@ -39,7 +41,7 @@ class CountingBuilder:
         (staging / "module.py").write_text(f"SCALE = {self.rng.uniform(0.5, 2.0)!r}\n")
         (staging / "kernels").mkdir()
         blob = bytes(self.rng.randint(1, 255) for _ in range(self.blob_size))
-        (staging / "kernels" / "rms_norm.cubin").write_bytes(blob)
+        (staging / BLOB_PATH).write_bytes(blob)
         return {"model": "tiny-llama", "target": "cpu", "passes": ["FuseAddRMSNorm"]}
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 
 import pytest
-
 from cache_helpers import CountingBuilder, key_and_factors
+
 from compile_cache import Store
 from compile_cache.locks import key_lock
 

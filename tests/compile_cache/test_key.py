@@ -25,7 +25,7 @@ from compile_cache import (
 def make_factors(seed: int = 7) -> dict:
     rng = random.Random(seed)
     return {
-        "graph_hash": "%064x" % rng.getrandbits(256),
+        "graph_hash": f"{rng.getrandbits(256):064x}",
         "model_config": {"hidden_size": 64 * rng.randint(1, 9), "num_layers": rng.randint(1, 9)},
         "dtype": "bfloat16",
         "quantization": {"scheme": "fp8", "group_size": 128},
@@ -51,9 +51,13 @@ def test_key_golden_value_pins_the_canonical_form():
     """Changing the canonical JSON silently would orphan every cache entry: bump CACHE_FORMAT."""
     factors = {"dtype": "bfloat16", "passes": ["a", "b"], "versions": {"torch": "2.13.0"}}
     assert CACHE_FORMAT == 1
-    canonical = '{"cache_format":1,"dtype":"bfloat16","passes":["a","b"],"versions":{"torch":"2.13.0"}}'
+    canonical = (
+        '{"cache_format":1,"dtype":"bfloat16","passes":["a","b"],"versions":{"torch":"2.13.0"}}'
+    )
     assert canonical_json(factors) == canonical
-    assert compute_key(factors) == "be32979e55e98ec1fc3d5b5f5d89d8e738efab20035fba7d019d86a7ca4f1532"
+    assert (
+        compute_key(factors) == "be32979e55e98ec1fc3d5b5f5d89d8e738efab20035fba7d019d86a7ca4f1532"
+    )
 
 
 def _set(factors: dict, path: str, value) -> None:
@@ -137,12 +141,17 @@ def test_installed_versions_reads_metadata_without_importing_torch():
 
 
 json_leaf = st.one_of(
-    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False),
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=False, allow_infinity=False),
     st.text(max_size=8),
 )
 json_value = st.recursive(
     json_leaf,
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
     max_leaves=12,
 )
 

@@ -7,12 +7,11 @@ import logging
 import shutil
 
 import pytest
+from cache_helpers import BLOB_PATH as BLOB
+from cache_helpers import CountingBuilder, flip_byte, key_and_factors, truncate
 
 from compile_cache import Store, compute_key
-from cache_helpers import CountingBuilder, flip_byte, key_and_factors, truncate
 from kiln.errors import KilnError
-
-BLOB = "kernels/rms_norm.cubin"
 
 
 @pytest.fixture
@@ -130,6 +129,18 @@ def test_bad_builder_results_are_rejected_without_an_entry(store, result, error,
     key, factors = key_and_factors("tiny-llama", seed=10)
     with pytest.raises(error, match=match):
         store.get_or_build(key, factors, lambda staging: result)
+    assert store.keys() == []
+
+
+def test_a_builder_may_not_write_the_manifest(store):
+    key, factors = key_and_factors("tiny-llama", seed=12)
+
+    def writes_manifest(staging):
+        (staging / "manifest.json").write_text("{}")
+        return {}
+
+    with pytest.raises(ValueError, match="the store owns it"):
+        store.get_or_build(key, factors, writes_manifest)
     assert store.keys() == []
 
 

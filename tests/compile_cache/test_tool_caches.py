@@ -36,7 +36,9 @@ def test_a_users_own_setting_is_kept_unless_overridden(tmp_path, monkeypatch):
 def test_default_root_follows_kiln_cache_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("KILN_CACHE_DIR", str(tmp_path))
     monkeypatch.delenv(env.TRITON_CACHE_ENV, raising=False)
-    assert configure_tool_caches(override=True)["TRITON_CACHE_DIR"] == tmp_path / "compile" / "triton"
+    assert (
+        configure_tool_caches(override=True)["TRITON_CACHE_DIR"] == tmp_path / "compile" / "triton"
+    )
 
 
 def test_importing_the_cache_and_its_cli_imports_no_torch():

@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from dashboard_samples import make_bench, make_compile
 
 from kiln.errors import KilnError
 from perf_dashboard import BenchRecord, CompileRecord, PassRecord, record_from_dict
-
-from .conftest import make_bench, make_compile
 
 
 def test_compile_record_round_trips_through_json(rng):
@@ -68,7 +67,6 @@ def _compile_dict(rng) -> dict:
         (lambda d: d.update(git_commit=""), "git_commit"),
         (lambda d: d.update(created="yesterday"), "created"),
         (lambda d: d.update(phasess={}), "phasess"),
-        (lambda d: d.update(kind="bench"), "kind"),
         (lambda d: d.update(schema=99), "schema"),
     ],
 )
@@ -121,3 +119,10 @@ def test_unknown_kind_is_rejected():
         record_from_dict({"kind": "profile"})
     with pytest.raises(KilnError, match="'record'"):
         record_from_dict([1, 2])
+
+
+def test_from_dict_of_one_type_rejects_the_other_kind(rng):
+    data = _compile_dict(rng)
+    data["kind"] = "bench"
+    with pytest.raises(KilnError, match="field 'kind' must be 'compile'"):
+        CompileRecord.from_dict(data)

@@ -1,0 +1,96 @@
+"""`kiln serve [MODEL|ARTIFACT]`: the OpenAI-compatible HTTP server.
+
+Builds the engine (compiles on a cache miss, loads on a hit), then serves until SIGTERM or
+Ctrl-C, draining in-flight requests for up to `--shutdown-timeout` seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from kiln.commands.generate import add_engine_arguments, engine_kwargs
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("serve", help="serve a model over an OpenAI-compatible HTTP API")
+    p.add_argument(
+        "model",
+        nargs="?",
+        default="demo",
+        help="checkpoint folder, compiled artifact, or 'demo' (default)",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks one)")
+    p.add_argument(
+        "--api-key",
+        default=None,
+        help="require `Authorization: Bearer KEY` on /v1/* (or set KILN_API_KEY)",
+    )
+    p.add_argument(
+        "--served-model-name",
+        action="append",
+        default=None,
+        help="name clients use for the model (repeatable; default: the model's)",
+    )
+    p.add_argument(
+        "--max-queue",
+        type=int,
+        default=1024,
+        help="waiting + running requests before answering 503 (default 1024)",
+    )
+    p.add_argument(
+        "--max-body-mb",
+        type=float,
+        default=4.0,
+        help="largest request body in MiB; larger get 413 (default 4)",
+    )
+    p.add_argument(
+        "--shutdown-timeout",
+        type=float,
+        default=10.0,
+        help="seconds in-flight requests may finish after SIGTERM (default 10)",
+    )
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    add_engine_arguments(p)
+    p.set_defaults(run=run)
+
+
+def server_config(args: argparse.Namespace):
+    from kiln import env
+    from server.config import ServerConfig
+
+    return ServerConfig(
+        served_model_names=tuple(args.served_model_name or ()),
+        api_key=args.api_key or env.api_key(),
+        max_queue=args.max_queue,
+        max_body_bytes=int(args.max_body_mb * 2**20),
+        shutdown_timeout=args.shutdown_timeout,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    config = server_config(args)  # bad flags fail before the (slow) engine build
+
+    from runtime.engine import Engine
+    from server.app import create_app
+    from server.runner import serve
+
+    engine = Engine.from_args(args.model, **engine_kwargs(args))
+    app = create_app(engine, config)
+    names = ", ".join(config.served_model_names or (engine.model_name,))
+
+    def ready(url: str) -> None:
+        logging.getLogger("kiln.server").info("serving %s", names)
+        print(f"kiln serve: listening on {url}", flush=True)
+
+    asyncio.run(serve(app, args.host, args.port, on_ready=ready))
+    return 0

@@ -1,0 +1,106 @@
+"""`compile_graph`: capture a model, run the pass pipeline, return something the runner calls.
+
+    forward, trace = compile_graph(model, PassConfig(quantization="fp8"))
+    hidden = forward(input_ids, positions, attn, kv_caches)   # ModelRunner's signature
+    logits = forward.compute_logits(hidden)                    # handles a padded vocab
+
+The result runs the post-pass graph eagerly (each IR op through its reference); lowering takes
+`forward.gm` and `forward.weights` instead.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import fx
+
+from model_defs.attn_metadata import AttnMetadata
+from model_defs.decoder import DecoderForCausalLM
+from passes.base import Pass, PassContext
+from passes.capture import CapturedGraph, capture, graph_hash
+from passes.config import PassConfig
+from passes.manager import CompileTrace, PassManager
+from passes.pipeline import default_pipeline
+
+
+@dataclass
+class PassedModel:
+    """The post-pass graph with its weights, callable like `DecoderForCausalLM.forward`."""
+
+    gm: fx.GraphModule
+    weights: dict[str, torch.Tensor]  # placeholder name -> tensor
+    lm_head: torch.Tensor  # [V', H], V' >= vocab_size (zero rows past it)
+    vocab_size: int
+    token_buckets: tuple[int, ...] = ()
+
+    def __call__(self, input_ids, positions, attn: AttnMetadata, kv_caches) -> torch.Tensor:
+        num_tokens = input_ids.shape[0]
+        padded = next((b for b in self.token_buckets if b >= num_tokens), num_tokens)
+        if padded != num_tokens:
+            input_ids, positions, attn = _pad_tokens(input_ids, positions, attn, padded)
+        user = {
+            "input_ids": input_ids,
+            "positions": positions,
+            "attn_slot_mapping": attn.slot_mapping,
+            "attn_block_tables": attn.block_tables,
+            "attn_seq_lens": attn.seq_lens,
+            "attn_query_start_loc": attn.query_start_loc,
+        }
+        for layer, (k, v) in enumerate(kv_caches):
+            user[f"kv_caches_{layer}_0"], user[f"kv_caches_{layer}_1"] = k, v
+        args = [self.weights.get(name, user.get(name)) for name in self._inputs]
+        (hidden,) = self.gm(*args)
+        return hidden[:num_tokens]
+
+    forward = __call__
+
+    @property
+    def _inputs(self) -> list[str]:
+        return [n.target for n in self.gm.graph.find_nodes(op="placeholder")]
+
+    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """hidden [N, H] -> logits [N, V] in fp32 (the padded vocabulary sliced off)."""
+        return F.linear(hidden, self.lm_head)[:, : self.vocab_size].float()
+
+
+def _pad_tokens(input_ids, positions, attn: AttnMetadata, padded: int):
+    extra = padded - input_ids.shape[0]
+    # Padding tokens: id 0 at position 0, slot -1 (no KV write); no sequence owns their rows.
+    pad = input_ids.new_zeros(extra)
+    slots = torch.cat((attn.slot_mapping, attn.slot_mapping.new_full((extra,), -1)))
+    meta = AttnMetadata(slots, attn.block_tables, attn.seq_lens, attn.query_start_loc)
+    return torch.cat((input_ids, pad)), torch.cat((positions, pad.to(positions.dtype))), meta
+
+
+def context_for(captured: CapturedGraph, model: DecoderForCausalLM, cfg: PassConfig) -> PassContext:
+    return PassContext(cfg, model.cfg, dict(captured.weights), captured.lm_head)
+
+
+def compile_graph(
+    model: DecoderForCausalLM,
+    cfg: PassConfig | None = None,
+    pipeline: list[Pass] | None = None,
+    on_pass: Callable | None = None,
+    max_num_tokens: int = 8192,
+) -> tuple[PassedModel, CompileTrace]:
+    """Capture `model`, run the pipeline (default: `default_pipeline()`), return the result.
+
+    `cfg.tp_size` is taken from the model. `on_pass(record, gm, ctx)` runs after each pass.
+    """
+    cfg = PassConfig(**{**_fields(cfg or PassConfig()), "tp_size": model.par.tp_size})
+    start = time.perf_counter()
+    captured = capture(model, max_num_tokens)
+    trace = CompileTrace(graph_hash=graph_hash(captured.gm), capture_s=time.perf_counter() - start)
+    ctx = context_for(captured, model, cfg)
+    PassManager(pipeline or default_pipeline()).run(captured.gm, ctx, trace, on_pass)
+    captured.gm.recompile()
+    passed = PassedModel(captured.gm, ctx.weights, ctx.lm_head, model.cfg.vocab_size, ctx.token_buckets)
+    return passed, trace
+
+
+def _fields(cfg: PassConfig) -> dict:
+    return {f: getattr(cfg, f) for f in cfg.__dataclass_fields__}

@@ -1,0 +1,77 @@
+"""The route table, and the small read-only routes (models, health, metrics, dashboard)."""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import logging
+
+from aiohttp import web
+
+from server.chat import create_chat_completion
+from server.completions import create_completion
+from server.errors import APIError
+from server.state import STATE
+
+log = logging.getLogger("kiln.server")
+
+
+async def list_models(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    data = [
+        {
+            "id": name,
+            "object": "model",
+            "created": state.started,
+            "owned_by": "kiln",
+            "max_model_len": state.engine.max_model_len,
+        }
+        for name in state.served_names
+    ]
+    return web.json_response({"object": "list", "data": data})
+
+
+async def health(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    if not state.loop.accepting:
+        raise APIError(503, "the server is shutting down", code="shutting_down")
+    return web.json_response({"status": "ok", "active_requests": state.loop.num_active})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    text = state.metrics.render(state.loop.stats)
+    return web.Response(
+        text=text, content_type="text/plain", headers={"X-Prometheus-Format": "0.0.4"}
+    )
+
+
+async def dashboard(request: web.Request) -> web.Response:
+    """The compile/bench dashboard if `perf_dashboard.report` is installed, else a stub."""
+    try:
+        from perf_dashboard.report import render_html
+        from perf_dashboard.store import DashboardStore
+    except ImportError:
+        return web.Response(text=_placeholder(request), content_type="text/html")
+    page = await asyncio.to_thread(lambda: render_html(DashboardStore()))
+    return web.Response(text=page, content_type="text/html")
+
+
+def _placeholder(request: web.Request) -> str:
+    names = ", ".join(html.escape(n) for n in request.app[STATE].served_names)
+    return (
+        "<!doctype html><html><head><title>Kiln dashboard</title></head><body>"
+        "<h1>Kiln dashboard</h1><p>The dashboard module (perf_dashboard.report) is not "
+        f"installed. Serving: {names}. Live numbers: <a href='/metrics'>/metrics</a>.</p>"
+        "</body></html>"
+    )
+
+
+ROUTES = [
+    web.post("/v1/completions", create_completion),
+    web.post("/v1/chat/completions", create_chat_completion),
+    web.get("/v1/models", list_models),
+    web.get("/health", health),
+    web.get("/metrics", metrics),
+    web.get("/dashboard", dashboard),
+]

@@ -1,0 +1,71 @@
+"""Running an app on a socket until SIGTERM/SIGINT, then draining it gracefully.
+
+Shutdown order: stop accepting (new requests get 503, the listening socket closes), let
+in-flight requests finish for up to `shutdown_timeout` seconds, abort the rest (their streams
+end with `finish_reason: "abort"`), then close connections and stop the engine thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+
+from aiohttp import web
+
+from server.state import STATE
+
+log = logging.getLogger("kiln.server")
+_CLOSE_TIMEOUT_S = 2.0  # after aborting, handlers only need to write their last bytes
+
+
+def make_runner(app: web.Application) -> web.AppRunner:
+    """A runner whose handlers are cancelled when their client disconnects, so the finally
+    blocks abort engine requests and free KV blocks at once."""
+    return web.AppRunner(
+        app, handler_cancellation=True, shutdown_timeout=_CLOSE_TIMEOUT_S, access_log=None
+    )
+
+
+async def serve(
+    app: web.Application, host: str, port: int, on_ready: Callable[[str], None] | None = None
+) -> None:
+    """Serve until SIGTERM or SIGINT; returns once drained and stopped."""
+    runner = make_runner(app)
+    await runner.setup()  # starts the engine loop (cleanup_ctx)
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    url = f"http://{_display_host(host)}:{bound_port(site)}"
+    if on_ready is not None:
+        on_ready(url)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+        await drain(app, site)
+    finally:
+        await runner.cleanup()
+
+
+async def drain(app: web.Application, site: web.BaseSite) -> None:
+    state = app[STATE]
+    timeout = state.config.shutdown_timeout
+    state.loop.stop_accepting()
+    await site.stop()
+    active = state.loop.num_active
+    log.info("shutting down: waiting up to %.1f s for %d active requests", timeout, active)
+    if not await state.loop.wait_idle(timeout):
+        log.warning("shutdown timeout: aborting %d requests", state.loop.num_active)
+        state.loop.abort_all()
+
+
+def bound_port(site: web.TCPSite) -> int:
+    server = site._server  # aiohttp keeps the asyncio Server here; port 0 means "pick one"
+    return server.sockets[0].getsockname()[1] if server and server.sockets else site._port
+
+
+def _display_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
