@@ -26,6 +26,10 @@ class EngineConfig:
     target: str = "auto"
     quantization: str | None = None  # None | "fp8"
     tensor_parallel_size: int = 1
+    # cached: run the compiled artifact when the cache has it, else the eager reference;
+    # on_miss: compile on a cache miss; never: always the eager reference.
+    compile: str = "cached"
+    artifact: str | None = None  # an artifact folder to run, bypassing the cache lookup
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
@@ -42,5 +46,7 @@ class EngineConfig:
             raise KilnError(
                 f"gpu_memory_utilization={self.gpu_memory_utilization} must be in (0, 1]"
             )
+        if self.compile not in ("cached", "on_miss", "never"):
+            raise KilnError(f"compile={self.compile!r} is invalid; use cached, on_miss or never")
         if self.quantization not in (None, "fp8"):
             raise KilnError(f"quantization={self.quantization!r} is not supported; use fp8 or none")

@@ -47,3 +47,10 @@ def export_default(name: str, value: Path, *, override: bool = False) -> Path:
 def api_key() -> str | None:
     """KILN_API_KEY: the bearer key `kiln serve` requires (same as --api-key)."""
     return os.environ.get("KILN_API_KEY") or None
+
+
+def startup_report_path() -> Path | None:
+    """KILN_STARTUP_REPORT=PATH: `kiln generate` writes its start-up phase timings (JSON) there;
+    `kiln bench startup` sets it for each child process it times."""
+    value = os.environ.get("KILN_STARTUP_REPORT")
+    return Path(value) if value else None

@@ -40,6 +40,9 @@ class Pass:
     name: ClassVar[str]
     description: ClassVar[str]
     optional: ClassVar[bool] = True  # False: `--passes none` cannot turn it off
+    # True if the pass changes weight shapes: the manager then re-propagates every node's
+    # meta['val']. Passes that only add nodes set meta['val'] on them (`infer_meta`).
+    reshapes_weights: ClassVar[bool] = False
 
     def applies(self, cfg: PassConfig) -> bool:
         """Prerequisites besides the toggles (e.g. quantization passes need --quantization)."""

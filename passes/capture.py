@@ -97,6 +97,8 @@ def capture(model: DecoderForCausalLM, max_num_tokens: int = 8192) -> CapturedGr
     names = {**sig.inputs_to_parameters, **sig.inputs_to_buffers}
     weights = {ph: state[fqn] for ph, fqn in names.items()}
     gm = ep.graph_module
+    # Logits are computed outside the graph, but which tensor is the head is part of it.
+    gm.meta["kiln_head"] = "p_embed_tokens" if model.cfg.tie_word_embeddings else "lm_head"
     gm.meta["kiln_ranges"] = {str(k): (int(v.lower), int(v.upper)) for k, v in ep.range_constraints.items()}
     _drop_unused_placeholders(gm, weights)
     return CapturedGraph(gm, weights, model.lm_head_weight(), model.cfg.num_layers, max_num_tokens)
@@ -174,6 +176,8 @@ def canonical_text(gm: fx.GraphModule) -> str:
             args = ", ".join(_fmt_arg(a, names) for a in node.args)
             kwargs = "".join(f", {k}={_fmt_arg(v, names)}" for k, v in sorted(node.kwargs.items()))
             lines.append(f"{names[node]} = {op_name(node)}({args}{kwargs}) : {val}")
+    if "kiln_head" in gm.meta:
+        lines.append(f"head {gm.meta['kiln_head']}")
     lines += _symbol_ranges(gm, symbols)
     return "\n".join(lines) + "\n"
 

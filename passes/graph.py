@@ -11,6 +11,8 @@ import operator
 from collections import Counter
 
 import torch
+
+import ir.ops  # noqa: F401  (registers torch.ops.kiln.*, which patterns name)
 from torch import fx
 
 kiln = torch.ops.kiln

@@ -85,7 +85,9 @@ class PassManager:
         rewrites = p(gm, ctx)
         if rewrites:
             _legalize(gm)
-            refresh_meta(gm, ctx.weights)
+            if p.reshapes_weights:  # other passes set meta['val'] on the nodes they add
+                refresh_meta(gm, ctx.weights)
+            gm.recompile()
         wall = time.perf_counter() - start
         self._dump(index, p.name, "after", gm)
         return PassRecord(p.name, p.uuid(), True, wall, rewrites, before, num_nodes(gm))

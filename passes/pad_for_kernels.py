@@ -32,6 +32,7 @@ def round_up(n: int, multiple: int) -> int:
 class PadForKernels(Pass):
     name = "pad_for_kernels"
     description = "zero-pad intermediate and vocab sizes to a multiple of 64; bucket T"
+    reshapes_weights = True
 
     def __call__(self, gm: fx.GraphModule, ctx: PassContext) -> int:
         multiple = ctx.cfg.pad_multiple

@@ -17,7 +17,16 @@ from torch import fx
 from ir.ops.quant import quantize_weight_per_channel
 from passes.base import Pass, PassContext
 from passes.config import PassConfig
-from passes.graph import add_placeholder, aten, getitem, kiln
+from passes.graph import add_placeholder, aten, fake_mode_of, getitem, infer_meta, kiln
+
+
+def _quantize_activation(graph: fx.Graph, x: fx.Node, group: int) -> tuple[fx.Node, fx.Node]:
+    q = graph.call_function(kiln.quant_fp8.default, (x, group))
+    infer_meta(q)
+    xq, scale = getitem(graph, q, 0), getitem(graph, q, 1)
+    infer_meta(xq)
+    infer_meta(scale)
+    return xq, scale
 
 
 @dataclass(frozen=True)
@@ -41,13 +50,13 @@ class QuantizeFP8(Pass):
             group = self._group_size(x, ctx)
             with gm.graph.inserting_before(node):
                 if (x, group) not in quantized:
-                    q = gm.graph.call_function(kiln.quant_fp8.default, (x, group))
-                    quantized[x, group] = (getitem(gm.graph, q, 0), getitem(gm.graph, q, 1))
+                    quantized[x, group] = _quantize_activation(gm.graph, x, group)
                 xq, x_scale = quantized[x, group]
                 out_dtype = x.meta["val"].dtype
                 mm = gm.graph.call_function(
                     kiln.scaled_mm.default, (xq, x_scale, wq, w_scale, bias, out_dtype)
                 )
+                infer_meta(mm)
             node.replace_all_uses_with(mm)
             gm.graph.erase_node(node)
             if not weight.users:
@@ -69,7 +78,11 @@ class QuantizeFP8(Pass):
         names = (f"{weight.target}_fp8", f"{weight.target}_scale")
         for name, tensor in zip(names, (wq, scale)):
             ctx.weights[name] = tensor
-        return add_placeholder(gm, names[0]), add_placeholder(gm, names[1])
+        placeholders = add_placeholder(gm, names[0]), add_placeholder(gm, names[1])
+        mode = fake_mode_of(gm)
+        for node, tensor in zip(placeholders, (wq, scale)):
+            node.meta["val"] = mode.from_tensor(tensor, static_shapes=True)
+        return placeholders
 
     @staticmethod
     def _group_size(x: fx.Node, ctx: PassContext) -> int:

@@ -5,6 +5,7 @@ Standard library only: nothing here imports torch, so `kiln dashboard` and the s
 `kiln compile` and `kiln bench` write.
 """
 
+from perf_dashboard.adapters import pass_records
 from perf_dashboard.records import BenchRecord, CompileRecord, PassRecord, record_from_dict
 from perf_dashboard.report import render_html
 from perf_dashboard.store import DashboardStore, load_records, record_import, save_record
@@ -15,6 +16,7 @@ __all__ = [
     "DashboardStore",
     "PassRecord",
     "load_records",
+    "pass_records",
     "record_from_dict",
     "record_import",
     "render_html",

@@ -10,6 +10,7 @@ from perf_dashboard import charts
 from perf_dashboard.html_parts import (
     bench_label,
     empty,
+    flat,
     number,
     ordered_names,
     seconds,
@@ -48,7 +49,7 @@ def runtime_section(entries: Entries) -> str:
     if not runs:
         return section("runtime", title, intro, empty(NO_BENCH))
     row_id, rec = runs[-1]
-    body = f"<h3>Latest run: {escape(bench_label(row_id, rec))}, {when(rec.created)}</h3>"
+    body = f"<h3>Latest run: {escape(flat(bench_label(row_id, rec)))}, {when(rec.created)}</h3>"
     body += _latest_charts(rec) + _results_table(rec)
     body += _trend(
         "throughput-trend", "Throughput across runs", runs[-MAX_TREND:], "tok_s", "tok/s"
@@ -135,7 +136,7 @@ def startup_section(entries: Entries) -> str:
     rows.append(["total", seconds(total), "100%"])
     verdict = "within" if total < STARTUP_GOAL_S else "over"
     latest = (
-        f"<h3>Latest: {escape(bench_label(row_id, rec))}, total {escape(seconds(total))} "
+        f"<h3>Latest: {escape(flat(bench_label(row_id, rec)))}, total {escape(seconds(total))} "
         f"({verdict} the {STARTUP_GOAL_S:g} s goal)</h3>"
     )
     latest += table(["phase", "time", "share"], rows, numeric=(1, 2))

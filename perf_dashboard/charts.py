@@ -57,6 +57,10 @@ def nice_ticks(top: float, count: int = 5) -> list[float]:
     return [i * step for i in range(math.ceil(top / step - 1e-9) + 1)]
 
 
+def _flat(label: str) -> str:
+    return label.replace("\n", " ")
+
+
 def short(label: str, limit: int = 18) -> str:
     return label if len(label) <= limit else label[: limit - 1] + "\u2026"
 
@@ -99,22 +103,27 @@ def _y_axis(parts: list[str], ticks: list[float], y_of, plot_right: float, label
 
 
 def _x_labels(parts: list[str], labels: Sequence[str], xs: Sequence[float], base: float) -> None:
-    rotate = len(labels) > 4 or any(len(s) > 12 for s in labels)
-    stride = max(1, math.ceil(len(labels) / 16))  # at most ~16 labels stay readable
+    """Horizontal labels under the axis; a newline in a label starts a second line.
+
+    When points are dense only every `stride`-th label is written (each needs ~70 px); the
+    tooltip of every bar or point still names its record.
+    """
+    slot = xs[1] - xs[0] if len(xs) > 1 else 240.0
+    stride = max(1, math.ceil(70 / slot))
     for i, (label, x) in enumerate(zip(labels, xs, strict=True)):
         if i % stride:
             continue
-        text = escape(short(label, 20))
-        if rotate:
-            parts.append(
-                f'<text class="tick" transform="translate({x:.1f} {base + 12:.1f}) rotate(-55)"'
-                f' text-anchor="end"><title>{escape(label)}</title>{text}</text>'
-            )
-        else:
-            parts.append(
-                f'<text class="tick" x="{x:.1f}" y="{base + 16:.1f}" text-anchor="middle">'
-                f"<title>{escape(label)}</title>{text}</text>"
-            )
+        room = min(slot * stride, 240, 2 * min(x, WIDTH - x))  # stay inside the frame
+        chars = max(6, int(room / 6.4))
+        lines = label.split("\n")
+        spans = "".join(
+            f'<tspan x="{x:.1f}" dy="{0 if n == 0 else 13}">{escape(short(line, chars))}</tspan>'
+            for n, line in enumerate(lines)
+        )
+        parts.append(
+            f'<text class="tick" x="{x:.1f}" y="{base + 16:.1f}" text-anchor="middle">'
+            f"<title>{escape(' '.join(lines))}</title>{spans}</text>"
+        )
 
 
 def stacked_bars(
@@ -126,7 +135,7 @@ def stacked_bars(
     y_label: str,
 ) -> str:
     """One vertical bar per label, stacked from `series` (name -> one value per label)."""
-    height, bottom = 340, 110
+    height, bottom = 300, 56
     base = height - bottom
     totals = [sum(vals[i] for vals in series.values()) for i in range(len(labels))]
     ticks = nice_ticks(max(totals, default=0))
@@ -150,7 +159,7 @@ def stacked_bars(
             parts.append(
                 f'<rect x="{x - bar_w / 2:.1f}" y="{top:.1f}" width="{bar_w:.1f}"'
                 f' height="{max(bottom_y - top, 0.5):.1f}" fill="{color(s)}">'
-                f"<title>{escape(label)}: {escape(name)} = {fmt(value)}</title></rect>"
+                f"<title>{escape(_flat(label))}: {escape(name)} = {fmt(value)}</title></rect>"
             )
             level += value
         parts.append(
@@ -213,7 +222,7 @@ def line_trend(
     y_label: str,
 ) -> str:
     """One line per series across `labels` (records in time order); None: not measured there."""
-    height, bottom = 320, 100
+    height, bottom = 290, 56
     base = height - bottom
     present = [v for vals in series.values() for v in vals if v is not None]
     ticks = nice_ticks(max(present, default=0))
@@ -235,7 +244,7 @@ def line_trend(
             if v is not None:
                 parts.append(
                     f'<circle cx="{x:.1f}" cy="{y_of(v):.1f}" r="4" fill="{color(s)}">'
-                    f"<title>{escape(label)}: {escape(name)} = {fmt(v)}</title></circle>"
+                    f"<title>{escape(_flat(label))}: {escape(name)} = {fmt(v)}</title></circle>"
                 )
     parts.append(f'<line class="axis" x1="{PLOT_LEFT}" x2="{plot_right}" y1="{base}" y2="{base}"/>')
     _x_labels(parts, labels, xs, base)

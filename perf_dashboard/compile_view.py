@@ -8,6 +8,7 @@ from perf_dashboard import charts
 from perf_dashboard.html_parts import (
     compile_label,
     empty,
+    flat,
     ordered_names,
     seconds,
     section,
@@ -68,19 +69,19 @@ def _compiles_table(entries: Entries) -> str:
         rows.append(
             [
                 f"#{row_id}",
-                when(rec.created),
+                when(rec.created, short=True),
                 rec.model,
                 rec.target,
                 "cold" if rec.cold else "warm",
                 seconds(rec.total_seconds),
                 f"{slowest.name} ({seconds(slowest.seconds)})" if slowest else "\u2013",
                 size(rec.artifact_bytes),
-                rec.key[:12],
-                (rec.git_commit or "\u2013")[:12],
+                rec.key[:10],
+                (rec.git_commit or "\u2013")[:10],
                 rec.host,
             ]
         )
-    headers = ["record", "when", "model", "target", "kind", "total", "slowest pass"]
+    headers = ["record", "when (UTC)", "model", "target", "kind", "total", "slowest pass"]
     headers += ["artifact", "key", "commit", "host"]
     return "<h3>Compiles, newest first</h3>" + table(headers, rows, numeric=(5, 7))
 
@@ -95,18 +96,18 @@ def passes_section(entries: Entries) -> str:
         msg = "no compile has recorded passes yet (warm compiles skip them; run a cold compile)."
         return section("passes", "Passes", intro, empty(msg))
     row_id, rec = with_passes[-1]
-    body = f"<h3>{escape(compile_label(row_id, rec))}, {when(rec.created)}</h3>"
+    body = f"<h3>{escape(flat(compile_label(row_id, rec)))}, {when(rec.created)}</h3>"
     body += _passes_table(rec)
     body += charts.bars(
         "pass-time",
-        f"Time per pass, {compile_label(row_id, rec)}",
+        f"Time per pass, {flat(compile_label(row_id, rec))}",
         [p.name for p in rec.passes],
         [p.seconds for p in rec.passes],
         x_label="seconds",
     )
     body += _pass_trend(with_passes[-MAX_TREND:])
     for older_id, older in reversed(with_passes[-6:-1]):
-        label = escape(f"{compile_label(older_id, older)}, {when(older.created)}")
+        label = escape(f"{flat(compile_label(older_id, older))}, {when(older.created)}")
         body += f"<details><summary>{label}</summary>{_passes_table(older)}</details>"
     return section("passes", "Passes", intro, body)
 
@@ -187,6 +188,6 @@ def kernels_section(entries: Entries) -> str:
     row_id, rec = with_kernels[-1]
     count = sum(rec.kernels.values()) or 1
     rows = [[p, n, f"{100 * n / count:.0f}%"] for p, n in rec.kernels.items()]
-    latest = f"<h3>{escape(compile_label(row_id, rec))}</h3>"
+    latest = f"<h3>{escape(flat(compile_label(row_id, rec)))}</h3>"
     latest += table(["provider", "kernels", "share"], rows, numeric=(1, 2))
     return section("kernels", "Kernels by provider", intro, chart + latest)

@@ -15,7 +15,9 @@ from perf_dashboard.charts import fmt
 from perf_dashboard.records import BenchRecord, CompileRecord
 
 
-def when(created: float) -> str:
+def when(created: float, *, short: bool = False) -> str:
+    if short:  # table cells; the column header says UTC
+        return time.strftime("%m-%d %H:%M", time.gmtime(created))
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(created))
 
 
@@ -37,11 +39,17 @@ def number(value: float | None) -> str:
 
 
 def compile_label(row_id: int, rec: CompileRecord) -> str:
-    return f"#{row_id} {rec.model}/{rec.target} {'cold' if rec.cold else 'warm'}"
+    """Chart label; the newline splits it into two lines under a bar ("#3 cold" / "demo/cpu")."""
+    return f"#{row_id} {'cold' if rec.cold else 'warm'}\n{rec.model}/{rec.target}"
 
 
 def bench_label(row_id: int, rec: BenchRecord) -> str:
-    return f"#{row_id} {rec.model} {rec.card}"
+    return f"#{row_id} {rec.card}\n{rec.model}"
+
+
+def flat(label: str) -> str:
+    """A two-line chart label on one line, for headings and tooltips."""
+    return label.replace("\n", " ")
 
 
 def prose(text: str) -> str:
@@ -74,7 +82,11 @@ def table(
             for i, c in enumerate(row)
         )
         body.append(f'<tr class="{css}">{cells}</tr>' if css else f"<tr>{cells}</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    rows_html = "".join(body)
+    return (
+        f'<div class="table-wrap"><table><thead><tr>{head}</tr></thead>'
+        f"<tbody>{rows_html}</tbody></table></div>"
+    )
 
 
 def section(anchor: str, title: str, intro: str, body: str) -> str:

@@ -25,7 +25,7 @@ header h1 { margin: 0 0 4px; font-size: 22px; }
 header p { margin: 0; color: #c7ccd6; }
 header code { background: #343b4b; color: #fff; }
 nav a { color: #fff; margin-right: 14px; font-size: 13px; }
-main { max-width: 1180px; margin: 0 auto; padding: 8px 24px 48px; }
+main { max-width: 1280px; margin: 0 auto; padding: 8px 24px 48px; }
 section { background: #fff; border: 1px solid var(--line); border-radius: 8px;
           padding: 16px 20px; margin: 18px 0; }
 h2 { margin: 0 0 4px; font-size: 18px; }
@@ -85,8 +85,12 @@ _NAV = (
 )
 
 
-def render_html(store: DashboardStore) -> str:
-    """The whole dashboard for `store` as one HTML document."""
+def render_html(store: DashboardStore, *, show_path: bool = True) -> str:
+    """The whole dashboard for `store` as one HTML document.
+
+    `show_path=False` leaves the database's file path off the page (for the HTTP server,
+    which should not tell clients about its filesystem).
+    """
     compiles = store.compile_entries(limit=MAX_RECORDS)
     benches = store.bench_entries(limit=MAX_RECORDS)
     sections = [
@@ -97,15 +101,23 @@ def render_html(store: DashboardStore) -> str:
         bench_view.runtime_section(benches),
         bench_view.startup_section(benches),
     ]
-    return _page(store, len(compiles), len(benches), "".join(sections))
+    summary = _summary(store, len(compiles), len(benches), show_path)
+    return _page(summary, "".join(sections))
 
 
-def _page(store: DashboardStore, num_compiles: int, num_benches: int, body: str) -> str:
+def _summary(
+    store: DashboardStore, shown_compiles: int, shown_benches: int, show_path: bool
+) -> str:
+    num_compiles, num_benches = store.counts()
+    text = f"{num_compiles} compile record(s), {num_benches} bench record(s)"
+    if (shown_compiles, shown_benches) != (num_compiles, num_benches):
+        text += f" (the newest {MAX_RECORDS} of each are shown)"
     made = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
-    summary = (
-        f"{num_compiles} compile record(s), {num_benches} bench record(s) from "
-        f"<code>{escape(str(store.path))}</code>; generated {made}"
-    )
+    where = f" from <code>{escape(str(store.path))}</code>" if show_path else ""
+    return f"{text}{where}; generated {made}"
+
+
+def _page(summary: str, body: str) -> str:
     nav = "".join(f'<a href="#{a}">{escape(t)}</a>' for a, t in _NAV)
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'

@@ -128,6 +128,13 @@ class DashboardStore:
     def benches(self, limit: int | None = None) -> list[BenchRecord]:
         return [rec for _, rec in self.bench_entries(limit)]
 
+    def counts(self) -> tuple[int, int]:
+        """(compile records, bench records) stored."""
+        with self._connect() as conn:
+            compiles = conn.execute("SELECT COUNT(*) FROM compiles").fetchone()[0]
+            benches = conn.execute("SELECT COUNT(*) FROM benches").fetchone()[0]
+        return int(compiles), int(benches)
+
     def _rows(self, table: str, limit: int | None) -> list[tuple[int, dict]]:
         sql = f"SELECT id, record FROM {table} ORDER BY created DESC, id DESC"
         params: tuple = ()

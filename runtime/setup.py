@@ -81,9 +81,11 @@ def load(config: EngineConfig, forward_factory: Callable | None = None) -> Loade
     with _timed(phases, "weights"):
         model = load_model(path, dtype, device)
     forward = model
+    if forward_factory is None:
+        forward_factory = _default_forward_factory(config, path)
     if forward_factory is not None:
         with _timed(phases, "compile"):
-            forward = forward_factory(model, config)
+            forward = forward_factory(model, config, phases)
     max_len = config.max_model_len or cfg.max_position_embeddings
     if max_len > cfg.max_position_embeddings:
         raise KilnError(
@@ -93,7 +95,8 @@ def load(config: EngineConfig, forward_factory: Callable | None = None) -> Loade
     with _timed(phases, "kv_alloc"):
         num_blocks = _num_kv_blocks(config, cfg, dtype, device, max_len)
         kv = allocate_kv_caches(cfg, num_blocks, config.block_size, dtype, device)
-    runner = ModelRunner(forward, model.compute_logits, kv, config.block_size, device)
+    logits = getattr(forward, "compute_logits", model.compute_logits)
+    runner = ModelRunner(forward, logits, kv, config.block_size, device)
     sched = SchedulerConfig(
         max_num_seqs=config.max_num_seqs,
         max_num_batched_tokens=config.max_num_batched_tokens,
@@ -109,6 +112,70 @@ def load(config: EngineConfig, forward_factory: Callable | None = None) -> Loade
         vocab_size=cfg.vocab_size, device=device, dtype=dtype, phases=phases,
         compile_seconds=phases.get("compile", 0.0),
     )
+
+
+def _default_forward_factory(config: EngineConfig, path: Path) -> Callable | None:
+    """The compiled artifact (cached or built now), or the passes run eagerly, or None."""
+    if config.artifact is not None:
+        return lambda model, cfg, phases: _artifact_forward(config, path, model, phases)
+    if config.compile == "never":
+        return _passes_forward if config.passes is not None else None
+    return lambda model, cfg, phases: (
+        _artifact_forward(config, path, model, phases)
+        or (_passes_forward(model, cfg, phases) if config.passes is not None else model)
+    )
+
+
+def _passes_forward(model, config: EngineConfig, phases):
+    from lowering.compile import pass_config
+    from passes.compile import compile_graph
+
+    forward, _ = compile_graph(model, pass_config(config.passes, config.quantization),
+                               max_num_tokens=config.max_num_batched_tokens)
+    return forward
+
+
+def compile_options(config: EngineConfig):
+    from lowering.compile import CompileOptions
+
+    return CompileOptions(
+        model=config.model, target=config.target, dtype=config.dtype,
+        quantization=config.quantization, tensor_parallel_size=config.tensor_parallel_size,
+        passes=config.passes, max_num_tokens=config.max_num_batched_tokens,
+    )
+
+
+def _artifact_forward(config: EngineConfig, path: Path, model, phases):
+    from compile_cache import Store
+    from lowering.compile import host_check, lookup_key
+    from lowering.targets import get_target
+    from runtime.artifact import load_artifact_forward
+
+    store = Store()
+    if config.artifact is not None:
+        import json as _json
+
+        from compile_cache.artifact import Artifact
+
+        folder = Path(config.artifact)
+        if not (folder / "manifest.json").is_file():
+            raise KilnError(f"{folder} is not a Kiln artifact (no manifest.json)")
+        man = _json.loads((folder / "manifest.json").read_text())
+        art = Artifact(man["key"], folder, man)
+    else:
+        target = get_target(config.target)
+        t0 = time.perf_counter()
+        key, _ = lookup_key(compile_options(config), path, target)
+        art = store.get(key)
+        phases["manifest"] = time.perf_counter() - t0
+        if art is None and config.compile == "on_miss":
+            from lowering.compile import compile_model
+
+            art = compile_model(compile_options(config), store).artifact
+    if art is None:
+        return None
+    host_check(art.manifest)
+    return load_artifact_forward(art, model, phases)
 
 
 def _num_kv_blocks(config: EngineConfig, cfg: ModelConfig, dtype, device, max_len: int) -> int:

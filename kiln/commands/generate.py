@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
+from kiln import env
 from kiln.errors import KilnError
 
 
@@ -98,8 +100,12 @@ def run(args: argparse.Namespace) -> int:
         top_k=args.top_k, min_p=args.min_p, seed=args.seed, stop=tuple(args.stop),
         ignore_eos=args.ignore_eos,
     )
+    t_load_start = time.time()
     llm = LLM(args.model, **engine_kwargs(args))
-    for c in llm.generate(prompts, params):
+    t_ready = time.time()
+    completions = llm.generate(prompts, params)
+    t_done = time.time()
+    for c in completions:
         if args.json:
             print(json.dumps({"prompt_token_ids": c.prompt_token_ids, "token_ids": c.token_ids,
                               "text": c.text},
@@ -107,4 +113,26 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(c.text)
         sys.stdout.flush()
+    report = env.startup_report_path()
+    if report is not None:
+        write_startup_report(report, llm.engine.loaded.phases, t_load_start, t_ready, t_done)
     return 0
+
+
+def write_startup_report(path: Path, phases: dict[str, float], t_load_start: float,
+                         t_ready: float, t_done: float) -> None:
+    """For `kiln bench startup`: wall-clock marks plus the engine's load phases (seconds).
+
+    `imports` runs from `kiln.cli.PROCESS_START` to the start of the load; `t_first_token` is
+    when generation ended (the first token, as the benchmark runs `--max-tokens 1`).
+    """
+    from kiln.cli import PROCESS_START
+
+    report = {
+        "phases": {"imports": t_load_start - PROCESS_START, **phases},
+        "t_process_start": PROCESS_START,
+        "t_load_start": t_load_start,
+        "t_ready": t_ready,
+        "t_first_token": t_done,
+    }
+    path.write_text(json.dumps(report))

@@ -108,9 +108,10 @@ def rotary_embedding(
     is_neox: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     check_shapes(q.shape[-1], cos_sin_cache.shape[-1], is_neox)
-    kernel = rotary_neox_kernel if is_neox else rotary_gptj_kernel
-    config = runtime_config(NAME, q.device.type)
-    return run_helion(kernel, config, positions, q.contiguous(), k.contiguous(), cos_sin_cache)
+    variant = "neox" if is_neox else "gptj"
+    config = runtime_config(NAME, q.device.type)[variant]
+    args = (positions, q.contiguous(), k.contiguous(), cos_sin_cache)
+    return run_helion(KERNELS[variant], config, *args)
 
 
 def example_args(device: str, variant: str = "neox") -> tuple:
@@ -121,9 +122,12 @@ def example_args(device: str, variant: str = "neox") -> tuple:
     return positions, q, k, torch.randn(4096, 128, device=device)
 
 
+KERNELS = {"neox": rotary_neox_kernel, "gptj": rotary_gptj_kernel}
+
+
 def plain_source(config: dict, args: tuple, variant: str):
-    kernel = rotary_neox_kernel if variant == "neox" else rotary_gptj_kernel
-    return helion_plain_source(kernel, config, args)
+    """Pinned configs hold one entry per variant: their loops (block ids) differ."""
+    return helion_plain_source(KERNELS[variant], config[variant], args)
 
 
 register_kernel(

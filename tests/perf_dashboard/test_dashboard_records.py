@@ -126,3 +126,44 @@ def test_from_dict_of_one_type_rejects_the_other_kind(rng):
     data["kind"] = "bench"
     with pytest.raises(KilnError, match="field 'kind' must be 'compile'"):
         CompileRecord.from_dict(data)
+
+
+def test_pass_records_from_a_trace_skip_disabled_passes(rng):
+    from types import SimpleNamespace
+
+    from perf_dashboard.adapters import pass_records
+
+    wall = rng.uniform(0.01, 1.0)
+    trace = [
+        SimpleNamespace(
+            name="fuse_add_rms_norm",
+            uuid="u",
+            enabled=True,
+            wall_s=wall,
+            rewrites=4,
+            nodes_before=90,
+            nodes_after=82,
+        ),
+        SimpleNamespace(
+            name="quantize_fp8",
+            uuid="v",
+            enabled=False,
+            wall_s=0.0,
+            rewrites=0,
+            nodes_before=0,
+            nodes_after=0,
+        ),
+        {
+            "name": "pad_for_kernels",
+            "enabled": True,
+            "wall_s": wall / 2,
+            "rewrites": 1,
+            "nodes_before": 82,
+            "nodes_after": 83,
+        },
+    ]
+    got = pass_records(trace)
+    assert got == (
+        PassRecord("fuse_add_rms_norm", wall, 4, 90, 82),
+        PassRecord("pad_for_kernels", wall / 2, 1, 82, 83),
+    )

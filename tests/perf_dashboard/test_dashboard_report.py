@@ -46,9 +46,8 @@ def test_cold_and_warm_compiles_show_with_their_phases(filled_store):
     html = render_html(filled_store)
     for entry_id, rec in filled_store.compile_entries():
         kind = "cold" if rec.cold else "warm"
-        assert f"#{entry_id} {rec.model}/cpu {kind}" in html
-        for phase in rec.phases:
-            assert f"{phase} = " in html  # a bar segment's tooltip
+        for phase, secs in rec.phases.items():  # each bar segment's tooltip
+            assert f"#{entry_id} {kind} {rec.model}/cpu: {phase} = {charts.fmt(secs)}<" in html
 
 
 def test_empty_store_says_no_data_in_every_section(store):
@@ -133,3 +132,18 @@ def test_dashboard_modules_do_not_import_torch():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
+
+
+def test_summary_counts_records_and_can_hide_the_db_path(filled_store):
+    html = render_html(filled_store)
+    assert "4 compile record(s), 2 bench record(s)" in html and str(filled_store.path) in html
+    assert str(filled_store.path) not in render_html(filled_store, show_path=False)
+
+
+def test_only_the_newest_records_are_read(filled_store, monkeypatch):
+    from perf_dashboard import report
+
+    monkeypatch.setattr(report, "MAX_RECORDS", 1)
+    html = render_html(filled_store)
+    assert "(the newest 1 of each are shown)" in html
+    assert chart_points(html)["compile-phases"] == 1

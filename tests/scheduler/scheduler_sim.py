@@ -68,9 +68,11 @@ class FakeRunner:
         return sampled
 
 
-def step(sched: Scheduler, runner: FakeRunner, eos: bool = False) -> SchedulerOutput:
-    """One engine step: schedule, run, update, finish what hit max_tokens (or EOS)."""
+def step(sched: Scheduler, runner: FakeRunner, eos: bool = False, check=None) -> SchedulerOutput:
+    """One engine step: schedule, (check,) run, update, finish what hit max_tokens (or EOS)."""
     out = sched.schedule()
+    if check is not None:
+        check(out)
     sampled = runner.execute(out)
     for seq in sched.update(out, sampled):
         done = len(seq.output_token_ids) >= seq.max_tokens

@@ -1,0 +1,169 @@
+"""`compile_model`: checkpoint -> captured graph -> passes -> lowering -> cached artifact.
+
+Phases (each timed into the compile record): load, capture+passes, lower, cache write.
+Lowering takes one of two paths (DESIGN.md "Two lowering paths"):
+- native CPU: AOTInductor compiles the post-pass graph (weights as inputs, T dynamic) to a
+  `.pt2` package that a warm start loads through the C++ loader;
+- cross GPU (the host lacks the target): every non-GEMM IR op in the graph gets its Triton
+  kernel compiled for the target's arch; GEMMs stay library calls.
+Weights stay in the checkpoint: the artifact names each graph weight by the model parameter it
+is, and stores only weights a pass derived (fp8-quantized, padded) in `derived.safetensors`.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from kiln.errors import KilnError
+
+ARTIFACT_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class CompileOptions:
+    model: str = "demo"
+    target: str = "auto"
+    dtype: str = "auto"
+    quantization: str | None = None
+    tensor_parallel_size: int = 1
+    passes: str | None = None  # toggles text; None = default pipeline
+    max_num_tokens: int = 512  # largest step (token budget) the graph is built for
+
+    def lookup_options(self) -> dict:
+        d = asdict(self)
+        d.pop("model")
+        d.pop("target")
+        return d
+
+
+@dataclass
+class CompileResult:
+    artifact: object  # compile_cache.Artifact
+    built: bool
+    key: str
+    record: dict  # compile record (perf_dashboard CompileRecord fields)
+
+
+def resolve_dtype(dtype: str, target) -> torch.dtype:
+    if dtype == "auto":
+        return torch.float32 if target.device_type == "cpu" else torch.bfloat16
+    return getattr(torch, dtype)
+
+
+def lookup_key(options: CompileOptions, path: Path, target) -> tuple[str, dict]:
+    from compile_cache import compute_key
+    from lowering.lookup import lookup_factors
+
+    factors = lookup_factors(path, options.lookup_options(), json.loads(target.to_json()))
+    return compute_key(factors), factors
+
+
+def compile_model(options: CompileOptions, store=None, progress=print) -> CompileResult:
+    from compile_cache import Store
+    from lowering.targets import get_target
+    from model_defs.registry import resolve_model_path
+
+    store = store or Store()
+    target = get_target(options.target)
+    path = resolve_model_path(options.model)
+    lkey, lfactors = lookup_key(options, path, target)
+    phases: dict[str, float] = {}
+    t0 = time.perf_counter()
+    art, built = store.get_or_build(lkey, lfactors, lambda d: _build(d, options, path, target,
+                                                                     phases, progress))
+    total = time.perf_counter() - t0
+    if not built:
+        phases = {"cache_lookup": total}
+    man = art.manifest
+    record = {
+        "model": options.model, "target": target.name, "key": art.key, "cold": built,
+        "phases": phases, "passes": man.get("passes", []), "kernels": man.get("kernels", {}),
+        "artifact_bytes": art.size, "versions": lfactors["versions"], "host": socket.gethostname(),
+        "created": time.time(),
+    }
+    return CompileResult(art, built, art.key, record)
+
+
+def _timed(phases: dict, name: str, progress):
+    class _T:
+        def __enter__(self):
+            progress(f"[kiln compile] {name} ...")
+            self.t = time.perf_counter()
+
+        def __exit__(self, *exc):
+            phases[name] = time.perf_counter() - self.t
+            if exc[0] is None:
+                progress(f"[kiln compile] {name} done in {phases[name]:.2f}s")
+
+    return _T()
+
+
+def _build(staging: Path, options: CompileOptions, path: Path, target, phases, progress) -> dict:
+    from lowering.lowered import lower
+    from model_defs.loader import load_model
+    from model_defs.registry import read_config
+    from passes.compile import compile_graph
+
+    dtype = resolve_dtype(options.dtype, target)
+    _, cfg = read_config(path)
+    with _timed(phases, "load", progress):
+        on_gpu = target.is_cuda and torch.cuda.is_available()
+        model = load_model(path, dtype, "cuda" if on_gpu else "cpu")
+    with _timed(phases, "capture+passes", progress):
+        pcfg = pass_config(options.passes, options.quantization)
+        passed, trace = compile_graph(model, pcfg, max_num_tokens=options.max_num_tokens)
+    with _timed(phases, "lower", progress):
+        lowered = lower(passed, model, target, staging, options)
+    graph_factors = {"graph_hash": trace.graph_hash, "pass_uuids": [p.uuid for p in trace.passes if p.enabled],
+                     "impls": lowered["impls"]}
+    return {
+        "format": ARTIFACT_FORMAT,
+        "model": options.model,
+        "model_config": asdict(cfg),
+        "target": json.loads(target.to_json()),
+        "dtype": str(dtype).removeprefix("torch."),
+        "graph": graph_factors,
+        "passes": [{"name": p.name, "seconds": p.wall_s, "rewrites": p.rewrites,
+                    "nodes_before": p.nodes_before, "nodes_after": p.nodes_after}
+                   for p in trace.passes if p.enabled],
+        "missed_fusions": trace.missed,
+        "token_buckets": list(passed.token_buckets),
+        "compile_phases": dict(phases),
+        **lowered["manifest"],
+    }
+
+
+def pass_config(passes: str | None, quantization: str | None):
+    from passes.config import PassConfig
+    from passes.pipeline import parse_toggles
+
+    try:
+        return PassConfig(quantization=quantization or "none", toggles=parse_toggles(passes))
+    except ValueError as e:
+        raise KilnError(str(e)) from None
+
+
+def write_json(path: Path, data) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=True))
+
+
+def host_check(manifest: dict) -> None:
+    """Refuse an artifact built for another GPU, naming both."""
+    tgt = manifest.get("target", {})
+    if tgt.get("device_type") != "cuda":
+        return
+    if not torch.cuda.is_available():
+        raise KilnError(f"artifact targets {tgt.get('name')} ({tgt.get('arch')}), but this host has no GPU")
+    major, minor = torch.cuda.get_device_capability()
+    host = f"sm_{major}{minor}"
+    if not str(tgt.get("arch", "")).startswith(host):
+        raise KilnError(
+            f"artifact targets {tgt.get('name')} ({tgt.get('arch')}), but this GPU is "
+            f"{torch.cuda.get_device_name()} ({host}); compile with --target auto on this host"
+        )

@@ -1,0 +1,150 @@
+"""Lowering the post-pass graph for a target: native CPU (AOTInductor) or cross GPU (Triton)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import torch
+
+from kiln.errors import KilnError
+
+USER_INPUTS_DYNAMIC_T = ("input_ids", "positions", "attn_slot_mapping")
+
+
+def weight_plan(passed, model) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """Each graph weight is a model parameter (by name) or a pass-derived tensor (stored)."""
+    by_id = {id(p): name for name, p in model.named_parameters()}
+    plan, derived = {}, {}
+    for name, tensor in passed.weights.items():
+        if id(tensor) in by_id:
+            plan[name] = by_id[id(tensor)]
+        else:
+            derived[name] = tensor.detach().contiguous().cpu()
+    head = passed.lm_head
+    if id(head) in by_id:
+        plan["__lm_head__"] = by_id[id(head)]
+    else:
+        derived["__lm_head__"] = head.detach().contiguous().cpu()
+    return plan, derived
+
+
+def ir_ops_in(gm) -> Counter:
+    counts = Counter()
+    for node in gm.graph.nodes:
+        if node.op == "call_function" and str(node.target).startswith("kiln."):
+            counts[str(node.target).split(".")[1]] += 1
+    return counts
+
+
+def lower(passed, model, target, staging: Path, options) -> dict:
+    from ir.registry import choose
+    from safetensors.torch import save_file
+
+    import lowering.kernels  # noqa: F401  (registers kernel implementations)
+
+    plan, derived = weight_plan(passed, model)
+    if derived:
+        save_file(derived, str(staging / "derived.safetensors"))
+    ops = ir_ops_in(passed.gm)
+    impls = {op: choose(op, target).chosen.provider for op in sorted(ops)}
+    (staging / "graph.txt").write_text(passed.gm.code)
+    manifest = {
+        "weights": plan,
+        "inputs": [n.target for n in passed.gm.graph.find_nodes(op="placeholder")],
+        "vocab_size": passed.vocab_size,
+        "ir_ops": dict(ops),
+        "impls": impls,
+    }
+    if target.device_type == "cpu":
+        manifest.update(_lower_cpu(passed, staging, options))
+    elif torch.cuda.is_available() and _host_matches(target):
+        manifest.update(_lower_native_gpu(passed, staging, options))
+    else:
+        manifest.update(_lower_cross(ops, impls, target, staging))
+    return {"impls": impls, "manifest": manifest}
+
+
+def _host_matches(target) -> bool:
+    major, minor = torch.cuda.get_device_capability()
+    return target.compute_capability == (major, minor)
+
+
+def _export(passed, options):
+    from torch.export import Dim, export
+
+    class Graph(torch.nn.Module):
+        def __init__(self, gm):
+            super().__init__()
+            self.gm = gm
+
+        def forward(self, *args):
+            return self.gm(*args)
+
+    names = [n.target for n in passed.gm.graph.find_nodes(op="placeholder")]
+    t = Dim("T", min=1, max=options.max_num_tokens)
+    example_t = 7
+    args, dynamic = [], []
+    for name in names:
+        if name in passed.weights:
+            args.append(passed.weights[name])
+            dynamic.append(None)
+        else:
+            args.append(_example_input(name, example_t, passed))
+            dynamic.append({0: t} if name in USER_INPUTS_DYNAMIC_T else None)
+    return export(Graph(passed.gm), tuple(args), dynamic_shapes=(tuple(dynamic),), strict=False)
+
+
+def _example_input(name: str, t: int, passed):
+    meta = next(n for n in passed.gm.graph.find_nodes(op="placeholder") if n.target == name)
+    val = meta.meta["val"]
+    device = next(iter(passed.weights.values())).device
+    if name in ("input_ids", "positions"):
+        return torch.arange(t, device=device) % 3
+    if name == "attn_slot_mapping":
+        return torch.arange(t, device=device)
+    if name == "attn_block_tables":
+        return torch.zeros((1, 1), dtype=torch.int32, device=device)
+    if name == "attn_seq_lens":
+        return torch.tensor([t], dtype=torch.int32, device=device)
+    if name == "attn_query_start_loc":
+        return torch.tensor([0, t], dtype=torch.int32, device=device)
+    if name.startswith("kv_caches_"):
+        shape = [int(s) for s in val.shape]
+        shape[0], shape[1] = 1, t  # one block of t slots
+        return torch.zeros(shape, dtype=val.dtype, device=device)
+    raise KilnError(f"lowering does not know how to build example input {name!r}")
+
+
+def _lower_cpu(passed, staging: Path, options) -> dict:
+    from torch._inductor import aoti_compile_and_package
+
+    ep = _export(passed, options)
+    aoti_compile_and_package(ep, package_path=str(staging / "model.pt2"))
+    return {"lowering": "aoti", "package": "model.pt2", "kernels": {"inductor": 1}}
+
+
+def _lower_native_gpu(passed, staging: Path, options) -> dict:
+    return _lower_cpu(passed, staging, options)  # AOTInductor with CUDA codegen
+
+
+def _lower_cross(ops: Counter, impls: dict, target, staging: Path) -> dict:
+    from lowering.cross import compile_kernel, write_kernels
+    from lowering.kernels.base import all_kernels
+
+    specs = {s.name: s for s in all_kernels()}
+    compiled, providers = [], Counter()
+    for op, provider in impls.items():
+        if provider in ("helion", "triton") and op in specs:
+            for variant in specs[op].variants:
+                compiled.extend(compile_kernel(specs[op], target, variant))
+            providers[provider] += 1
+        else:
+            providers["library" if op == "scaled_mm" else provider] += 1
+    write_kernels(compiled, staging / "kernels")
+    return {
+        "lowering": "cross",
+        "kernels": dict(providers),
+        "cubins": sorted(f"kernels/{k.name}.cubin" for k in compiled),
+        "arch": target.arch,
+    }

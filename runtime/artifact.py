@@ -1,0 +1,92 @@
+"""Loading a compiled artifact: the warm-start path.
+
+Imports only torch, the IR ops (their references back the AOTInductor package's custom-op
+calls), the compile cache and the model definitions (to read weights by parameter name):
+never helion, transformers' model code or the pass machinery, and it compiles nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from kiln.errors import KilnError
+from model_defs.attn_metadata import AttnMetadata
+
+
+class ArtifactForward:
+    """Calls an AOTInductor package with the runner's signature `(ids, pos, attn, kv)`."""
+
+    def __init__(self, package, inputs: list[str], weights: dict[str, torch.Tensor],
+                 lm_head: torch.Tensor, vocab_size: int, token_buckets: list[int]):
+        self.package, self.inputs, self.weights = package, inputs, weights
+        self.lm_head, self.vocab_size, self.token_buckets = lm_head, vocab_size, token_buckets
+
+    def __call__(self, input_ids, positions, attn: AttnMetadata, kv_caches) -> torch.Tensor:
+        n = input_ids.shape[0]
+        padded = next((b for b in self.token_buckets if b >= n), n)
+        if padded != n:
+            extra = padded - n
+            pad = input_ids.new_zeros(extra)
+            input_ids, positions = torch.cat((input_ids, pad)), torch.cat((positions, pad))
+            slots = torch.cat((attn.slot_mapping, attn.slot_mapping.new_full((extra,), -1)))
+            attn = AttnMetadata(slots, attn.block_tables, attn.seq_lens, attn.query_start_loc)
+        user = {"input_ids": input_ids, "positions": positions,
+                "attn_slot_mapping": attn.slot_mapping, "attn_block_tables": attn.block_tables,
+                "attn_seq_lens": attn.seq_lens, "attn_query_start_loc": attn.query_start_loc}
+        for layer, (k, v) in enumerate(kv_caches):
+            user[f"kv_caches_{layer}_0"], user[f"kv_caches_{layer}_1"] = k, v
+        args = [self.weights[name] if name in self.weights else user[name] for name in self.inputs]
+        out = self.package(*args)
+        hidden = out[0] if isinstance(out, (list, tuple)) else out
+        return hidden[:n]
+
+    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return F.linear(hidden, self.lm_head)[:, : self.vocab_size].float()
+
+
+def load_artifact_forward(artifact, model, phases: dict) -> ArtifactForward:
+    """Bind an artifact's package to the model's weights (plus any pass-derived ones)."""
+    import time
+
+    man = artifact.manifest
+    if man.get("lowering") != "aoti":
+        raise KilnError(
+            f"artifact {artifact.key[:12]} was cross-compiled for {man['target']['name']} "
+            f"({man['target'].get('arch')}); it holds kernels for that GPU and cannot run on this host"
+        )
+    t0 = time.perf_counter()
+    params = dict(model.named_parameters())
+    derived = {}
+    derived_file = Path(artifact.path) / "derived.safetensors"
+    if derived_file.is_file():
+        from safetensors.torch import load_file
+
+        derived = load_file(str(derived_file), device=str(model.embed_tokens.device))
+    weights = {}
+    for name in man["inputs"]:
+        if name in man["weights"]:
+            weights[name] = params[man["weights"][name]]
+        elif name in derived:
+            weights[name] = derived[name]
+    head_name = man["weights"].get("__lm_head__")
+    lm_head = params[head_name] if head_name else derived["__lm_head__"]
+    phases["weights_bind"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    package = _load_package(Path(artifact.path) / man["package"], model.embed_tokens.device)
+    phases["kernels"] = time.perf_counter() - t0
+    return ArtifactForward(package, man["inputs"], weights, lm_head, man["vocab_size"],
+                           man.get("token_buckets", []))
+
+
+def _load_package(path: Path, device: torch.device):
+    from torch._inductor import aoti_load_package
+
+    return aoti_load_package(str(path))
+
+
+def manifest_summary(man: dict) -> str:
+    return json.dumps({k: man[k] for k in ("model", "target", "lowering") if k in man})

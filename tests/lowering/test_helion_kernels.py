@@ -1,0 +1,82 @@
+"""Every Helion kernel against its IR reference, in Helion's interpret mode (HELION_INTERPRET=1).
+
+Interpret mode runs the kernel body eagerly in torch, so this checks the kernel's logic and
+its host-side views; `test_triton_interpret.py` runs the generated Triton on the CPU too.
+"""
+
+import pytest
+import torch
+
+from ir.registry import get_op
+from tests.lowering.conftest import close
+
+TOKENS = (1, 7, 33)
+DTYPES = (torch.float32, torch.bfloat16)
+
+
+def impl(op: str, provider: str = "helion"):
+    import lowering.kernels  # noqa: F401
+
+    return next(i.fn for i in get_op(op).impls if i.provider == provider)
+
+
+def ref(op: str):
+    return get_op(op).reference
+
+
+def test_helion_is_not_imported_by_registration():
+    import subprocess
+    import sys
+
+    code = "import sys, lowering.kernels; sys.exit('helion' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+@pytest.mark.parametrize("tokens", TOKENS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_rms_norm(tokens, dtype, rand):
+    x, w = rand(tokens, 96, dtype=dtype), rand(96, dtype=dtype)
+    close(impl("rms_norm")(x, w, 1e-6), ref("rms_norm")(x, w, 1e-6))
+
+
+def test_rms_norm_keeps_leading_dims(rand):
+    x, w = rand(2, 3, 40), rand(40)
+    close(impl("rms_norm")(x, w, 1e-5), ref("rms_norm")(x, w, 1e-5))
+
+
+@pytest.mark.parametrize("tokens", TOKENS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fused_add_rms_norm(tokens, dtype, rand):
+    x, r, w = rand(tokens, 80, dtype=dtype), rand(tokens, 80, dtype=dtype), rand(80, dtype=dtype)
+    out, res = impl("fused_add_rms_norm")(x, r, w, 1e-6)
+    ref_out, ref_res = ref("fused_add_rms_norm")(x, r, w, 1e-6)
+    close(out, ref_out)
+    close(res, ref_res)
+
+
+@pytest.mark.parametrize("tokens", TOKENS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_silu_and_mul(tokens, dtype, rand):
+    x = rand(tokens, 2 * 72, dtype=dtype)
+    close(impl("silu_and_mul")(x), ref("silu_and_mul")(x))
+
+
+@pytest.mark.parametrize("tokens", TOKENS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("is_neox", [True, False])
+@pytest.mark.parametrize("head_size, rot_dim", [(64, 64), (64, 32), (80, 32)])
+def test_rotary_embedding(tokens, dtype, is_neox, head_size, rot_dim, rand):
+    q, k = rand(tokens, 4, head_size, dtype=dtype), rand(tokens, 2, head_size, dtype=dtype)
+    cache = rand(50, rot_dim)
+    positions = torch.randint(0, 50, (tokens,), generator=torch.Generator().manual_seed(tokens))
+    args = (positions, q, k, cache, is_neox)
+    for got, want in zip(impl("rotary_embedding")(*args), ref("rotary_embedding")(*args)):
+        close(got, want)
+
+
+def test_rotary_rejects_unsupported_rot_dim(rand):
+    from kiln.errors import KilnError
+
+    q = rand(3, 2, 64)
+    with pytest.raises(KilnError, match="rot_dim"):
+        impl("rotary_embedding")(torch.zeros(3, dtype=torch.long), q, q, rand(8, 24), True)

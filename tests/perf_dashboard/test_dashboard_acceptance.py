@@ -1,0 +1,49 @@
+"""End to end: real `kiln compile` (cold, then warm) and a bench record show on the dashboard.
+
+Needs the `compile` verb (built separately); skipped until it exists.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+
+import pytest
+from dashboard_samples import make_bench
+
+from perf_dashboard import DashboardStore, record_import, render_html
+
+pytestmark = pytest.mark.slow
+
+
+def _kiln(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "kiln", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("kiln.commands.compile") is None, reason="`kiln compile` not built yet"
+)
+def test_cold_and_warm_compile_and_bench_show_on_dashboard(tmp_path, rng):
+    db = tmp_path / "dash.sqlite"
+    env = {**os.environ, "KILN_CACHE_DIR": str(tmp_path / "cache"), "KILN_DASHBOARD_DB": str(db)}
+    for _ in ("cold", "warm"):
+        done = _kiln(["compile", "demo", "--target", "cpu"], env)
+        assert done.returncode == 0, done.stderr[-3000:]
+    bench_file = tmp_path / "bench.json"
+    bench_file.write_text(make_bench(rng, created=1_790_000_000.0).to_json())
+    record_import(bench_file, db=db)
+
+    store = DashboardStore(db)
+    compiles = store.compiles()
+    assert [c.cold for c in compiles] == [True, False], (
+        "each `kiln compile` must call perf_dashboard.save_record(CompileRecord(...))"
+    )
+    assert all(c.model == "demo" and c.target == "cpu" and c.phases for c in compiles)
+    html = render_html(store)
+    for i, rec in store.compile_entries():
+        kind = "cold" if rec.cold else "warm"
+        assert all(f"#{i} {kind} demo/cpu: {phase} = " in html for phase in rec.phases)
+    assert 'data-chart="throughput-latest"' in html and 'data-chart="startup-phases"' in html
