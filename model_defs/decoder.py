@@ -124,7 +124,9 @@ class DecoderForCausalLM(nn.Module):
         self.norm = nn.Parameter(torch.ones(cfg.hidden_size))
         if not cfg.tie_word_embeddings:
             self.lm_head = nn.Parameter(torch.empty(cfg.vocab_size, cfg.hidden_size))
-        self.register_buffer("cos_sin_cache", cos_sin_cache(cfg), persistent=False)
+        with torch.device("cpu"):  # real values even when the module is built on meta
+            table = cos_sin_cache(cfg)
+        self.register_buffer("cos_sin_cache", table, persistent=False)
 
     def forward(self, input_ids, positions, attn: AttnMetadata, kv_caches) -> torch.Tensor:
         h = F.embedding(input_ids, self.embed_tokens)  # [T, H]

@@ -206,12 +206,9 @@ def _activation_reserve(config: EngineConfig, cfg: ModelConfig, dtype) -> int:
 
 
 def load_tokenizer(path: Path):
-    from transformers import AutoTokenizer
+    from runtime.tokenizer import load_tokenizer as load
 
-    try:
-        return AutoTokenizer.from_pretrained(str(path))
-    except (OSError, ValueError) as e:
-        raise KilnError(f"could not load a tokenizer from {path}: {e}") from None
+    return load(path)
 
 
 def _eos_ids(path: Path, cfg: ModelConfig, tokenizer) -> tuple[int, ...]:

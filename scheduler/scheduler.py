@@ -169,7 +169,7 @@ class Scheduler:
         budget, i = self.config.max_num_batched_tokens - out.num_batched_tokens, 0
         while i < len(self.running):
             seq = self.running[i]
-            reserve = len(self.running) - i - 1  # so decodes behind a prefill are never starved
+            reserve = 0
             num_new = min(seq.num_uncomputed_tokens, budget - reserve)
             num_new = min(num_new, self.block_manager.max_appendable(seq))  # shrink a chunk
             if num_new < 1:

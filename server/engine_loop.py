@@ -173,7 +173,7 @@ class EngineLoop:
         ids = [rid for rid in group.ids if self._owner.get(rid) is group]
         for rid in ids:
             self._forget(rid)
-        if ids and False:
+        if ids:
             self._send(("abort", ids))
 
     def abort_all(self) -> None:

@@ -27,17 +27,21 @@ def _rand(*shape, dtype=torch.float32, seed=0):
 
 
 def _cases() -> dict[str, tuple[str, str, str, tuple]]:
-    """name -> (kernel, variant, IR op, args); small shapes keep the interpreter quick."""
+    """name -> (kernel, variant, IR op, args); small shapes keep the interpreter quick.
+
+    Helion cases are fp32: the interpreter (numpy) mishandles bf16 casts inside kernels
+    (NaNs from a correct kernel); bf16 Helion numerics are covered by the gpu tests.
+    """
     pos = torch.tensor([3, 0, 9, 1, 7, 2, 5])
     attn = dict(num_heads=4, num_kv_heads=2, head_size=24, block_size=4)
     seqs = [(5, 9), (1, 17), (0, 3), (7, 7)]
     return {
-        "rms_norm": ("rms_norm", "default", "rms_norm", (_rand(7, 96, dtype=bf16), _rand(96, dtype=bf16), 1e-6)),
+        "rms_norm": ("rms_norm", "default", "rms_norm", (_rand(7, 96), _rand(96), 1e-6)),
         "fused_add_rms_norm": ("fused_add_rms_norm", "default", "fused_add_rms_norm",
                                (_rand(7, 80), _rand(7, 80, seed=1), _rand(80, seed=2), 1e-6)),
-        "silu_and_mul": ("silu_and_mul", "default", "silu_and_mul", (_rand(7, 144, dtype=bf16),)),
+        "silu_and_mul": ("silu_and_mul", "default", "silu_and_mul", (_rand(7, 144),)),
         "rope_neox": ("rotary_embedding", "neox", "rotary_embedding",
-                      (pos, _rand(7, 4, 80, dtype=bf16), _rand(7, 2, 80, dtype=bf16, seed=1), _rand(12, 32))),
+                      (pos, _rand(7, 4, 80), _rand(7, 2, 80, seed=1), _rand(12, 32))),
         "rope_gptj": ("rotary_embedding", "gptj", "rotary_embedding",
                       (pos, _rand(7, 4, 64), _rand(7, 2, 64, seed=1), _rand(12, 32))),
         "attention_bf16": ("attention", "default", "attention",

@@ -82,18 +82,23 @@ GRAPH_FIELDS = {
 }
 
 
-@pytest.mark.parametrize("field", sorted(GRAPH_FIELDS))
-def test_hash_changes_with_each_graph_shaping_field(qwen3_path, field):
+@pytest.fixture(scope="module")
+def base_hash(qwen3_path):
     _, cfg = read_config(qwen3_path)
-    base = graph_hash(capture(build_model(cfg, torch.float32, "cpu", ParallelConfig())).gm)
+    return graph_hash(capture(build_model(cfg, torch.float32, "cpu", ParallelConfig())).gm)
+
+
+@pytest.mark.parametrize("field", sorted(GRAPH_FIELDS))
+def test_hash_changes_with_each_graph_shaping_field(qwen3_path, base_hash, field):
+    _, cfg = read_config(qwen3_path)
     changed = dataclasses.replace(cfg, **{field: GRAPH_FIELDS[field]})
     model = build_model(changed, torch.float32, "cpu", ParallelConfig())
-    assert graph_hash(capture(model).gm) != base
+    assert graph_hash(capture(model).gm) != base_hash
 
 
-def test_hash_changes_with_sliding_window_dtype_and_tp(qwen3_path):
+def test_hash_changes_with_sliding_window_dtype_and_tp(qwen3_path, base_hash):
     _, cfg = read_config(qwen3_path)
-    seen = {graph_hash(capture(build_model(cfg, torch.float32, "cpu", ParallelConfig())).gm)}
+    seen = {base_hash}
     windowed = dataclasses.replace(cfg, sliding_windows=(8,) * cfg.num_layers)
     variants = [
         build_model(windowed, torch.float32, "cpu", ParallelConfig()),

@@ -240,3 +240,20 @@ def test_long_prompt_never_stalls_running_decodes():
         assert all(got[name][1] == 1 for name in decoders)  # every decode, every step
         chunks.append(got["long"][1])
     assert chunks == [56] * 17 + [1000 - 56 * 17]
+
+
+def test_older_sequence_recomputing_leaves_one_token_per_newer_decode():
+    sched, runner = make(
+        num_blocks=4,
+        max_model_len=16,
+        max_num_batched_tokens=4,
+        max_preemptions=1,
+        enable_prefix_caching=False,
+    )
+    sched.add(seq("c", 2, max_tokens=2, num_preemptions=1))
+    sched.add(seq("a", 4, max_tokens=8))
+    sched.add(seq("b", 2, max_tokens=8, num_preemptions=1))  # at the limit: a gives way
+    outs = [step(sched, runner) for _ in range(9)]
+    assert outs[6].preempted == ["a"] and plan(outs[6]) == {"b": (5, 1)}
+    assert plan(outs[7]) == {"a": (0, 3), "b": (6, 1)}
+    assert plan(outs[8]) == {"a": (3, 3), "b": (7, 1)}  # a is older, yet b still decodes

@@ -1,0 +1,212 @@
+"""`kiln bench`: throughput/latency against HF, start-up phases, and importing records.
+
+    kiln bench throughput MODEL --batch-sizes 1,8,32 --input-len 128 --output-len 128 --vs hf
+    kiln bench startup MODEL --runs 5
+    kiln bench --record results.json      # import a record written with --json-out elsewhere
+
+Every run prints a table, stores one `BenchRecord` in the dashboard database, and with
+`--json-out FILE` writes that record as JSON (what `--record` imports on another machine).
+The measuring lives in `benchmarks/`; this module parses flags and prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from kiln.commands.generate import add_engine_arguments, engine_kwargs
+from kiln.errors import KilnError
+
+DB_HELP = "dashboard database (default: KILN_DASHBOARD_DB or <cache dir>/dashboard.sqlite)"
+ROW_COLUMNS = ("tok_s", "ttft_p50_ms", "ttft_p99_ms", "itl_p50_ms", "itl_p99_ms", "peak_memory_gb")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("bench", help="benchmark throughput, latency and start-up time")
+    p.add_argument("--record", type=Path, metavar="FILE",
+                   help="import bench/compile records (JSON) made on another machine")
+    p.add_argument("--db", type=Path, default=None, help=DB_HELP)
+    benches = p.add_subparsers(dest="bench", metavar="BENCH")
+    _add_throughput(benches)
+    _add_startup(benches)
+    p.set_defaults(run=run)
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", nargs="?", default="demo", help="checkpoint folder or 'demo'")
+    p.add_argument("--json-out", type=Path, metavar="FILE", help="also write the record as JSON")
+    # SUPPRESS: given after the bench name it sets args.db; absent, it keeps `kiln bench --db`.
+    p.add_argument("--db", type=Path, default=argparse.SUPPRESS, help=DB_HELP)
+    add_engine_arguments(p)
+
+
+def _add_throughput(benches) -> None:
+    p = benches.add_parser("throughput", help="tok/s, TTFT and ITL per batch size")
+    p.add_argument("--batch-sizes", default="1,8,32", help="comma-separated, e.g. 1,8,32")
+    p.add_argument("--input-len", type=int, default=128, help="prompt tokens per request")
+    p.add_argument("--output-len", type=int, default=128, help="generated tokens per request")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random prompts")
+    p.add_argument("--vs", choices=["hf"], default=None,
+                   help="also run the baseline (HF transformers generate) on the same prompts")
+    _add_common(p)
+
+
+def _add_startup(benches) -> None:
+    p = benches.add_parser("startup", help="time `kiln generate` in fresh processes, by phase")
+    p.add_argument("--runs", type=int, default=5, help="fresh processes to time (median kept)")
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds allowed per process")
+    _add_common(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.record is not None:
+        if args.bench is not None:
+            raise KilnError("--record imports a file; run it without a benchmark name")
+        return _import_records(args.record, args.db)
+    if args.bench == "throughput":
+        return run_throughput(args)
+    if args.bench == "startup":
+        return run_startup(args)
+    raise KilnError("choose a benchmark (throughput or startup), or import one with --record FILE")
+
+
+def _import_records(path: Path, db: Path | None) -> int:
+    from perf_dashboard.store import DashboardStore
+
+    store = DashboardStore(db)
+    records = store.import_file(path)
+    print(f"imported {len(records)} record(s) from {path} into {store.path}")
+    return 0
+
+
+def model_label(model: str) -> str:
+    """'demo', or the checkpoint folder's name (checked to exist)."""
+    from model_defs.registry import resolve_model_path
+
+    return "demo" if model == "demo" else resolve_model_path(model).name
+
+
+def engine_argv(args: argparse.Namespace) -> list[str]:
+    """The engine flags of `args` that differ from their defaults, as command-line words."""
+    probe = argparse.ArgumentParser(add_help=False)
+    add_engine_arguments(probe)
+    words: list[str] = []
+    for action in probe._actions:
+        value = getattr(args, action.dest, action.default)
+        if value == action.default:
+            continue
+        flag = action.option_strings[0]
+        words += [flag] if isinstance(action, argparse._StoreTrueAction) else [flag, str(value)]
+    return words
+
+
+def finish(record, json_out: Path | None, db: Path | None) -> None:
+    """Store the record in the dashboard and, if asked, write it as importable JSON."""
+    from perf_dashboard.store import save_record
+
+    if json_out is not None:
+        try:
+            json_out.parent.mkdir(parents=True, exist_ok=True)
+            json_out.write_text(record.to_json(indent=2) + "\n")
+        except OSError as e:
+            raise KilnError(f"cannot write {json_out}: {e.strerror or e}") from None
+    row_id = save_record(record, db)
+    if row_id is not None:
+        print(f"recorded as bench #{row_id} (see `kiln dashboard`)", file=sys.stderr)
+
+
+def progress(total: int, desc: str):
+    """A progress bar on stderr (hidden when stderr is not a terminal)."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, file=sys.stderr, disable=None, leave=False)
+
+
+# --- throughput -------------------------------------------------------------------------------
+def run_throughput(args: argparse.Namespace) -> int:
+    from benchmarks.workload import Workload, parse_batch_sizes
+
+    workload = Workload(parse_batch_sizes(args.batch_sizes), args.input_len, args.output_len,
+                        args.seed)  # fmt: skip
+    rows = measure_throughput(args.model, workload, args.vs, engine_kwargs(args))
+    print(throughput_table(rows))
+    record = _bench_record("throughput", args.model, results=rows)
+    finish(record, args.json_out, args.db)
+    return 0
+
+
+def measure_throughput(model: str, workload, vs: str | None, kw: dict) -> list[dict]:
+    """Baseline first (it frees its memory before the engine sizes its KV cache), then Kiln."""
+    from benchmarks.hf_baseline import bench_hf
+    from benchmarks.throughput import bench_kiln
+    from kiln.config import EngineConfig
+    from model_defs.registry import read_config, resolve_model_path
+    from runtime.engine import Engine
+    from runtime.setup import pick_device, pick_dtype
+
+    config = EngineConfig(model=model, **kw)
+    path = resolve_model_path(model)
+    _, cfg = read_config(path)
+    device = pick_device(config)
+    dtype = pick_dtype(config, device)
+    n = len(workload.batch_sizes)
+    hf_rows: list[dict] = []
+    if vs == "hf":
+        pad_id = cfg.eos_token_ids[0] if cfg.eos_token_ids else 0
+        with progress(n, "hf") as bar:
+            hf_rows = bench_hf(path, workload, cfg.vocab_size, dtype, device, pad_id, bar)
+    engine = Engine(config)
+    with progress(n, "kiln") as bar:
+        kiln_rows = bench_kiln(engine, workload, cfg.vocab_size, bar)
+    return [r for pair in zip(kiln_rows, hf_rows or [None] * n) for r in pair if r is not None]
+
+
+def throughput_table(rows: list[dict]) -> str:
+    """One line per (batch size, engine); kiln lines carry tok/s relative to the baseline."""
+    from benchmarks.stats import format_table
+
+    base = {r["batch_size"]: r["tok_s"] for r in rows if r["engine"] != "kiln"}
+    headers = ["batch", "engine", "in", "out", "tok/s", "vs hf", "TTFT p50 ms", "TTFT p99 ms",
+               "ITL p50 ms", "ITL p99 ms", "peak GB"]  # fmt: skip
+    table = []
+    for r in rows:
+        ratio = r["tok_s"] / base[r["batch_size"]] if r["engine"] == "kiln" and base else None
+        ratio_text = f"{ratio:.2f}x" if ratio is not None else None
+        table.append([r["batch_size"], r["engine"], r["input_len"], r["output_len"], r["tok_s"],
+                      ratio_text, *(r[c] for c in ROW_COLUMNS[1:])])  # fmt: skip
+    return format_table(headers, table)
+
+
+# --- startup ----------------------------------------------------------------------------------
+def run_startup(args: argparse.Namespace) -> int:
+    from benchmarks.startup import bench_startup, median_phases
+    from benchmarks.stats import median
+
+    model_label(args.model)  # a bad folder fails here, not in the first child
+    if args.model == "demo":
+        from model_defs.registry import resolve_model_path
+
+        resolve_model_path("demo")  # build it once, so no child pays for it
+    with progress(args.runs, "startup") as bar:
+        runs = bench_startup(args.model, engine_argv(args), args.runs, args.timeout, bar)
+    phases = median_phases(runs)
+    total = median([r.total for r in runs])
+    print(startup_table(phases, total, len(runs)))
+    finish(_bench_record("startup", args.model, startup=phases), args.json_out, args.db)
+    return 0
+
+
+def startup_table(phases: dict[str, float], total: float, runs: int) -> str:
+    from benchmarks.stats import format_table
+
+    rows = [[name, s, f"{100 * s / total:.0f}%"] for name, s in phases.items()]
+    rows.append([f"total (median of {runs})", total, "100%"])
+    return format_table(["phase", "median s", "share"], rows)
+
+
+def _bench_record(bench: str, model: str, **fields):
+    from benchmarks.stats import card_name
+    from perf_dashboard.records import BenchRecord
+
+    return BenchRecord(bench=bench, model=model_label(model), card=card_name(), **fields)
