@@ -85,8 +85,9 @@ def split_phases(report: dict, t_spawn: float, total: float) -> dict[str, float]
     return phases
 
 
-def bench_startup(model: str, engine_argv: list[str], runs: int, timeout_s: float = 600.0,
-                  progress=None) -> list[StartupRun]:
+def bench_startup(
+    model: str, engine_argv: list[str], runs: int, timeout_s: float = 600.0, progress=None
+) -> list[StartupRun]:
     """`runs` fresh children, one after the other."""
     if runs < 1:
         raise KilnError(f"--runs={runs} must be >= 1")

@@ -33,11 +33,12 @@ class BatchTimings:
         return [s[0] - self.arrival[rid] for rid, s in self.stamps.items() if s]
 
     def itls(self) -> list[float]:
-        return [b - a for s in self.stamps.values() for a, b in zip(s, s[1:])]
+        return [b - a for s in self.stamps.values() for a, b in zip(s, s[1:], strict=False)]
 
 
-def latency_row(engine: str, batch_size: int, workload: Workload, t: BatchTimings,
-                peak_memory_gb: float | None) -> dict:
+def latency_row(
+    engine: str, batch_size: int, workload: Workload, t: BatchTimings, peak_memory_gb: float | None
+) -> dict:
     """One `BenchRecord.results` row from a batch's timestamps (latencies in ms)."""
     ttft, itl = t.ttfts(), t.itls()
     return {
@@ -58,8 +59,9 @@ def device_sync(device) -> Callable[[], None]:
     return lambda: None
 
 
-def run_batch(engine, prompts: list[list[int]], output_len: int, tag: str,
-              sync: Callable[[], None]) -> BatchTimings:
+def run_batch(
+    engine, prompts: list[list[int]], output_len: int, tag: str, sync: Callable[[], None]
+) -> BatchTimings:
     """Submit every prompt at once, step until all finish, stamp each token as it arrives."""
     from runtime.sampling_params import SamplingParams
 
@@ -97,7 +99,9 @@ def bench_kiln(engine, workload: Workload, vocab_size: int, progress=None) -> li
     rows = []
     for bs in workload.batch_sizes:
         _reset_peak_memory(engine.loaded.device)
-        t = run_batch(engine, workload.prompts(bs, vocab_size), workload.output_len, f"bs{bs}", sync)
+        t = run_batch(
+            engine, workload.prompts(bs, vocab_size), workload.output_len, f"bs{bs}", sync
+        )
         rows.append(latency_row("kiln", bs, workload, t, _peak_memory_gb(engine.loaded.device)))
         if progress is not None:
             progress.update(1)

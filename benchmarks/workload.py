@@ -32,7 +32,9 @@ class Workload:
 
     def prompts(self, batch_size: int, vocab_size: int) -> list[list[int]]:
         """The measured prompts of one batch size: the same on every run and engine."""
-        return random_prompts(batch_size, self.input_len, vocab_size, self.seed * 1_000_003 + batch_size)
+        return random_prompts(
+            batch_size, self.input_len, vocab_size, self.seed * 1_000_003 + batch_size
+        )
 
     def warmup_prompts(self, vocab_size: int) -> list[list[int]]:
         """Warm-up prompts at the largest batch size, distinct from every measured prompt."""
@@ -51,7 +53,9 @@ def parse_batch_sizes(text: str) -> tuple[int, ...]:
     try:
         sizes = tuple(int(part) for part in text.split(",") if part.strip())
     except ValueError:
-        raise KilnError(f"--batch-sizes {text!r} must be comma-separated integers like 1,8,32") from None
+        raise KilnError(
+            f"--batch-sizes {text!r} must be comma-separated integers like 1,8,32"
+        ) from None
     if not sizes or min(sizes) < 1:
         raise KilnError(f"--batch-sizes {text!r} must list integers >= 1, like 1,8,32")
     return sizes

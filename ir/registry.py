@@ -162,3 +162,18 @@ def dispatch_table(target: TargetLike) -> list[Choice]:
 def _load_builtin_ops() -> None:
     # Importing the package registers every built-in op exactly once.
     import ir.ops  # noqa: F401
+
+
+def bind_device_impls(target: TargetLike, providers: tuple[str, ...] = ("triton", "library")) -> dict:
+    """Make eager calls on `target`'s device run the chosen implementation of each op.
+
+    Only providers in `providers` are bound (Helion kernels need Helion at run time, which the
+    serve path must not import; they reach the device through lowering instead).
+    Returns {op: provider} for what was bound.
+    """
+    bound = {}
+    for choice in dispatch_table(target):
+        if choice.chosen.provider in providers:
+            get_op(choice.op).op.register_kernel(target.device_type)(choice.chosen.fn)
+            bound[choice.op] = choice.chosen.provider
+    return bound

@@ -161,7 +161,7 @@ def signature_of(fn: Any, args: tuple) -> tuple[dict, dict, dict, dict]:
     if len(params) != len(args):
         raise TypeError(f"{fn.__name__} takes {len(params)} arguments, launched with {len(args)}")
     signature, constexprs, attrs, spec = {}, {}, {}, {}
-    for i, (param, value) in enumerate(zip(params, args)):
+    for i, (param, value) in enumerate(zip(params, args, strict=True)):
         name = param.name
         if param.is_constexpr:
             signature[name], constexprs[name] = "constexpr", _plain(value)
@@ -209,7 +209,12 @@ def _compile_launch(
 
     signature, constexprs, attrs, spec = signature_of(launch.fn, launch.args)
     src = triton.compiler.ASTSource(launch.fn, signature, constexprs, attrs)
-    options = {"num_warps": launch.num_warps, "num_stages": launch.num_stages}
+    # FP fusion pinned on: Triton 3.10 flips its default, and the cubin must not drift.
+    options = {
+        "num_warps": launch.num_warps,
+        "num_stages": launch.num_stages,
+        "enable_fp_fusion": True,
+    }
     compiled = triton.compile(
         src, target=GPUTarget("cuda", target.capability_int, target.warp_size), options=options
     )

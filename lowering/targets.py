@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
+from functools import cache
 
 from kiln.errors import KilnError
 
@@ -91,6 +92,7 @@ def get_target(name: str) -> Target:
         raise KilnError(f"unknown target {name!r}; valid targets: {valid}") from None
 
 
+@cache  # the host does not change under us; eager kernel calls ask on every launch
 def detect_host_target() -> Target:
     """Map the host's first CUDA device to a known target; the CPU when there is none."""
     import torch

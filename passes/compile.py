@@ -96,7 +96,7 @@ def compile_graph(
     captured = capture(model, max_num_tokens)
     trace = CompileTrace(graph_hash=graph_hash(captured.gm), capture_s=time.perf_counter() - start)
     ctx = context_for(captured, model, cfg)
-    PassManager(pipeline or default_pipeline()).run(captured.gm, ctx, trace, on_pass)
+    PassManager(default_pipeline() if pipeline is None else pipeline).run(captured.gm, ctx, trace, on_pass)
     captured.gm.recompile()
     passed = PassedModel(captured.gm, ctx.weights, ctx.lm_head, model.cfg.vocab_size, ctx.token_buckets)
     return passed, trace

@@ -65,7 +65,8 @@ def _cold_warm_table(entries: Entries) -> str:
 def _compiles_table(entries: Entries) -> str:
     rows = []
     for row_id, rec in reversed(entries):
-        slowest = max(rec.passes, key=lambda p: p.seconds, default=None)
+        ran = rec.passes if rec.cold else ()  # a warm compile ran no pass
+        slowest = max(ran, key=lambda p: p.seconds, default=None)
         rows.append(
             [
                 f"#{row_id}",
@@ -91,7 +92,9 @@ def passes_section(entries: Entries) -> str:
         "What each pass of the pipeline cost and did: wall time, rewrites, and how the graph "
         "grew or shrank. The slowest pass is highlighted."
     )
-    with_passes = [(i, rec) for i, rec in entries if rec.passes]
+    # Cold compiles ran the passes; a warm record may repeat the cached artifact's pass list.
+    with_passes = [(i, rec) for i, rec in entries if rec.passes and rec.cold]
+    with_passes = with_passes or [(i, rec) for i, rec in entries if rec.passes]
     if not with_passes:
         msg = "no compile has recorded passes yet (warm compiles skip them; run a cold compile)."
         return section("passes", "Passes", intro, empty(msg))

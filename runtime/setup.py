@@ -78,6 +78,8 @@ def load(config: EngineConfig, forward_factory: Callable | None = None) -> Loade
     _, cfg = read_config(path)
     with _timed(phases, "tokenizer"):
         tokenizer = load_tokenizer(path)
+    if device.type == "cuda":
+        _bind_cuda_kernels()
     with _timed(phases, "weights"):
         model = load_model(path, dtype, device)
     forward = model
@@ -112,6 +114,15 @@ def load(config: EngineConfig, forward_factory: Callable | None = None) -> Loade
         vocab_size=cfg.vocab_size, device=device, dtype=dtype, phases=phases,
         compile_seconds=phases.get("compile", 0.0),
     )
+
+
+def _bind_cuda_kernels() -> None:
+    """Eager CUDA calls of IR ops use their Triton kernels (attention) where one is chosen."""
+    from ir.registry import bind_device_impls
+    from lowering.kernels import attention  # noqa: F401  (plain Triton; registers its impl)
+    from lowering.targets import get_target
+
+    bind_device_impls(get_target("auto"), providers=("triton",))
 
 
 def _default_forward_factory(config: EngineConfig, path: Path) -> Callable | None:
@@ -184,6 +195,12 @@ def _num_kv_blocks(config: EngineConfig, cfg: ModelConfig, dtype, device, max_le
         used_elsewhere = total - free
         budget = int(total * config.gpu_memory_utilization) - used_elsewhere
         budget -= _activation_reserve(config, cfg, dtype)
+        if budget <= 0:
+            raise KilnError(
+                f"no GPU memory left for the KV cache: {used_elsewhere / 2**30:.1f} GiB of "
+                f"{total / 2**30:.1f} GiB are in use and gpu_memory_utilization="
+                f"{config.gpu_memory_utilization}; raise it or free the GPU"
+            )
     else:
         budget = config.kv_cache_memory
     blocks = num_blocks_for_budget(cfg, config.block_size, dtype, budget)

@@ -76,6 +76,10 @@ class SchedulerOutput:
     rejected: dict[str, str] = field(default_factory=dict)  # seq_id -> why
     num_batched_tokens: int = 0
 
+    @property
+    def is_empty(self) -> bool:
+        return not self.scheduled
+
     def add(self, seq: Sequence, num_new_tokens: int) -> None:
         self.scheduled.append(ScheduledSeq(seq, num_new_tokens, seq.num_computed_tokens))
         self.num_batched_tokens += num_new_tokens
@@ -169,7 +173,7 @@ class Scheduler:
         budget, i = self.config.max_num_batched_tokens - out.num_batched_tokens, 0
         while i < len(self.running):
             seq = self.running[i]
-            reserve = 0
+            reserve = len(self.running) - i - 1  # so decodes behind a prefill are never starved
             num_new = min(seq.num_uncomputed_tokens, budget - reserve)
             num_new = min(num_new, self.block_manager.max_appendable(seq))  # shrink a chunk
             if num_new < 1:
@@ -187,17 +191,18 @@ class Scheduler:
         victim = (fresh or candidates)[-1]
         if len(self.running) == 1:  # alone and still short: the whole cache cannot hold it
             self._reject(victim, out)
-            return
-        self.running.remove(victim)
-        self.block_manager.free(victim)
-        victim.status, victim.num_computed_tokens, victim.num_cached_tokens = (
-            SequenceStatus.WAITING,
-            0,
-            0,
-        )
-        victim.num_preemptions += 1
-        self.waiting.appendleft(victim)
-        out.preempted.append(victim.seq_id)
+        else:
+            self._preempt(victim, out)
+
+    def _preempt(self, seq: Sequence, out: SchedulerOutput) -> None:
+        """Free all of seq's blocks; it recomputes prompt + outputs when readmitted first."""
+        self.running.remove(seq)
+        self.block_manager.free(seq)
+        seq.status = SequenceStatus.WAITING
+        seq.num_computed_tokens = seq.num_cached_tokens = 0
+        seq.num_preemptions += 1
+        self.waiting.appendleft(seq)
+        out.preempted.append(seq.seq_id)
 
     def _schedule_waiting(self, out: SchedulerOutput) -> None:
         """Admit waiting seqs in order (FCFS, no skipping) while budget, seats and blocks last."""

@@ -102,6 +102,12 @@ def _echo_text(state: ServerState, prompt: Prompt) -> str:
     return prompt if isinstance(prompt, str) else state.tokenizer.decode(prompt)
 
 
+def _visible(state: ServerState, ids: list[int]) -> list[int]:
+    """Prompt ids minus special tokens (BOS), so echoed logprobs line up with echoed text."""
+    special = set(getattr(state.tokenizer, "all_special_ids", ()) or ())
+    return [t for t in ids if t not in special]
+
+
 def _response(state: ServerState, req: CompletionRequest, rid: str, choices: list[Choice]) -> dict:
     out = []
     for i, c in enumerate(choices):
@@ -109,7 +115,7 @@ def _response(state: ServerState, req: CompletionRequest, rid: str, choices: lis
         head = _echo_text(state, prompt) if req.echo else ""
         lps = None
         if req.logprobs is not None:
-            echoed = c.prompt_token_ids if req.echo else []
+            echoed = _visible(state, c.prompt_token_ids) if req.echo else []
             lps = completion_logprobs(c.logprobs, state.token_text, 0, echoed)
         out.append(
             {"index": i, "text": head + c.text, "logprobs": lps, "finish_reason": c.finish_reason}
@@ -144,7 +150,7 @@ async def _stream(
             if pending_echo[i]:
                 pending_echo[i] = False
                 text = _echo_text(state, req.prompts[i // req.n]) + text
-                echoed = out.prompt_token_ids
+                echoed = _visible(state, out.prompt_token_ids)
             if not (text or out.finished or out.new_logprobs):
                 continue
             lps = None

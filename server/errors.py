@@ -65,6 +65,11 @@ def param_of(err: KilnError) -> str | None:
     return head if head.isidentifier() else None
 
 
+def code_of(err: KilnError) -> str | None:
+    """OpenAI's code for the engine's one well-known refusal; None for the rest."""
+    return "context_length_exceeded" if "context length" in str(err) else None
+
+
 def from_http_exception(exc: web.HTTPException) -> APIError:
     status = exc.status
     if status == 404:
@@ -94,7 +99,7 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
     except APIError as e:
         return error_response(e)
     except KilnError as e:
-        return error_response(APIError(400, str(e), param=param_of(e)))
+        return error_response(APIError(400, str(e), param=param_of(e), code=code_of(e)))
     except web.HTTPException as e:
         if e.status < 400:
             raise  # redirects and the like are not errors

@@ -48,6 +48,7 @@ async def serve(
         await drain(app, site)
     finally:
         await runner.cleanup()
+    log.info("stopped")
 
 
 async def drain(app: web.Application, site: web.BaseSite) -> None:

@@ -24,8 +24,12 @@ ROW_COLUMNS = ("tok_s", "ttft_p50_ms", "ttft_p99_ms", "itl_p50_ms", "itl_p99_ms"
 
 def add_parser(sub) -> None:
     p = sub.add_parser("bench", help="benchmark throughput, latency and start-up time")
-    p.add_argument("--record", type=Path, metavar="FILE",
-                   help="import bench/compile records (JSON) made on another machine")
+    p.add_argument(
+        "--record",
+        type=Path,
+        metavar="FILE",
+        help="import bench/compile records (JSON) made on another machine",
+    )
     p.add_argument("--db", type=Path, default=None, help=DB_HELP)
     benches = p.add_subparsers(dest="bench", metavar="BENCH")
     _add_throughput(benches)
@@ -47,8 +51,12 @@ def _add_throughput(benches) -> None:
     p.add_argument("--input-len", type=int, default=128, help="prompt tokens per request")
     p.add_argument("--output-len", type=int, default=128, help="generated tokens per request")
     p.add_argument("--seed", type=int, default=0, help="seed of the random prompts")
-    p.add_argument("--vs", choices=["hf"], default=None,
-                   help="also run the baseline (HF transformers generate) on the same prompts")
+    p.add_argument(
+        "--vs",
+        choices=["hf"],
+        default=None,
+        help="also run the baseline (HF transformers generate) on the same prompts",
+    )
     _add_common(p)
 
 
@@ -159,7 +167,12 @@ def measure_throughput(model: str, workload, vs: str | None, kw: dict) -> list[d
     engine = Engine(config)
     with progress(n, "kiln") as bar:
         kiln_rows = bench_kiln(engine, workload, cfg.vocab_size, bar)
-    return [r for pair in zip(kiln_rows, hf_rows or [None] * n) for r in pair if r is not None]
+    return [
+        r
+        for pair in zip(kiln_rows, hf_rows or [None] * n, strict=True)
+        for r in pair
+        if r is not None
+    ]
 
 
 def throughput_table(rows: list[dict]) -> str:

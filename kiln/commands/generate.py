@@ -119,8 +119,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def write_startup_report(path: Path, phases: dict[str, float], t_load_start: float,
-                         t_ready: float, t_done: float) -> None:
+def write_startup_report(
+    path: Path, phases: dict[str, float], t_load_start: float, t_ready: float, t_done: float
+) -> None:
     """For `kiln bench startup`: wall-clock marks plus the engine's load phases (seconds).
 
     `imports` runs from `kiln.cli.PROCESS_START` to the start of the load; `t_first_token` is

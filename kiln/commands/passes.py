@@ -11,7 +11,8 @@ import json
 
 PASSES_HELP = (
     "turn optional passes on/off: comma list of -name, +name, or 'none' (all optional passes "
-    "off), applied left to right, e.g. 'none,+fuse_add_rms_norm' or '-fuse_attn_quant'"
+    "off), applied left to right, e.g. 'none,+fuse_add_rms_norm'; a list that starts with "
+    "'-' needs '=': --passes=-fuse_attn_quant"
 )
 
 

@@ -7,7 +7,11 @@ stays cheap (the serve path must never import helion).
 from lowering.kernels import (  # noqa: F401
     attention,
     fused_add_rms_norm,
+    fused_add_rms_norm_quant,
+    quant_fp8,
     rms_norm,
+    rms_norm_quant,
     rotary_embedding,
     silu_and_mul,
+    silu_and_mul_quant,
 )

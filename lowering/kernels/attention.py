@@ -161,7 +161,9 @@ def check_layout(q, k_cache) -> None:
     assert q.stride(-1) == 1 and k_cache.stride(-1) == 1, "head dim must be contiguous"
 
 
-@register_impl(NAME, provider="triton", supports=needs_cuda, description="Triton, paged, online softmax")
+@register_impl(
+    NAME, provider="triton", supports=needs_cuda, description="Triton, paged, online softmax"
+)
 def attention(
     q: torch.Tensor,
     k: torch.Tensor,

@@ -78,9 +78,8 @@ def all_kernels() -> list[KernelSpec]:
 
 
 def get_kernel(name: str) -> KernelSpec:
-    from kiln.errors import KilnError
-
     import lowering.kernels  # noqa: F401
+    from kiln.errors import KilnError
 
     try:
         return _KERNELS[name]

@@ -22,6 +22,7 @@ def _default_launcher(kernel, grid, *args, num_warps, num_stages, **kwargs):
     """Launch a @triton.jit kernel with Triton's own JIT (plain replacement for Helion's)."""
     return kernel[grid](*args, num_warps=num_warps, num_stages=num_stages, **kwargs)
 '''
+_HELPERS_IMPORT = "from helion.runtime.triton import helpers as helion_triton_helpers"
 _IMPORT_SWAPS = {
     "from torch._inductor.runtime.triton_compat import libdevice": (
         "from triton.language.extra import libdevice"
@@ -86,14 +87,34 @@ def strip_helion_launcher(code: str) -> str | None:
     lines[index : index + 1] = _PLAIN_LAUNCHER.strip("\n").splitlines()
     # Inductor's libdevice re-export costs a torch._inductor import; Triton's is the same.
     lines = [_IMPORT_SWAPS.get(line, line) for line in lines]
-    plain = "\n".join(lines) + "\n"
+    plain = inline_triton_helpers("\n".join(lines) + "\n")
     return None if mentions_helion(plain) else plain
+
+
+def inline_triton_helpers(code: str) -> str:
+    """Paste Helion's small @triton.jit helper module (NaN-propagating max/min, ...) in place
+    of its import, and call the helpers by their bare names."""
+    if _HELPERS_IMPORT not in code:
+        return code
+    import inspect
+
+    import helion.runtime.triton.helpers as helpers
+
+    body = [
+        line
+        for line in inspect.getsource(helpers).splitlines()
+        if not line.startswith(("from __future__", "import ", "from ", "__all__"))
+    ]
+    code = code.replace(_HELPERS_IMPORT, "\n".join(body).strip("\n") + "\n")
+    return code.replace("helion_triton_helpers.", "")
 
 
 def mentions_helion(source: str) -> bool:
     """True if the module imports helion or names it anywhere in code (comments don't count)."""
     for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import) and any(a.name.split(".")[0] == "helion" for a in node.names):
+        if isinstance(node, ast.Import) and any(
+            a.name.split(".")[0] == "helion" for a in node.names
+        ):
             return True
         if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "helion":
             return True

@@ -75,7 +75,8 @@ def test_record_imports_a_file_and_rejects_a_malformed_one(db, tmp_path, capsys)
     good = tmp_path / "good.json"
     row = {"engine": "kiln", "batch_size": 4, "input_len": 16, "output_len": 8, "tok_s": 123.5}
     good.write_text(json.dumps({"kind": "bench", "bench": "throughput", "model": "m",
-                                "card": "NVIDIA H200", "results": [row]}))  # fmt: skip
+                                "card": "NVIDIA H200", "results": [row], "host": "gpu-1",
+                                "created": 1790000000.0}))  # fmt: skip
     assert main(["bench", "--record", str(good)]) == 0
     assert [r.card for r in DashboardStore(db).benches()] == ["NVIDIA H200"]
 

@@ -96,7 +96,9 @@ def test_example_args_override_shapes():
     import torch
 
     x = torch.randn(7, 2048, dtype=torch.float16)
-    (k,) = cross_compile("h100", ["rms_norm"], {"rms_norm": (x, torch.randn(2048, dtype=torch.float16), 1e-6)})
+    (k,) = cross_compile(
+        "h100", ["rms_norm"], {"rms_norm": (x, torch.randn(2048, dtype=torch.float16), 1e-6)}
+    )
     assert k.metadata["constexprs"]["_RDIM_SIZE_1"] == 2048
     assert k.metadata["signature"]["x"] == "*fp16"
 

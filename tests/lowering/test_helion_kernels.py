@@ -70,7 +70,9 @@ def test_rotary_embedding(tokens, dtype, is_neox, head_size, rot_dim, rand):
     cache = rand(50, rot_dim)
     positions = torch.randint(0, 50, (tokens,), generator=torch.Generator().manual_seed(tokens))
     args = (positions, q, k, cache, is_neox)
-    for got, want in zip(impl("rotary_embedding")(*args), ref("rotary_embedding")(*args)):
+    for got, want in zip(
+        impl("rotary_embedding")(*args), ref("rotary_embedding")(*args), strict=True
+    ):
         close(got, want)
 
 

@@ -14,7 +14,11 @@ def test_known_targets_describe_their_hardware():
     assert (h200.arch, h200.sm_count, h200.memory_bytes) == ("sm_90a", 132, 141 * 10**9)
     assert (b200.arch, b200.compute_capability, b200.sm_count) == ("sm_100a", (10, 0), 148)
     assert b200.has_fp4 and not h100.has_fp4 and h100.has_fp8
-    assert h100.memory_bandwidth_bytes_s < h200.memory_bandwidth_bytes_s < b200.memory_bandwidth_bytes_s
+    assert (
+        h100.memory_bandwidth_bytes_s
+        < h200.memory_bandwidth_bytes_s
+        < b200.memory_bandwidth_bytes_s
+    )
     assert get_target("cpu").device_type == "cpu" and get_target("cpu").arch is None
 
 

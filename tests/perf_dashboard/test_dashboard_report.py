@@ -147,3 +147,16 @@ def test_only_the_newest_records_are_read(filled_store, monkeypatch):
     html = render_html(filled_store)
     assert "(the newest 1 of each are shown)" in html
     assert chart_points(html)["compile-phases"] == 1
+
+
+def test_passes_come_from_the_newest_cold_compile(store, rng):
+    """A warm record may repeat the cached artifact's passes; they were not run again."""
+    from dataclasses import replace
+
+    cold = make_compile(rng, cold=True, created=1_790_000_000.0)
+    warm = replace(make_compile(rng, cold=False, created=1_790_000_100.0), passes=cold.passes)
+    store.add_compile(cold)
+    store.add_compile(warm)
+    passes = render_html(store).split('<section id="passes">')[1]
+    assert passes.startswith("<h2>Passes</h2>") and "<h3>#1 cold demo/cpu," in passes
+    assert chart_points(passes)["pass-trend"] == len(cold.passes)

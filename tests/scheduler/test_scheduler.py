@@ -127,7 +127,7 @@ def test_prefix_hit_starts_computation_at_the_cached_length():
     shared = toks(12, seed=42)
     sched.add(Sequence("a", shared, max_tokens=1))
     step(sched, runner)  # a is done after one step
-    assert not sched.has_unfinished()
+    assert not sched.has_unfinished() and sched.schedule().is_empty
     sched.add(Sequence("b", shared + [7, 8], max_tokens=2))
     sched.add(Sequence("c", shared, max_tokens=2))  # fully cached: its last block is rerun
     out = step(sched, runner)
@@ -192,8 +192,14 @@ def test_when_all_are_at_the_limit_the_newest_still_goes():
     assert step(sched, runner).preempted == ["c"]
 
 
-def test_sequence_the_whole_cache_cannot_hold_is_rejected_not_looped():
-    sched, runner = make(num_blocks=2, max_model_len=8, max_num_batched_tokens=8)
+@pytest.mark.parametrize("prefix_caching", [True, False])
+def test_sequence_the_whole_cache_cannot_hold_is_rejected_not_looped(prefix_caching):
+    sched, runner = make(
+        num_blocks=2,
+        max_model_len=8,
+        max_num_batched_tokens=8,
+        enable_prefix_caching=prefix_caching,
+    )
     sched.add(seq("a", 4, max_tokens=4))
     for _ in range(10):  # an engine that never stops it: no EOS, no max_tokens check
         out = sched.schedule()
@@ -201,7 +207,19 @@ def test_sequence_the_whole_cache_cannot_hold_is_rejected_not_looped():
         if out.rejected:
             break
     assert "whole cache holds 8" in out.rejected["a"]
-    assert not sched.has_unfinished() and sched.block_manager.num_free_blocks == 2
+    assert sched.block_manager.num_free_blocks == 2 and not sched.has_unfinished()
+    assert sched.seqs == {} and out.scheduled == []
+
+
+def test_waiting_sequence_an_empty_cache_cannot_hold_is_rejected_not_kept():
+    sched, _ = make(num_blocks=2, max_model_len=8, max_num_batched_tokens=16)
+    a = seq("a", 4, max_tokens=4)
+    sched.add(a)
+    a.output_token_ids += [5] * 6  # grown past the cache by a misbehaving engine
+    sched.add(seq("b", 2, max_tokens=2))
+    out = sched.schedule()
+    assert list(out.rejected) == ["a"] and a.finish_reason == "length"
+    assert plan(out) == {"b": (0, 2)}  # the queue moves on
 
 
 def test_abort_frees_waiting_and_running_and_ignores_unknown_ids():
@@ -247,6 +265,7 @@ def test_older_sequence_recomputing_leaves_one_token_per_newer_decode():
         num_blocks=4,
         max_model_len=16,
         max_num_batched_tokens=4,
+        max_num_seqs=4,
         max_preemptions=1,
         enable_prefix_caching=False,
     )
@@ -257,3 +276,13 @@ def test_older_sequence_recomputing_leaves_one_token_per_newer_decode():
     assert outs[6].preempted == ["a"] and plan(outs[6]) == {"b": (5, 1)}
     assert plan(outs[7]) == {"a": (0, 3), "b": (6, 1)}
     assert plan(outs[8]) == {"a": (3, 3), "b": (7, 1)}  # a is older, yet b still decodes
+
+
+def test_prefill_chunk_shrinks_to_the_free_blocks_instead_of_preempting():
+    sched, runner = make(num_blocks=8, max_model_len=32, max_num_batched_tokens=8, max_num_seqs=2)
+    sched.add(seq("b", 16, max_tokens=8))
+    sched.add(seq("a", 14, max_tokens=2))
+    outs = [step(sched, runner) for _ in range(4)]
+    assert plan(outs[2]) == {"b": (16, 1), "a": (0, 7)}
+    assert plan(outs[3]) == {"b": (17, 1), "a": (7, 5)}  # 1 free block: 5 tokens fit, not 7
+    assert not any(out.preempted for out in outs)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from functools import partial
 
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -18,7 +19,7 @@ from scheduler_sim import FakeRunner, check_blocks, slot, step
 
 from scheduler import BlockManager, Scheduler, SchedulerConfig, Sequence, SequenceStatus
 
-FAST = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,7 @@ def simulate(cfg: SchedulerConfig, requests: list[Request], eos: bool) -> dict[s
         if t > 12 and not sched.has_unfinished():
             break
         before = {s.seq_id: s.num_computed_tokens for s in sched.running}
-        out = step(sched, runner, eos, check=lambda out: check_step(sched, out, before))
+        out = step(sched, runner, eos, check=partial(check_step, sched, before=before))
         for item in out.scheduled:
             computed[item.seq.seq_id] += item.num_new_tokens
         for seq_id in out.preempted:

@@ -68,6 +68,11 @@ def test_echo_and_logprobs(client):
     assert all(v <= 0 for v in generated)
     assert all(1 <= len(top) <= 2 for top in lp.top_logprobs if top is not None)
     assert lp.text_offset == sorted(lp.text_offset)
+    # echoed prompt tokens (no logprob) sit at their offsets in the echoed text
+    echoed = [(t, o) for t, o, v in zip(lp.tokens, lp.text_offset, lp.token_logprobs,
+                                        strict=True) if v is None]
+    assert "".join(t for t, _ in echoed) == p
+    assert all(choice.text.startswith(t, o) for t, o in echoed)
 
 
 def test_completion_stream_matches_non_stream_and_reports_usage(client):
@@ -131,7 +136,8 @@ def test_unknown_model_is_400(client):
 
 
 def test_context_overflow_and_bad_token_ids_are_400(client):
-    with pytest.raises(openai.BadRequestError, match="context length"):
+    with pytest.raises(openai.BadRequestError, match="context length") as err:
         client.completions.create(model="demo", prompt=prompt(), max_tokens=5000)
+    assert err.value.body["code"] == "context_length_exceeded"
     with pytest.raises(openai.BadRequestError, match="vocabulary"):
         client.completions.create(model="demo", prompt=[3, 10**7], max_tokens=2)

@@ -1,0 +1,92 @@
+"""Residual add + RMSNorm + dynamic fp8 quantization, fused: one row per program.
+
+The sum rounds to the input dtype (it is also the new residual), the normed row rounds to the
+input dtype, then each group quantizes, matching the unfused reference. FP8 constants are
+literals: see quant_fp8.py.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ir.registry import register_impl
+from lowering.kernels.base import KernelSpec, needs_fp8, register_kernel, runtime_config
+from lowering.kernels.helion_util import helion_plain_source, run_helion
+from lowering.kernels.quant_fp8 import group_width
+
+helion: Any = None  # bound to the helion modules on first use (see helion_util.import_helion)
+hl: Any = None
+
+NAME = "fused_add_rms_norm_quant"
+
+
+def fused_add_rms_norm_quant_kernel(
+    x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float, group: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """x, residual [T, K] -> (xq fp8 [T, K], scale fp32 [T, K // group], x + residual)."""
+    m, k = x.size()
+    g = hl.specialize(group)
+    groups = k // g
+    x3, r3, w2 = x.view(m, groups, g), residual.view(m, groups, g), weight.view(groups, g)
+    new_residual = torch.empty_like(x)
+    xq = torch.empty([m, k], dtype=torch.float8_e4m3fn, device=x.device)
+    xq3 = xq.view(m, groups, g)
+    scale = torch.empty([m, groups], dtype=torch.float32, device=x.device)
+    for tile_m in hl.tile(m):
+        summed = x[tile_m, :] + residual[tile_m, :]
+        new_residual[tile_m, :] = summed
+        sf = summed.to(torch.float32)
+        inv_rms = torch.rsqrt(torch.mean(sf * sf, dim=-1) + eps)  # [tile_m]
+        for tile_g in hl.tile(groups):
+            sg = (x3[tile_m, tile_g, :] + r3[tile_m, tile_g, :]).to(torch.float32)
+            normed = w2[None, tile_g, :] * (sg * inv_rms[:, None, None]).to(x.dtype)
+            nf = normed.to(torch.float32)
+            s = torch.clamp(torch.amax(torch.abs(nf), dim=-1) / 448.0, min=1e-12)
+            clipped = torch.clamp(nf / s[:, :, None], -448.0, 448.0)
+            xq3[tile_m, tile_g, :] = clipped.to(torch.float8_e4m3fn)
+            scale[tile_m, tile_g] = s
+    return xq, scale, new_residual
+
+
+@register_impl(NAME, provider="helion", supports=needs_fp8, description="Helion, row per program")
+def fused_add_rms_norm_quant(
+    x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float, group_size: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    k = x.shape[-1]
+    g = group_width(k, group_size)
+    config = runtime_config(NAME, x.device.type)
+    xq, scale, new_residual = run_helion(
+        fused_add_rms_norm_quant_kernel,
+        config,
+        x.reshape(-1, k),
+        residual.reshape(-1, k),
+        weight,
+        eps,
+        g,
+    )
+    lead = x.shape[:-1]
+    return xq.reshape(x.shape), scale.reshape(*lead, k // g), new_residual.reshape(x.shape)
+
+
+def example_args(device: str, variant: str = "per_token") -> tuple:
+    """Llama-3-8B hidden size, bf16; per-token and 128-wide groups are separate cubins."""
+    x = torch.randn(13, 4096, dtype=torch.bfloat16, device=device)
+    residual = torch.randn(13, 4096, dtype=torch.bfloat16, device=device)
+    weight = torch.randn(4096, dtype=torch.bfloat16, device=device)
+    return x, residual, weight, 1e-5, 4096 if variant == "per_token" else 128
+
+
+register_kernel(
+    KernelSpec(
+        name=NAME,
+        op=NAME,
+        provider="helion",
+        plain_source=lambda config, args, variant: helion_plain_source(
+            fused_add_rms_norm_quant_kernel, config, args
+        ),
+        example_args=example_args,
+        variants=("per_token", "group128"),
+    )
+)

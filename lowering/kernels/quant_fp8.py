@@ -1,0 +1,82 @@
+"""Dynamic fp8 quantization (per token or per group) as a Helion kernel.
+
+x [T, K] is viewed as [T, K // g, g] (g = K per token); one program quantizes one group of
+one row: scale = max(amax|x| / FP8_MAX, MIN_SCALE), xq = clamp(x / scale) in e4m3.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ir.ops.quant import FP8_MAX, MIN_SCALE
+from ir.registry import register_impl
+from lowering.kernels.base import KernelSpec, needs_fp8, register_kernel, runtime_config
+from lowering.kernels.helion_util import helion_plain_source, run_helion
+
+helion: Any = None  # bound to the helion modules on first use (see helion_util.import_helion)
+hl: Any = None
+
+NAME = "quant_fp8"
+# The kernel spells these as literals: module globals would make Helion's generated source
+# import this module. tests/lowering checks they equal the IR op's.
+KERNEL_CONSTANTS = {"FP8_MAX": 448.0, "MIN_SCALE": 1e-12}
+assert KERNEL_CONSTANTS == {"FP8_MAX": FP8_MAX, "MIN_SCALE": MIN_SCALE}
+
+
+def quant_fp8_kernel(x: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """x [T, K] -> (xq fp8 [T, K], scale fp32 [T, K // group]); group is a positive divisor."""
+    m, k = x.size()
+    g = hl.specialize(group)
+    groups = k // g
+    x3 = x.view(m, groups, g)
+    xq = torch.empty([m, k], dtype=torch.float8_e4m3fn, device=x.device)
+    xq3 = xq.view(m, groups, g)
+    scale = torch.empty([m, groups], dtype=torch.float32, device=x.device)
+    for tile_m, tile_g in hl.tile([m, groups]):
+        xf = x3[tile_m, tile_g, :].to(torch.float32)  # [tile_m, tile_g, g]
+        s = torch.clamp(torch.amax(torch.abs(xf), dim=-1) / 448.0, min=1e-12)
+        clipped = torch.clamp(xf / s[:, :, None], -448.0, 448.0)
+        xq3[tile_m, tile_g, :] = clipped.to(torch.float8_e4m3fn)
+        scale[tile_m, tile_g] = s
+    return xq, scale
+
+
+def group_width(k: int, group_size: int) -> int:
+    """The kernel's group: the whole row for per-token (group_size 0); checked like the IR op."""
+    if group_size < 0 or (group_size > 0 and k % group_size):
+        raise ValueError(
+            f"group_size={group_size} must be 0 (per token) or a positive divisor of the "
+            f"last dimension {k}"
+        )
+    return k if group_size == 0 else group_size
+
+
+@register_impl(NAME, provider="helion", supports=needs_fp8, description="Helion, group per program")
+def quant_fp8(x: torch.Tensor, group_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    k = x.shape[-1]
+    g = group_width(k, group_size)
+    config = runtime_config(NAME, x.device.type)
+    xq, scale = run_helion(quant_fp8_kernel, config, x.reshape(-1, k), g)
+    return xq.reshape(x.shape), scale.reshape(*x.shape[:-1], k // g)
+
+
+def example_args(device: str, variant: str = "per_token") -> tuple:
+    """Llama-3-8B hidden size, bf16 in; per-token and 128-wide groups are separate cubins."""
+    x = torch.randn(13, 4096, dtype=torch.bfloat16, device=device)
+    return x, 4096 if variant == "per_token" else 128
+
+
+register_kernel(
+    KernelSpec(
+        name=NAME,
+        op=NAME,
+        provider="helion",
+        plain_source=lambda config, args, variant: helion_plain_source(
+            quant_fp8_kernel, config, args
+        ),
+        example_args=example_args,
+        variants=("per_token", "group128"),
+    )
+)

@@ -1,0 +1,71 @@
+"""Every kernel for real on a CUDA GPU against the IR reference (run with `-m gpu`)."""
+
+import copy
+
+import pytest
+import torch
+
+from ir.registry import get_op
+from lowering.kernels.attention_inputs import paged_inputs
+from tests.lowering.conftest import close
+
+pytestmark = pytest.mark.gpu
+TOKENS = (1, 7, 33, 512)
+DTYPES = (torch.float32, torch.bfloat16)
+
+
+def impl(op: str):
+    import lowering.kernels  # noqa: F401
+
+    return next(i.fn for i in get_op(op).impls if i.provider in ("helion", "triton"))
+
+
+def rand(*shape, dtype=torch.float32):
+    return (torch.randn(*shape, device="cuda") + 0.1).to(dtype)
+
+
+@pytest.mark.parametrize("tokens", TOKENS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_norms_and_activation(tokens, dtype):
+    x, r, w = (
+        rand(tokens, 4096, dtype=dtype),
+        rand(tokens, 4096, dtype=dtype),
+        rand(4096, dtype=dtype),
+    )
+    close(impl("rms_norm")(x, w, 1e-5), get_op("rms_norm").reference(x, w, 1e-5))
+    got = impl("fused_add_rms_norm")(x, r, w, 1e-5)
+    for g, e in zip(got, get_op("fused_add_rms_norm").reference(x, r, w, 1e-5), strict=True):
+        close(g, e)
+    gate_up = rand(tokens, 2 * 1408, dtype=dtype)
+    close(impl("silu_and_mul")(gate_up), get_op("silu_and_mul").reference(gate_up))
+
+
+@pytest.mark.parametrize("tokens", TOKENS)
+@pytest.mark.parametrize("is_neox", [True, False])
+@pytest.mark.parametrize("head_size, rot_dim", [(128, 128), (128, 64), (80, 32)])
+def test_rotary(tokens, is_neox, head_size, rot_dim):
+    q, k = (
+        rand(tokens, 32, head_size, dtype=torch.bfloat16),
+        rand(tokens, 8, head_size, dtype=torch.bfloat16),
+    )
+    cache = rand(4096, rot_dim)
+    positions = torch.randint(0, 4096, (tokens,), device="cuda")
+    args = (positions, q, k, cache, is_neox)
+    for g, e in zip(
+        impl("rotary_embedding")(*args), get_op("rotary_embedding").reference(*args), strict=True
+    ):
+        close(g, e)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("sliding_window", [0, 24])
+@pytest.mark.parametrize("heads", [(32, 8, 128), (8, 8, 64), (16, 2, 96)])
+def test_attention(dtype, sliding_window, heads):
+    num_heads, num_kv_heads, head_size = heads
+    seqs = [(37, 37), (1, 300), (0, 5), (9, 70), (1, 1)]
+    args = paged_inputs(seqs, num_heads=num_heads, num_kv_heads=num_kv_heads, head_size=head_size,
+                        block_size=16, dtype=dtype, device="cuda", num_padding=3,
+                        sliding_window=sliding_window)  # fmt: skip
+    mine, theirs = copy.deepcopy(args), copy.deepcopy(args)
+    close(impl("attention")(*mine), get_op("attention").reference(*theirs))
+    assert torch.equal(mine[3], theirs[3]) and torch.equal(mine[4], theirs[4])

@@ -1,0 +1,127 @@
+"""In-process tests of the engine loop and handlers against a fake engine (no model load)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from kiln.errors import KilnError
+from runtime.sampling_params import SamplingParams
+from server.app import create_app
+from server.config import ServerConfig
+from server.engine_loop import EngineLoop
+from server.metrics import ServerMetrics
+from tests.server.fake_engine import FakeEngine
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def with_client(engine: FakeEngine, body, config: ServerConfig | None = None):
+    async with TestClient(TestServer(create_app(engine, config))) as client:
+        return await body(client)
+
+
+def test_engine_calls_all_happen_on_one_engine_thread():
+    engine = FakeEngine()
+
+    async def body(client):
+        resp = await client.post("/v1/completions", json={"prompt": "hey", "max_tokens": 5,
+                                                          "n": 3, "seed": 4})
+        return resp.status, await resp.json()
+
+    status, data = asyncio.run(with_client(engine, body))
+    assert status == 200
+    # n=3 with seed 4: choice i used seed 4+i, so it starts at letter 4+i
+    assert [c["text"] for c in data["choices"]] == ["efghi", "fghij", "ghijk"]
+    assert len(engine.threads) == 1 and threading.get_ident() not in engine.threads
+
+
+def test_step_failure_is_500_then_the_server_recovers():
+    engine = FakeEngine(fail_step_at=2)
+
+    async def body(client):
+        bad = await client.post("/v1/completions", json={"prompt": "x", "max_tokens": 4})
+        engine.fail_step_at = None
+        good = await client.post("/v1/completions", json={"prompt": "x", "max_tokens": 2})
+        return bad.status, await bad.json(), good.status
+
+    status, err, good = asyncio.run(with_client(engine, body))
+    assert status == 500 and err["error"]["code"] == "internal_error"
+    assert good == 200
+
+
+def test_step_failure_mid_stream_is_reported_in_band():
+    engine = FakeEngine(fail_step_at=3)
+
+    async def body(client):
+        resp = await client.post("/v1/chat/completions", json={
+            "messages": [{"role": "user", "content": "q"}], "max_tokens": 8, "stream": True})
+        return resp.status, (await resp.read()).decode()
+
+    status, text = asyncio.run(with_client(engine, body))
+    events = [e[6:] for e in text.split("\n\n") if e.startswith("data: ")]
+    assert status == 200 and events[-1] == "[DONE]"
+    assert json.loads(events[-2])["error"]["type"] == "server_error"
+
+
+def test_rejected_choice_aborts_the_choices_already_added():
+    engine = FakeEngine()
+
+    async def run():
+        loop = EngineLoop(engine, ServerMetrics(), max_queue=8)
+        await loop.start()
+        params = SamplingParams(max_tokens=30)
+        with pytest.raises(KilnError):
+            await loop.submit("r", ["ok", "x" * 40], [params, params])  # 2nd overflows
+        active = loop.num_active
+        await loop.stop()
+        return active
+
+    assert asyncio.run(run()) == 0
+    assert engine.aborted == ["r-0"] and not engine.requests
+
+
+def test_stop_ends_open_streams_with_abort():
+    engine = FakeEngine(step_delay=0.01)
+
+    async def run():
+        loop = EngineLoop(engine, ServerMetrics(), max_queue=8)
+        await loop.start()
+        group = await loop.submit("s", [[1, 2, 3]], [SamplingParams(max_tokens=60)])
+        reasons = []
+        async for _, out in group.outputs():
+            if not reasons:
+                await loop.stop()  # shutdown while the request is mid-way
+            reasons.append(out.finish_reason)
+        return reasons
+
+    reasons = asyncio.run(run())
+    assert reasons[-1] == "abort" and len(reasons) < 60
+
+
+def test_queue_limit_counts_every_choice():
+    engine = FakeEngine()
+
+    async def body(client):
+        resp = await client.post("/v1/completions", json={"prompt": "x", "n": 3})
+        return resp.status, resp.headers.get("Retry-After"), await resp.json()
+
+    config = ServerConfig(max_queue=2, retry_after_s=3)
+    status, retry, data = asyncio.run(with_client(engine, body, config))
+    assert status == 503 and retry == "3" and data["error"]["code"] == "queue_full"
+
+
+def test_served_model_names_replace_the_engine_name():
+    async def body(client):
+        models = await (await client.get("/v1/models")).json()
+        old = await client.post("/v1/completions", json={"model": "fake", "prompt": "x"})
+        new = await client.post("/v1/completions", json={"model": "b", "prompt": "x",
+                                                         "max_tokens": 1})
+        return [m["id"] for m in models["data"]], old.status, new.status
+
+    config = ServerConfig(served_model_names=("a", "b"))
+    assert asyncio.run(with_client(FakeEngine(), body, config)) == (["a", "b"], 400, 200)
