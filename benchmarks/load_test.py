@@ -29,6 +29,7 @@ if str(ROOT) not in sys.path:  # run as a script: `python benchmarks/load_test.p
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.stats import percentile  # noqa: E402
+
 WORDS = "the model engine kiln token text write code python data test world house".split()
 
 
@@ -45,8 +46,14 @@ class Sample:
 
 def build_body(rng: random.Random, i: int, max_tokens: int, model: str) -> tuple[str, dict]:
     text = " ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 24)))
-    common = {"model": model, "max_tokens": max_tokens, "stream": True, "temperature": 0.8,
-              "seed": rng.randrange(1 << 30), "stream_options": {"include_usage": True}}
+    common = {
+        "model": model,
+        "max_tokens": max_tokens,
+        "stream": True,
+        "temperature": 0.8,
+        "seed": rng.randrange(1 << 30),
+        "stream_options": {"include_usage": True},
+    }
     if i % 2:
         return "/v1/chat/completions", {**common, "messages": [{"role": "user", "content": text}]}
     return "/v1/completions", {**common, "prompt": text}
@@ -106,11 +113,13 @@ async def run_load(url: str, args) -> tuple[list[Sample], float]:
     timeout = aiohttp.ClientTimeout(total=args.time_limit)
     connector = aiohttp.TCPConnector(limit=0)
     deadline = time.monotonic() + args.time_limit
-    async with aiohttp.ClientSession(headers=headers, timeout=timeout,
-                                     connector=connector) as session:
+    async with aiohttp.ClientSession(
+        headers=headers, timeout=timeout, connector=connector
+    ) as session:
         t0 = time.perf_counter()
-        per_client = await asyncio.gather(*(client_loop(session, url, args, c, deadline)
-                                            for c in range(args.clients)))
+        per_client = await asyncio.gather(
+            *(client_loop(session, url, args, c, deadline) for c in range(args.clients))
+        )
         wall = time.perf_counter() - t0
     return [s for samples in per_client for s in samples], wall
 
@@ -125,13 +134,19 @@ def summarize(samples: list[Sample], wall: float, args) -> dict:
         return None if v is None else round(v * 1000, 3)
 
     return {
-        "clients": args.clients, "requests": len(samples), "ok": len(good),
-        "errors": len(samples) - len(good), "wall_s": round(wall, 3),
-        "req_s": round(len(good) / wall, 3), "tok_s": round(tokens / wall, 2),
+        "clients": args.clients,
+        "requests": len(samples),
+        "ok": len(good),
+        "errors": len(samples) - len(good),
+        "wall_s": round(wall, 3),
+        "req_s": round(len(good) / wall, 3),
+        "tok_s": round(tokens / wall, 2),
         "output_tokens": tokens,
         "mean_prompt_tokens": round(sum(s.prompt_tokens for s in good) / max(1, len(good))),
-        "ttft_p50_ms": ms(percentile(ttfts, 50)), "ttft_p99_ms": ms(percentile(ttfts, 99)),
-        "itl_p50_ms": ms(percentile(itls, 50)), "itl_p99_ms": ms(percentile(itls, 99)),
+        "ttft_p50_ms": ms(percentile(ttfts, 50)),
+        "ttft_p99_ms": ms(percentile(ttfts, 99)),
+        "itl_p50_ms": ms(percentile(itls, 50)),
+        "itl_p99_ms": ms(percentile(itls, 99)),
         "e2e_p50_ms": ms(percentile([s.e2e for s in good], 50)),
         "first_errors": sorted({s.error for s in samples if not s.ok})[:5],
     }
@@ -139,13 +154,26 @@ def summarize(samples: list[Sample], wall: float, args) -> dict:
 
 def bench_record(summary: dict, args) -> dict:
     """The perf_dashboard `BenchRecord` JSON shape (kind/schema/bench/model/card/results)."""
-    row = {"engine": "kiln-serve", "batch_size": args.clients, "input_len": summary["mean_prompt_tokens"],
-           "output_len": args.max_tokens, "tok_s": summary["tok_s"],
-           **{k: summary[k] for k in ("ttft_p50_ms", "ttft_p99_ms", "itl_p50_ms",
-                                      "itl_p99_ms")}, "peak_memory_gb": None}
-    return {"kind": "bench", "schema": 1, "bench": "serve_load", "model": args.model,
-            "card": args.card, "results": [row], "startup": {}, "host": socket.gethostname(),
-            "created": time.time()}
+    row = {
+        "engine": "kiln-serve",
+        "batch_size": args.clients,
+        "input_len": summary["mean_prompt_tokens"],
+        "output_len": args.max_tokens,
+        "tok_s": summary["tok_s"],
+        **{k: summary[k] for k in ("ttft_p50_ms", "ttft_p99_ms", "itl_p50_ms", "itl_p99_ms")},
+        "peak_memory_gb": None,
+    }
+    return {
+        "kind": "bench",
+        "schema": 1,
+        "bench": "serve_load",
+        "model": args.model,
+        "card": args.card,
+        "results": [row],
+        "startup": {},
+        "host": socket.gethostname(),
+        "created": time.time(),
+    }
 
 
 def print_table(summary: dict) -> None:
@@ -155,8 +183,17 @@ def print_table(summary: dict) -> None:
 
 def start_server(args) -> tuple[subprocess.Popen, str]:
     """`kiln serve` on a free loopback port; returns once it prints its URL."""
-    cmd = [sys.executable, "-m", "kiln", "serve", args.serve_model, "--port", "0",
-           "--max-queue", str(max(1024, args.clients * 2))]
+    cmd = [
+        sys.executable,
+        "-m",
+        "kiln",
+        "serve",
+        args.serve_model,
+        "--port",
+        "0",
+        "--max-queue",
+        str(max(1024, args.clients * 2)),
+    ]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
     for line in proc.stdout:
         if "listening on http://" in line:

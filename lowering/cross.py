@@ -32,7 +32,14 @@ from typing import Any
 import torch
 
 from kiln.errors import KilnError
-from lowering.kernels.base import KernelSpec, PlainSource, all_kernels, get_kernel, load_config
+from lowering.kernels.base import (
+    KernelSpec,
+    PlainSource,
+    all_kernels,
+    get_kernel,
+    load_config,
+    variant_config,
+)
 from lowering.targets import Target, get_target
 
 _DTYPES = {
@@ -104,7 +111,7 @@ def compile_kernel(
     spec: KernelSpec, target: Target, variant: str = "default", args: tuple | None = None
 ) -> list[CrossKernel]:
     """Plain source and cubin(s) of one kernel variant for `target`."""
-    config = load_config(spec.name, target.name)
+    config = variant_config(load_config(spec.name, target.name), variant)
     if args is None:
         args = spec.example_args("cpu", variant)
     plain = spec.plain_source(config, args, variant)

@@ -60,7 +60,7 @@ class CapturedGraph:
 
 def _example_inputs(model: DecoderForCausalLM, num_tokens: int):
     cfg, device = model.cfg, model.embed_tokens.device
-    ids = torch.randint(0, cfg.vocab_size, (num_tokens,), device=device)
+    ids = torch.arange(num_tokens, device=device) % cfg.vocab_size  # values do not matter
     positions = torch.arange(num_tokens, device=device)
     attn = AttnMetadata(
         slot_mapping=torch.arange(num_tokens, device=device),
@@ -72,7 +72,10 @@ def _example_inputs(model: DecoderForCausalLM, num_tokens: int):
     shape = (1, num_tokens, kv_heads, cfg.head_dim)  # [blocks, block_size, Hk, D]
     dtype = model.embed_tokens.dtype
     kv = [
-        (torch.zeros(shape, dtype=dtype, device=device), torch.zeros(shape, dtype=dtype, device=device))
+        (
+            torch.zeros(shape, dtype=dtype, device=device),
+            torch.zeros(shape, dtype=dtype, device=device),
+        )
         for _ in range(cfg.num_layers)
     ]
     return ids, positions, attn, kv
@@ -99,7 +102,9 @@ def capture(model: DecoderForCausalLM, max_num_tokens: int = 8192) -> CapturedGr
     gm = ep.graph_module
     # Logits are computed outside the graph, but which tensor is the head is part of it.
     gm.meta["kiln_head"] = "p_embed_tokens" if model.cfg.tie_word_embeddings else "lm_head"
-    gm.meta["kiln_ranges"] = {str(k): (int(v.lower), int(v.upper)) for k, v in ep.range_constraints.items()}
+    gm.meta["kiln_ranges"] = {
+        str(k): (int(v.lower), int(v.upper)) for k, v in ep.range_constraints.items()
+    }
     _drop_unused_placeholders(gm, weights)
     return CapturedGraph(gm, weights, model.lm_head_weight(), model.cfg.num_layers, max_num_tokens)
 
@@ -133,6 +138,7 @@ def _fmt_val(val, symbols: dict[str, str]) -> str:
 
 def _fmt_sym(d, symbols: dict[str, str]) -> str:
     text = str(d)
+
     # Symbol names (s14, s77, u0) depend on torch internals: rename them by first appearance.
     def rename(m: re.Match) -> str:
         return symbols.setdefault(m.group(0), "T" if not symbols else f"S{len(symbols)}")

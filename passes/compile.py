@@ -21,7 +21,7 @@ from torch import fx
 from model_defs.attn_metadata import AttnMetadata
 from model_defs.decoder import DecoderForCausalLM
 from passes.base import Pass, PassContext
-from passes.capture import CapturedGraph, capture, graph_hash
+from passes.capture import CapturedGraph, capture, graph_hash, graph_inputs
 from passes.config import PassConfig
 from passes.manager import CompileTrace, PassManager
 from passes.pipeline import default_pipeline
@@ -52,15 +52,17 @@ class PassedModel:
         }
         for layer, (k, v) in enumerate(kv_caches):
             user[f"kv_caches_{layer}_0"], user[f"kv_caches_{layer}_1"] = k, v
-        args = [self.weights.get(name, user.get(name)) for name in self._inputs]
+        missing = [n for n in self.inputs if n not in self.weights and n not in user]
+        if missing:
+            raise ValueError(f"graph inputs {missing} were not given (kv_caches too short?)")
+        args = [self.weights[n] if n in self.weights else user[n] for n in self.inputs]
         (hidden,) = self.gm(*args)
         return hidden[:num_tokens]
 
     forward = __call__
 
-    @property
-    def _inputs(self) -> list[str]:
-        return [n.target for n in self.gm.graph.find_nodes(op="placeholder")]
+    def __post_init__(self) -> None:
+        self.inputs = graph_inputs(self.gm)  # placeholder names, in calling order
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden [N, H] -> logits [N, V] in fp32 (the padded vocabulary sliced off)."""
@@ -96,9 +98,13 @@ def compile_graph(
     captured = capture(model, max_num_tokens)
     trace = CompileTrace(graph_hash=graph_hash(captured.gm), capture_s=time.perf_counter() - start)
     ctx = context_for(captured, model, cfg)
-    PassManager(default_pipeline() if pipeline is None else pipeline).run(captured.gm, ctx, trace, on_pass)
+    PassManager(default_pipeline() if pipeline is None else pipeline).run(
+        captured.gm, ctx, trace, on_pass
+    )
     captured.gm.recompile()
-    passed = PassedModel(captured.gm, ctx.weights, ctx.lm_head, model.cfg.vocab_size, ctx.token_buckets)
+    passed = PassedModel(
+        captured.gm, ctx.weights, ctx.lm_head, model.cfg.vocab_size, ctx.token_buckets
+    )
     return passed, trace
 
 

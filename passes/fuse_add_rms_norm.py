@@ -13,9 +13,12 @@ from passes.pattern import Match, Var, op
 
 def _same_shape(a: fx.Node, b: fx.Node) -> bool:
     va, vb = a.meta.get("val"), b.meta.get("val")
-    return va is not None and vb is not None and [str(d) for d in va.shape] == [
-        str(d) for d in vb.shape
-    ] and va.dtype == vb.dtype
+    return (
+        va is not None
+        and vb is not None
+        and [str(d) for d in va.shape] == [str(d) for d in vb.shape]
+        and va.dtype == vb.dtype
+    )
 
 
 @dataclass(frozen=True)

@@ -42,8 +42,11 @@ class FuseAttnQuant(Fusion):
         # attention_quant returns [T, Hq * D]: only a flatten of the heads matches it.
         out = m["flatten"].meta.get("val")
         src = m["attention"].meta.get("val")
-        return out is not None and src is not None and out.dim() == 2 and str(out.shape[0]) == str(
-            src.shape[0]
+        return (
+            out is not None
+            and src is not None
+            and out.dim() == 2
+            and str(out.shape[0]) == str(src.shape[0])
         )
 
     def replace(self, graph: fx.Graph, m: Match, ctx: PassContext) -> dict:

@@ -11,9 +11,9 @@ import operator
 from collections import Counter
 
 import torch
+from torch import fx
 
 import ir.ops  # noqa: F401  (registers torch.ops.kiln.*, which patterns name)
-from torch import fx
 
 kiln = torch.ops.kiln
 aten = torch.ops.aten

@@ -12,6 +12,7 @@ import torch
 
 from model_defs.decoder import DecoderForCausalLM
 from passes.config import PassConfig
+from passes.manager import CompileTrace
 from runtime.kv_cache import allocate_kv_caches
 from runtime.model_runner import StepInputs, StepSeq, prepare_inputs
 
@@ -57,7 +58,7 @@ class NumericsRow:
 
 def check_numerics(
     model: DecoderForCausalLM, cfg: PassConfig, prompt_lens: list[int], seed: int = 0
-) -> list[NumericsRow]:
+) -> tuple[list[NumericsRow], CompileTrace]:
     from passes.compile import PassedModel, compile_graph
 
     inputs, blocks = step_inputs(model, prompt_lens, seed)
@@ -67,14 +68,16 @@ def check_numerics(
     def after_pass(record, gm, ctx):
         dev = cos = None
         if record.enabled:
-            passed = PassedModel(gm, ctx.weights, ctx.lm_head, model.cfg.vocab_size, ctx.token_buckets)
+            passed = PassedModel(
+                gm, ctx.weights, ctx.lm_head, model.cfg.vocab_size, ctx.token_buckets
+            )
             out = run_forward(passed, model, inputs, blocks).float()
             dev = (out - reference).abs().max().item()
             cos = torch.nn.functional.cosine_similarity(out, reference, dim=-1).min().item()
         rows.append(NumericsRow(record.name, record.enabled, record.rewrites, dev, cos))
 
-    compile_graph(model, cfg, on_pass=after_pass)
-    return rows
+    _, trace = compile_graph(model, cfg, on_pass=after_pass)
+    return rows, trace
 
 
 def format_rows(rows: list[NumericsRow]) -> str:

@@ -66,7 +66,7 @@ def _match(pat, value, m: Match) -> bool:
         m.nodes.append(value)
         if pat.name:
             m.bindings[pat.name] = value
-        return all(_match(p, a, m) for p, a in zip(pat.args, value.args))
+        return all(_match(p, a, m) for p, a in zip(pat.args, value.args, strict=True))
     return _same(pat, value)
 
 

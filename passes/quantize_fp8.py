@@ -76,11 +76,11 @@ class QuantizeFP8(Pass):
     def _quantize_weight(gm: fx.GraphModule, weight: fx.Node, ctx: PassContext):
         wq, scale = quantize_weight_per_channel(ctx.weights[weight.target])  # [N, K], [N]
         names = (f"{weight.target}_fp8", f"{weight.target}_scale")
-        for name, tensor in zip(names, (wq, scale)):
+        for name, tensor in zip(names, (wq, scale), strict=True):
             ctx.weights[name] = tensor
         placeholders = add_placeholder(gm, names[0]), add_placeholder(gm, names[1])
         mode = fake_mode_of(gm)
-        for node, tensor in zip(placeholders, (wq, scale)):
+        for node, tensor in zip(placeholders, (wq, scale), strict=True):
             node.meta["val"] = mode.from_tensor(tensor, static_shapes=True)
         return placeholders
 

@@ -39,6 +39,11 @@ def _shape(row: dict[str, Any]) -> tuple[int, int, int]:
     return row["batch_size"], row["input_len"], row["output_len"]
 
 
+def _is_kiln(row: dict[str, Any]) -> bool:
+    """Kiln's own rows ("kiln", "kiln-serve"); every other engine is a baseline."""
+    return row["engine"].startswith("kiln")
+
+
 def runtime_section(entries: Entries) -> str:
     intro = (
         "Throughput and latency from `kiln bench`, with the baseline engine measured in the same "
@@ -77,10 +82,10 @@ def _latest_charts(rec: BenchRecord) -> str:
 
 
 def _results_table(rec: BenchRecord) -> str:
-    baseline = {_shape(r): r["tok_s"] for r in rec.results if r["engine"] != "kiln"}
+    baseline = {_shape(r): r["tok_s"] for r in rec.results if not _is_kiln(r)}
     rows = []
     for r in rec.results:
-        base = baseline.get(_shape(r)) if r["engine"] == "kiln" else None
+        base = baseline.get(_shape(r)) if _is_kiln(r) else None
         ratio = f"{r['tok_s'] / base:.2f}\u00d7" if base else "\u2013"
         rows.append(
             [

@@ -16,17 +16,21 @@ largest first, so the smaller graphs reuse the largest one's intermediate memory
 graph ever runs at a time). Prefill and mixed batches run eagerly.
 
 Capture needs an attention op that never reads tensors on the host. The IR reference of
-`kiln.attention` loops over sequences with `int(tensor)` (a device sync, illegal during
-capture), so graphs run only with a capturable implementation: a forward already lowered to
-the Triton/Helion kernel, or the eager module with `kiln.attention` routed to the Triton kernel
-(`lowering/kernels/attention.py`) while warming up and capturing. Without one, the runner stays
-eager and logs why, once.
+`kiln.attention` (and of the fused `attention_quant`) loops over sequences with `int(tensor)`,
+a device sync that is illegal during capture, so graphs run only with a capturable
+implementation. With attention_provider="triton" (or "helion") the forward's own attention is
+trusted to be one (an artifact lowered to the kernel, or the eager module after
+`ir.registry.bind_device_impls` bound the Triton kernel to CUDA). With "reference", warm-up and
+capture run under a dispatch mode that routes those ops to the Triton kernel
+(`lowering/kernels/attention.py`); that is also harmless when the kernel is already bound.
+Without the kernel, the runner stays eager and logs why, once.
 """
 
 from __future__ import annotations
 
 import bisect
 import contextlib
+import inspect
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -114,17 +118,15 @@ class StaticDecodeInputs:
         self.block_tables[:n, : a.block_tables.shape[1]].copy_(a.block_tables)
 
 
-class _RouteAttention(TorchDispatchMode):
-    """Sends `kiln.attention` to `impl` (same signature) and every other op through unchanged."""
+class _RouteOps(TorchDispatchMode):
+    """Sends each op in `routes` to its replacement (same signature); all others run unchanged."""
 
-    def __init__(self, impl: Callable):
+    def __init__(self, routes: dict[object, Callable]):
         super().__init__()
-        self.impl = impl
+        self.routes = routes
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func is torch.ops.kiln.attention.default:
-            return self.impl(*args, **(kwargs or {}))
-        return func(*args, **(kwargs or {}))
+        return self.routes.get(func, func)(*args, **(kwargs or {}))
 
 
 def _triton_attention() -> tuple[Callable | None, str | None]:
@@ -134,6 +136,26 @@ def _triton_attention() -> tuple[Callable | None, str | None]:
     except ImportError as e:
         return None, f"the Triton attention kernel (lowering/kernels/attention.py) is unavailable: {e}"  # fmt: skip
     return attention, None
+
+
+def capturable_routes() -> dict[object, Callable]:
+    """Capturable stand-ins for the IR ops whose references sync with the host: `attention`
+    (the Triton kernel) and the fused `attention_quant` (its spec, quant_fp8 of attention,
+    with the Triton kernel inside). Call only when `_triton_attention()` found the kernel."""
+    from ir.registry import get_op
+
+    attention, why = _triton_attention()
+    assert attention is not None, why
+    quant = get_op("quant_fp8").reference
+    signature = inspect.signature(get_op("attention_quant").reference)
+
+    def attention_quant(*args, **kwargs):
+        bound = signature.bind(*args, **kwargs).arguments
+        group_size = bound.pop("group_size")
+        return quant(attention(**bound).flatten(1), group_size)
+
+    kiln = torch.ops.kiln
+    return {kiln.attention.default: attention, kiln.attention_quant.default: attention_quant}
 
 
 def graphs_unavailable_reason(config: CUDAGraphConfig, device: torch.device,
@@ -222,8 +244,7 @@ class CUDAGraphRunner:
         if self.attention_provider != "reference":
             yield  # the forward's own attention is capturable
             return
-        impl, _ = _triton_attention()
-        with _RouteAttention(impl):
+        with _RouteOps(capturable_routes()):
             yield
 
     def bucket_for(self, batch: Sequence[StepSeq]) -> int | None:

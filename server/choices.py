@@ -49,6 +49,7 @@ class TokenText:
     def __init__(self, tokenizer) -> None:
         self.tokenizer = tokenizer
         self._cache: dict[int, str] = {}
+        self._special: dict[int, bool] = {}
 
     def __call__(self, token_id: int) -> str:
         text = self._cache.get(token_id)
@@ -56,6 +57,15 @@ class TokenText:
             text = self.tokenizer.decode([token_id])
             self._cache[token_id] = text
         return text
+
+    def is_special(self, token_id: int) -> bool:
+        """A control token (BOS, EOS, ...): it vanishes when special tokens are skipped."""
+        special = self._special.get(token_id)
+        if special is None:
+            skipped = self.tokenizer.decode([token_id], skip_special_tokens=True)
+            special = skipped == "" and self(token_id) != ""
+            self._special[token_id] = special
+        return special
 
 
 def completion_logprobs(

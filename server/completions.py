@@ -104,8 +104,7 @@ def _echo_text(state: ServerState, prompt: Prompt) -> str:
 
 def _visible(state: ServerState, ids: list[int]) -> list[int]:
     """Prompt ids minus special tokens (BOS), so echoed logprobs line up with echoed text."""
-    special = set(getattr(state.tokenizer, "all_special_ids", ()) or ())
-    return [t for t in ids if t not in special]
+    return [t for t in ids if not state.token_text.is_special(t)]
 
 
 def _response(state: ServerState, req: CompletionRequest, rid: str, choices: list[Choice]) -> dict:

@@ -147,7 +147,7 @@ class EngineLoop:
         try:
             await done
         except BaseException:
-            self.abort(group)
+            self.abort(group, counted=False)  # refused (400) or cancelled before it started
             raise
         return group
 
@@ -168,13 +168,15 @@ class EngineLoop:
                 headers={"Retry-After": str(self.retry_after_s)},
             )
 
-    def abort(self, group: RequestGroup) -> None:
+    def abort(self, group: RequestGroup, counted: bool = True) -> None:
         """Drop the group's unfinished requests; the engine frees their KV blocks."""
         ids = [rid for rid in group.ids if self._owner.get(rid) is group]
         for rid in ids:
             self._forget(rid)
         if ids:
             self._send(("abort", ids))
+            if counted:
+                self.metrics.finished.inc("abort", by=len(ids))
 
     def abort_all(self) -> None:
         groups = {id(g): g for g in self._owner.values()}.values()

@@ -53,7 +53,7 @@ async def dashboard(request: web.Request) -> web.Response:
         from perf_dashboard.store import DashboardStore
     except ImportError:
         return web.Response(text=_placeholder(request), content_type="text/html")
-    page = await asyncio.to_thread(lambda: render_html(DashboardStore()))
+    page = await asyncio.to_thread(lambda: render_html(DashboardStore(), show_path=False))
     return web.Response(text=page, content_type="text/html")
 
 

@@ -87,11 +87,15 @@ def _check_numerics(args, cfg) -> int:
     try:
         lens = [int(n) for n in args.prompt_lens.split(",")]
     except ValueError:
-        raise KilnError(f"--prompt-lens {args.prompt_lens!r} must be comma-separated ints") from None
+        raise KilnError(
+            f"--prompt-lens {args.prompt_lens!r} must be comma-separated ints"
+        ) from None
     if not lens or min(lens) < 1:
         raise KilnError(f"--prompt-lens {args.prompt_lens!r} needs positive lengths")
     model = load_model(resolve_model_path(args.check_numerics), torch.float32, "cpu")
-    rows = check_numerics(model, cfg, lens)
+    rows, trace = check_numerics(model, cfg, lens)
     print(f"model {args.check_numerics}: {sum(lens)} tokens in {len(lens)} sequences, fp32 CPU")
     print(format_rows(rows))
+    for missed in trace.missed:
+        print(f"missed fusion: {missed}")
     return 0

@@ -102,6 +102,11 @@ def load_config(kernel: str, target: str) -> dict:
     return json.loads(path.read_text())
 
 
+def variant_config(config: dict, variant: str) -> dict:
+    """A config file may hold one config per variant (their loops or best warps differ)."""
+    return config[variant] if variant in config else config
+
+
 def runtime_config(kernel: str, device_type: str) -> dict:
     """Config for an eager call on this host: its own target's, or h100's on the CPU."""
     if device_type != "cuda":

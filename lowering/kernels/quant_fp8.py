@@ -12,7 +12,13 @@ import torch
 
 from ir.ops.quant import FP8_MAX, MIN_SCALE
 from ir.registry import register_impl
-from lowering.kernels.base import KernelSpec, needs_fp8, register_kernel, runtime_config
+from lowering.kernels.base import (
+    KernelSpec,
+    needs_fp8,
+    register_kernel,
+    runtime_config,
+    variant_config,
+)
 from lowering.kernels.helion_util import helion_plain_source, run_helion
 
 helion: Any = None  # bound to the helion modules on first use (see helion_util.import_helion)
@@ -57,7 +63,8 @@ def group_width(k: int, group_size: int) -> int:
 def quant_fp8(x: torch.Tensor, group_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     k = x.shape[-1]
     g = group_width(k, group_size)
-    config = runtime_config(NAME, x.device.type)
+    variant = "per_token" if group_size == 0 else "group128"
+    config = variant_config(runtime_config(NAME, x.device.type), variant)
     xq, scale = run_helion(quant_fp8_kernel, config, x.reshape(-1, k), g)
     return xq.reshape(x.shape), scale.reshape(*x.shape[:-1], k // g)
 

@@ -11,7 +11,13 @@ from typing import Any
 import torch
 
 from ir.registry import register_impl
-from lowering.kernels.base import KernelSpec, needs_fp8, register_kernel, runtime_config
+from lowering.kernels.base import (
+    KernelSpec,
+    needs_fp8,
+    register_kernel,
+    runtime_config,
+    variant_config,
+)
 from lowering.kernels.helion_util import helion_plain_source, run_helion
 from lowering.kernels.quant_fp8 import group_width
 
@@ -52,7 +58,8 @@ def rms_norm_quant(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     k = x.shape[-1]
     g = group_width(k, group_size)
-    config = runtime_config(NAME, x.device.type)
+    variant = "per_token" if group_size == 0 else "group128"
+    config = variant_config(runtime_config(NAME, x.device.type), variant)
     xq, scale = run_helion(rms_norm_quant_kernel, config, x.reshape(-1, k), weight, eps, g)
     return xq.reshape(x.shape), scale.reshape(*x.shape[:-1], k // g)
 

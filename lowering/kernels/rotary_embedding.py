@@ -14,7 +14,13 @@ import torch
 
 from ir.registry import register_impl
 from kiln.errors import KilnError
-from lowering.kernels.base import KernelSpec, needs_cuda, register_kernel, runtime_config
+from lowering.kernels.base import (
+    KernelSpec,
+    needs_cuda,
+    register_kernel,
+    runtime_config,
+    variant_config,
+)
 from lowering.kernels.helion_util import helion_plain_source, run_helion
 
 helion: Any = None  # bound to the helion modules on first use (see helion_util.import_helion)
@@ -109,7 +115,7 @@ def rotary_embedding(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     check_shapes(q.shape[-1], cos_sin_cache.shape[-1], is_neox)
     variant = "neox" if is_neox else "gptj"
-    config = runtime_config(NAME, q.device.type)[variant]
+    config = variant_config(runtime_config(NAME, q.device.type), variant)
     args = (positions, q.contiguous(), k.contiguous(), cos_sin_cache)
     return run_helion(KERNELS[variant], config, *args)
 
@@ -127,7 +133,7 @@ KERNELS = {"neox": rotary_neox_kernel, "gptj": rotary_gptj_kernel}
 
 def plain_source(config: dict, args: tuple, variant: str):
     """Pinned configs hold one entry per variant: their loops (block ids) differ."""
-    return helion_plain_source(KERNELS[variant], config[variant], args)
+    return helion_plain_source(KERNELS[variant], config, args)
 
 
 register_kernel(

@@ -11,7 +11,13 @@ from typing import Any
 import torch
 
 from ir.registry import register_impl
-from lowering.kernels.base import KernelSpec, needs_fp8, register_kernel, runtime_config
+from lowering.kernels.base import (
+    KernelSpec,
+    needs_fp8,
+    register_kernel,
+    runtime_config,
+    variant_config,
+)
 from lowering.kernels.helion_util import helion_plain_source, run_helion
 from lowering.kernels.quant_fp8 import group_width
 
@@ -46,7 +52,8 @@ def silu_and_mul_quant_kernel(x: torch.Tensor, group: int) -> tuple[torch.Tensor
 def silu_and_mul_quant(x: torch.Tensor, group_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     d = x.shape[-1] // 2
     g = group_width(d, group_size)
-    config = runtime_config(NAME, x.device.type)
+    variant = "per_token" if group_size == 0 else "group128"
+    config = variant_config(runtime_config(NAME, x.device.type), variant)
     xq, scale = run_helion(silu_and_mul_quant_kernel, config, x.reshape(-1, 2 * d), g)
     return xq.reshape(*x.shape[:-1], d), scale.reshape(*x.shape[:-1], d // g)
 

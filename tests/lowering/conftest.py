@@ -32,3 +32,19 @@ def rand():
         return (torch.randn(*shape, generator=gen) + 0.1).to(dtype)
 
     return make
+
+
+def close_quant(actual: tuple, expected: tuple) -> None:
+    """fp8 (xq, scale, ...) against the reference: scales to ~1e-2, dequantized values to one
+    e4m3 step (3 mantissa bits: 1/8 relative), other outputs by `close`."""
+    from ir.ops.quant import dequant_fp8
+
+    (xq, scale, *rest), (ref_xq, ref_scale, *ref_rest) = actual, expected
+    assert xq.dtype == ref_xq.dtype == torch.float8_e4m3fn and xq.shape == ref_xq.shape
+    assert scale.shape == ref_scale.shape and scale.dtype == torch.float32
+    torch.testing.assert_close(scale, ref_scale, rtol=1e-2, atol=1e-12)
+    got, want = dequant_fp8(xq, scale), dequant_fp8(ref_xq, ref_scale)
+    step = ref_scale.amax().item()  # values near zero round on an absolute grid
+    torch.testing.assert_close(got, want, rtol=0.13, atol=step)
+    for a, e in zip(rest, ref_rest, strict=True):
+        close(a, e)

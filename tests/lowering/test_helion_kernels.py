@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ir.registry import get_op
-from tests.lowering.conftest import close
+from tests.lowering.conftest import close, close_quant
 
 TOKENS = (1, 7, 33)
 DTYPES = (torch.float32, torch.bfloat16)
@@ -82,3 +82,34 @@ def test_rotary_rejects_unsupported_rot_dim(rand):
     q = rand(3, 2, 64)
     with pytest.raises(KilnError, match="rot_dim"):
         impl("rotary_embedding")(torch.zeros(3, dtype=torch.long), q, q, rand(8, 24), True)
+
+
+@pytest.mark.parametrize("tokens", TOKENS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("group_size", [0, 16])
+def test_quant_kernels(tokens, dtype, group_size, rand):
+    x, r, w = (
+        rand(tokens, 64, dtype=dtype) * 3,
+        rand(tokens, 64, dtype=dtype),
+        rand(64, dtype=dtype),
+    )
+    cases = {
+        "quant_fp8": (x, group_size),
+        "rms_norm_quant": (x, w, 1e-6, group_size),
+        "fused_add_rms_norm_quant": (x, r, w, 1e-6, group_size),
+        "silu_and_mul_quant": (rand(tokens, 128, dtype=dtype), group_size),
+    }
+    for op, args in cases.items():
+        close_quant(impl(op)(*args), ref(op)(*args))
+
+
+def test_quant_kernels_spell_the_ir_constants():
+    from ir.ops.quant import FP8_MAX, MIN_SCALE
+    from lowering.kernels.quant_fp8 import KERNEL_CONSTANTS
+
+    assert KERNEL_CONSTANTS == {"FP8_MAX": FP8_MAX, "MIN_SCALE": MIN_SCALE}
+
+
+def test_quant_rejects_a_bad_group_size(rand):
+    with pytest.raises(ValueError, match="group_size=24"):
+        impl("quant_fp8")(rand(3, 64), 24)

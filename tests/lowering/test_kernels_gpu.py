@@ -7,7 +7,7 @@ import torch
 
 from ir.registry import get_op
 from lowering.kernels.attention_inputs import paged_inputs
-from tests.lowering.conftest import close
+from tests.lowering.conftest import close, close_quant
 
 pytestmark = pytest.mark.gpu
 TOKENS = (1, 7, 33, 512)
@@ -69,3 +69,22 @@ def test_attention(dtype, sliding_window, heads):
     mine, theirs = copy.deepcopy(args), copy.deepcopy(args)
     close(impl("attention")(*mine), get_op("attention").reference(*theirs))
     assert torch.equal(mine[3], theirs[3]) and torch.equal(mine[4], theirs[4])
+
+
+@pytest.mark.parametrize("tokens", TOKENS)
+@pytest.mark.parametrize("group_size", [0, 128])
+def test_quant(tokens, group_size):
+    dtype = torch.bfloat16
+    x, r, w = (
+        rand(tokens, 4096, dtype=dtype) * 3,
+        rand(tokens, 4096, dtype=dtype),
+        rand(4096, dtype=dtype),
+    )
+    cases = {
+        "quant_fp8": (x, group_size),
+        "rms_norm_quant": (x, w, 1e-5, group_size),
+        "fused_add_rms_norm_quant": (x, r, w, 1e-5, group_size),
+        "silu_and_mul_quant": (rand(tokens, 2 * 1408, dtype=dtype), group_size),
+    }
+    for op, args in cases.items():
+        close_quant(impl(op)(*args), get_op(op).reference(*args))

@@ -15,7 +15,7 @@ import torch
 
 from ir.registry import get_op
 from lowering.kernels.attention_inputs import paged_inputs
-from lowering.kernels.base import get_kernel, load_config
+from lowering.kernels.base import get_kernel, load_config, variant_config
 from tests.lowering.conftest import close
 
 WORKER = Path(__file__).with_name("triton_interpret_worker.py")
@@ -30,7 +30,9 @@ def _cases() -> dict[str, tuple[str, str, str, tuple]]:
     """name -> (kernel, variant, IR op, args); small shapes keep the interpreter quick.
 
     Helion cases are fp32: the interpreter (numpy) mishandles bf16 casts inside kernels
-    (NaNs from a correct kernel); bf16 Helion numerics are covered by the gpu tests.
+    (NaNs from a correct kernel); bf16 Helion numerics are covered by the gpu tests. The fp8
+    kernels are left out: the interpreter's fp32 -> e4m3 cast rounds ties up and flushes
+    subnormals (100.0 -> 104, 0.0019 -> 0; torch and the GPU give 96 and 0.00195).
     """
     pos = torch.tensor([3, 0, 9, 1, 7, 2, 5])
     attn = dict(num_heads=4, num_kv_heads=2, head_size=24, block_size=4)
@@ -52,7 +54,9 @@ def _cases() -> dict[str, tuple[str, str, str, tuple]]:
 
 
 def _ref_args(name: str, args: tuple) -> tuple:
-    return (*args, name == "rope_neox") if name.startswith("rope") else args
+    if name.startswith("rope"):
+        return (*args, name == "rope_neox")
+    return args
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +66,8 @@ def interpreted(tmp_path_factory):
     jobs = []
     for name, (kernel, variant, _, args) in _cases().items():
         spec = get_kernel(kernel)
-        plain = spec.plain_source(load_config(kernel, "h100"), args, variant)
+        config = variant_config(load_config(kernel, "h100"), variant)
+        plain = spec.plain_source(config, args, variant)
         path = folder / f"{name}.py"
         path.write_text(plain.source)
         jobs.append((name, str(path), plain.entry, copy.deepcopy(args)))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from hf_models import make_checkpoint
+
 from model_defs.loader import load_model
 
 

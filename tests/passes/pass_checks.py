@@ -38,7 +38,7 @@ def assert_same_numerics(a, b, model, atol=1e-5, rtol=1e-5, batches=BATCHES):
         hb, kvb = run_with_caches(b, model, lens, seed)
         assert ha.shape == (sum(lens), model.cfg.hidden_size)
         torch.testing.assert_close(ha, hb, atol=atol, rtol=rtol)
-        for (ka, va), (kb, vb) in zip(kva, kvb):
+        for (ka, va), (kb, vb) in zip(kva, kvb, strict=True):
             torch.testing.assert_close(ka, kb, atol=atol, rtol=rtol)
             torch.testing.assert_close(va, vb, atol=atol, rtol=rtol)
 

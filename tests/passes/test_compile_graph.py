@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from pass_checks import counts, min_cosine, passed
 
 from model_defs.loader import load_model
 from model_defs.registry import resolve_model_path
-from pass_checks import counts, min_cosine, passed
 from passes.compile import compile_graph
 from passes.config import PassConfig
 from passes.pipeline import parse_toggles
@@ -30,13 +30,13 @@ def greedy(forward, compute_logits, model, prompts, steps: int = 32) -> list[lis
     runner = ModelRunner(forward, compute_logits, kv, BLOCK, "cpu")
     tables = [list(range(i * per_seq, (i + 1) * per_seq)) for i in range(len(prompts))]
     tokens = [list(p) for p in prompts]
-    batch = [StepSeq(p, 0, t, True) for p, t in zip(prompts, tables)]
+    batch = [StepSeq(p, 0, t, True) for p, t in zip(prompts, tables, strict=True)]
     for _ in range(steps):
         nxt = runner.execute(batch).argmax(dim=-1).tolist()
-        for seq, tok in zip(tokens, nxt):
+        for seq, tok in zip(tokens, nxt, strict=True):
             seq.append(tok)
-        batch = [StepSeq([s[-1]], len(s) - 1, t, True) for s, t in zip(tokens, tables)]
-    return [s[len(p) :] for s, p in zip(tokens, prompts)]
+        batch = [StepSeq([s[-1]], len(s) - 1, t, True) for s, t in zip(tokens, tables, strict=True)]
+    return [s[len(p) :] for s, p in zip(tokens, prompts, strict=True)]
 
 
 def _expected(model) -> dict[str, int]:

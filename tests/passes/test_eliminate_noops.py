@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pass_checks import assert_same_numerics, counts, passed
+
 from passes.base import Pass
 from passes.eliminate_noops import EliminateNoops
 from passes.graph import aten, infer_meta
@@ -21,7 +22,9 @@ class InjectNoops(Pass):
         with graph.inserting_after(embed):
             size = graph.call_function(aten.sym_size.int, (embed, 0))
         with graph.inserting_after(size):
-            reshape = graph.call_function(aten.reshape.default, (embed, [size, embed.meta["val"].shape[1]]))
+            reshape = graph.call_function(
+                aten.reshape.default, (embed, [size, embed.meta["val"].shape[1]])
+            )
         with graph.inserting_after(reshape):
             sliced = graph.call_function(aten.slice.Tensor, (reshape, 1, 0, 2**62))
         with graph.inserting_after(sliced):

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import torch
+from pass_checks import assert_same_numerics, counts, passed
 
 from model_defs.decoder import ParallelConfig
 from model_defs.loader import build_model
-from pass_checks import assert_same_numerics, counts, passed
 from passes.config import PassConfig
 from passes.fuse_add_rms_norm import FuseAddRMSNorm
 from passes.fuse_all_reduce_rms_norm import FuseAllReduceRMSNorm

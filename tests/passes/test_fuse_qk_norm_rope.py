@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pass_checks import assert_same_numerics, counts, passed
+
 from passes.fuse_qk_norm_rope import FuseQKNormRope
 
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from pass_checks import assert_same_numerics
 
 from model_defs.decoder import ParallelConfig
 from model_defs.loader import build_model, load_model
 from model_defs.registry import read_config
-from pass_checks import assert_same_numerics
 from passes.capture import USER_INPUTS, canonical_text, capture, graph_hash
 from passes.compile import PassedModel
 
@@ -30,7 +30,9 @@ def test_token_count_is_the_one_symbolic_dimension(llama):
     placeholders = {n.target: n.meta["val"] for n in gm.graph.find_nodes(op="placeholder")}
     for name in ("input_ids", "positions", "attn_slot_mapping"):
         assert isinstance(placeholders[name].shape[0], torch.SymInt)
-    dynamic = [n for n, v in placeholders.items() if any(isinstance(d, torch.SymInt) for d in v.shape)]
+    dynamic = [
+        n for n, v in placeholders.items() if any(isinstance(d, torch.SymInt) for d in v.shape)
+    ]
     assert sorted(dynamic) == ["attn_slot_mapping", "input_ids", "positions"]
     assert "range T in [1, 4096]" in canonical_text(gm)
 
@@ -57,7 +59,7 @@ def test_hash_is_the_same_in_another_process(qwen3_path):
     code = (
         "import sys; from model_defs.loader import load_model; from passes.capture import "
         "capture, graph_hash; print(graph_hash(capture(load_model(__import__('pathlib')"
-        f".Path(sys.argv[1]))).gm))"
+        ".Path(sys.argv[1]))).gm))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code, str(qwen3_path)],

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from hf_models import make_checkpoint
-from model_defs.loader import load_model
 from pass_checks import assert_same_numerics, counts, passed, run_with_caches
+
+from model_defs.loader import load_model
 from passes.config import PassConfig
 from passes.pad_for_kernels import PadForKernels
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from pass_checks import passed
 
 from kiln.errors import KilnError
-from pass_checks import passed
 from passes.capture import capture
 from passes.compile import compile_graph, context_for
 from passes.config import PassConfig

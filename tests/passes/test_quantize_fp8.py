@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import torch
+from pass_checks import counts, min_cosine, passed, run_with_caches
 
 from ir.ops.quant import FP8_DTYPE
-from pass_checks import counts, min_cosine, passed, run_with_caches
 from passes.config import PassConfig
 from passes.quantize_fp8 import QuantizeFP8
 
@@ -30,11 +30,15 @@ def test_every_linear_becomes_scaled_mm(llama):
 
 def test_group_scales_and_per_token_fallback(llama):
     after, _ = passed(llama, [QuantizeFP8()], PassConfig(quantization="fp8", fp8_group_size=32))
-    groups = [n.args[1] for n in after.gm.graph.nodes if n.target is torch.ops.kiln.quant_fp8.default]
+    groups = [
+        n.args[1] for n in after.gm.graph.nodes if n.target is torch.ops.kiln.quant_fp8.default
+    ]
     # hidden (64) and q_size (64) split into groups of 32; intermediate 160 is 5 groups too.
     assert set(groups) == {32}
     after, _ = passed(llama, [QuantizeFP8()], PassConfig(quantization="fp8", fp8_group_size=128))
-    groups = [n.args[1] for n in after.gm.graph.nodes if n.target is torch.ops.kiln.quant_fp8.default]
+    groups = [
+        n.args[1] for n in after.gm.graph.nodes if n.target is torch.ops.kiln.quant_fp8.default
+    ]
     assert set(groups) == {0}  # no width is a multiple of 128: per-token scales instead
     hidden, _ = run_with_caches(after, llama, [3])
     assert torch.isfinite(hidden).all()

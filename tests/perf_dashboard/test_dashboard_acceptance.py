@@ -1,19 +1,19 @@
-"""End to end: real `kiln compile` (cold, then warm) and a bench record show on the dashboard.
+"""End to end: real `kiln compile` (cold, then warm) and `kiln bench` show on the dashboard.
 
-Needs the `compile` verb (built separately); skipped until it exists.
+Needs the `compile` and `bench` verbs (built separately); skipped until they exist.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 
 import pytest
-from dashboard_samples import make_bench
 
-from perf_dashboard import DashboardStore, record_import, render_html
+from perf_dashboard import DashboardStore, render_html
 
 pytestmark = pytest.mark.slow
 
@@ -23,10 +23,14 @@ def _kiln(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
 
 
+def _missing(*verbs: str) -> bool:
+    return any(importlib.util.find_spec(f"kiln.commands.{v}") is None for v in verbs)
+
+
 @pytest.mark.skipif(
-    importlib.util.find_spec("kiln.commands.compile") is None, reason="`kiln compile` not built yet"
+    _missing("compile", "bench"), reason="`kiln compile`/`kiln bench` not built yet"
 )
-def test_cold_and_warm_compile_and_bench_show_on_dashboard(tmp_path, rng):
+def test_cold_and_warm_compile_and_bench_show_on_dashboard(tmp_path):
     db = tmp_path / "dash.sqlite"
     env = {**os.environ, "KILN_CACHE_DIR": str(tmp_path / "cache"), "KILN_DASHBOARD_DB": str(db)}
     outputs = []
@@ -38,9 +42,9 @@ def test_cold_and_warm_compile_and_bench_show_on_dashboard(tmp_path, rng):
         outputs.append(done.stdout)
         if len(outputs) > 1 and done.stdout.startswith("cache hit"):
             break
-    bench_file = tmp_path / "bench.json"
-    bench_file.write_text(make_bench(rng, created=1_790_000_000.0).to_json())
-    record_import(bench_file, db=db)
+    bench = ["bench", "throughput", "demo", "--batch-sizes", "1", "--input-len", "8"]
+    done = _kiln([*bench, "--output-len", "4", "--vs", "hf"], env)
+    assert done.returncode == 0, done.stderr[-3000:]
 
     store = DashboardStore(db)
     compiles = store.compiles()
@@ -52,4 +56,6 @@ def test_cold_and_warm_compile_and_bench_show_on_dashboard(tmp_path, rng):
     for i, rec in store.compile_entries()[:: len(compiles) - 1]:  # the first and the last
         kind = "cold" if rec.cold else "warm"
         assert all(f"#{i} {kind} demo/cpu: {phase} = " in html for phase in rec.phases)
-    assert 'data-chart="throughput-latest"' in html and 'data-chart="startup-phases"' in html
+    (bench_rec,) = store.benches()
+    assert {r["engine"] for r in bench_rec.results} == {"kiln", "hf"}
+    assert re.search(r'data-chart="throughput-latest" data-points="2"', html)

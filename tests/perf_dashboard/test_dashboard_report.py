@@ -92,6 +92,17 @@ def test_kiln_row_shows_ratio_to_baseline(store, rng):
     assert f"{kiln['tok_s'] / hf['tok_s']:.2f}\u00d7" in render_html(store)
 
 
+def test_kiln_serve_rows_are_not_a_baseline(store, rng):
+    shape = {"batch_size": 8, "input_len": 64, "output_len": 16}
+    rows = [
+        {"engine": "kiln-serve", **shape, "tok_s": 300.0},
+        {"engine": "hf", **shape, "tok_s": 120.0},
+    ]
+    store.add_bench(BenchRecord(bench="serve_load", model="m", card="cpu", results=rows))
+    html = render_html(store)
+    assert "2.50\u00d7" in html and "0.40\u00d7" not in html
+
+
 @pytest.mark.parametrize(
     ("top", "expected"), [(7.3, [0, 2, 4, 6, 8]), (0.42, [0, 0.1, 0.2, 0.3, 0.4, 0.5]), (0, None)]
 )

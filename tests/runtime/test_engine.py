@@ -44,8 +44,14 @@ def test_batched_equals_alone(alone, prefix_caching):
 
 @pytest.mark.parametrize("prefix_caching", [True, False])
 def test_preemption_keeps_results(alone, prefix_caching):
-    llm = LLM("demo", enable_prefix_caching=prefix_caching, max_model_len=128,
-              kv_cache_memory=10 * DEMO_BLOCK_BYTES, max_num_batched_tokens=64, max_num_seqs=16)
+    llm = LLM(
+        "demo",
+        enable_prefix_caching=prefix_caching,
+        max_model_len=128,
+        kv_cache_memory=10 * DEMO_BLOCK_BYTES,
+        max_num_batched_tokens=64,
+        max_num_seqs=16,
+    )
     got = [c.token_ids for c in llm.generate(prompts16(), GREEDY)]
     assert llm.engine.stats()["num_preemptions"] > 0
     assert got == alone
@@ -55,12 +61,14 @@ def test_preemption_keeps_results(alone, prefix_caching):
 
 def test_seeded_sampling_reproducible_across_runs_and_batches():
     llm = LLM("demo")
-    p = SamplingParams(max_tokens=20, temperature=1.0, top_p=0.9, top_k=50, seed=1234,
-                       ignore_eos=True)
+    p = SamplingParams(
+        max_tokens=20, temperature=1.0, top_p=0.9, top_k=50, seed=1234, ignore_eos=True
+    )
     first = llm.generate(["the seed"], p)[0].token_ids
     again = llm.generate(["the seed"], p)[0].token_ids
-    others = [SamplingParams(max_tokens=20, temperature=1.0, seed=s, ignore_eos=True)
-              for s in range(4)]
+    others = [
+        SamplingParams(max_tokens=20, temperature=1.0, seed=s, ignore_eos=True) for s in range(4)
+    ]
     mixed = llm.generate(["x y z", "the seed", "a", "bb"], [others[0], p, others[1], others[2]])
     assert first == again == mixed[1].token_ids
     unseeded = llm.generate(["the seed"] * 2, SamplingParams(max_tokens=20, ignore_eos=True))
@@ -69,17 +77,23 @@ def test_seeded_sampling_reproducible_across_runs_and_batches():
 
 def test_stop_string_spanning_tokens_is_cut():
     llm = LLM("demo")
-    full = llm.generate(["stop test"], SamplingParams(max_tokens=24, temperature=0, ignore_eos=True))[0]
+    full = llm.generate(
+        ["stop test"], SamplingParams(max_tokens=24, temperature=0, ignore_eos=True)
+    )[0]
     text = full.text
     # Choose a stop string that starts inside one token and ends inside a later one.
     tok = llm.engine.tokenizer
     pieces = [tok.decode(full.token_ids[:i]) for i in range(len(full.token_ids) + 1)]
     boundaries = [len(p) for p in pieces if text.startswith(p) and "\ufffd" not in p]
-    start = next(b - 1 for a, b in zip(boundaries, boundaries[1:])
-                 if b > a and b >= 1 and b + 2 <= len(text) and text.find(text[b - 1:b + 2]) == b - 1)
-    stop = text[start:start + 3]
-    cut = llm.generate(["stop test"], SamplingParams(max_tokens=24, temperature=0, stop=(stop,),
-                                                       ignore_eos=True))[0]
+    start = next(
+        b - 1
+        for a, b in zip(boundaries, boundaries[1:])
+        if b > a and b >= 1 and b + 2 <= len(text) and text.find(text[b - 1 : b + 2]) == b - 1
+    )
+    stop = text[start : start + 3]
+    cut = llm.generate(
+        ["stop test"], SamplingParams(max_tokens=24, temperature=0, stop=(stop,), ignore_eos=True)
+    )[0]
     assert cut.finish_reason == "stop"
     assert cut.text == text[:start]
     assert stop not in cut.text
@@ -93,8 +107,9 @@ def test_length_finish_and_eos_handling():
 
 def test_logprobs_reported_per_token():
     llm = LLM("demo")
-    out = llm.generate(["abc"], SamplingParams(max_tokens=4, temperature=0, logprobs=3,
-                                                ignore_eos=True))[0]
+    out = llm.generate(
+        ["abc"], SamplingParams(max_tokens=4, temperature=0, logprobs=3, ignore_eos=True)
+    )[0]
     assert len(out.logprobs) == 4
     for tok, lp in zip(out.token_ids, out.logprobs):
         assert lp.token_id == tok and lp.logprob <= 0

@@ -5,11 +5,21 @@ from transformers import AutoTokenizer
 from model_defs.demo import ensure_demo_checkpoint
 from runtime.tokenizer import FastTokenizer
 
-TEXTS = ["héllo ✓", "", "  spaces  and\nnewlines\t", "emoji 🧪🔥 and 中文字符", "the cat sat on the mat"]
+TEXTS = [
+    "héllo ✓",
+    "",
+    "  spaces  and\nnewlines\t",
+    "emoji 🧪🔥 and 中文字符",
+    "the cat sat on the mat",
+]
 CHATS = [
     [{"role": "user", "content": "hi"}],
-    [{"role": "system", "content": "be brief"}, {"role": "user", "content": "héllo ✓"},
-     {"role": "assistant", "content": "ok"}, {"role": "user", "content": "again"}],
+    [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "héllo ✓"},
+        {"role": "assistant", "content": "ok"},
+        {"role": "user", "content": "again"},
+    ],
 ]
 
 
@@ -26,5 +36,6 @@ def test_fast_tokenizer_matches_transformers():
             assert fast.decode(ids) == ref.decode(ids)
     for chat in CHATS:
         for gen in (True, False):
-            assert fast.apply_chat_template(chat, tokenize=False, add_generation_prompt=gen) == \
-                ref.apply_chat_template(chat, tokenize=False, add_generation_prompt=gen)
+            assert fast.apply_chat_template(
+                chat, tokenize=False, add_generation_prompt=gen
+            ) == ref.apply_chat_template(chat, tokenize=False, add_generation_prompt=gen)

@@ -18,8 +18,16 @@ MAX_QUEUE = 400
 @pytest.fixture(scope="session")
 def served():
     """A running `kiln serve` with auth on; yields the process (`.url`)."""
-    proc = ServeProcess("--api-key", API_KEY, "--max-body-mb", str(MAX_BODY_MB),
-                        "--max-queue", str(MAX_QUEUE), "--max-model-len", "1024").start()
+    proc = ServeProcess(
+        "--api-key",
+        API_KEY,
+        "--max-body-mb",
+        str(MAX_BODY_MB),
+        "--max-queue",
+        str(MAX_QUEUE),
+        "--max-model-len",
+        "1024",
+    ).start()
     yield proc
     proc.stop()
 
@@ -28,8 +36,7 @@ def served():
 def client(served):
     import openai
 
-    return openai.OpenAI(base_url=served.url + "/v1", api_key=API_KEY, max_retries=0,
-                         timeout=120)
+    return openai.OpenAI(base_url=served.url + "/v1", api_key=API_KEY, max_retries=0, timeout=120)
 
 
 @pytest.fixture(scope="session")

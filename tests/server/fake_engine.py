@@ -19,7 +19,7 @@ class FakeTokenizer:
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
         return [ord(c) % 256 for c in text]
 
-    def decode(self, ids: list[int]) -> str:
+    def decode(self, ids: list[int], skip_special_tokens: bool = False) -> str:
         return "".join(chr(i) for i in ids)
 
     def apply_chat_template(self, messages, add_generation_prompt=True, tokenize=False) -> str:
@@ -30,8 +30,12 @@ class FakeEngine:
     model_name = "fake"
     max_model_len = 64
 
-    def __init__(self, fail_step_at: int | None = None, reject_prompt: str | None = None,
-                 step_delay: float = 0.0):
+    def __init__(
+        self,
+        fail_step_at: int | None = None,
+        reject_prompt: str | None = None,
+        step_delay: float = 0.0,
+    ):
         self.step_delay = step_delay
         self.tokenizer = FakeTokenizer()
         self.fail_step_at = fail_step_at
@@ -67,9 +71,17 @@ class FakeEngine:
         if done:
             del self.requests[rid]
         lps = [TokenLogprob(tok, -0.5, ((tok, -0.5),))] if p.logprobs is not None else None
-        return RequestOutput(rid, req["prompt"], [tok], chr(tok), list(req["out"]),
-                             self.tokenizer.decode(req["out"]), done,
-                             "length" if done else None, lps)
+        return RequestOutput(
+            rid,
+            req["prompt"],
+            [tok],
+            chr(tok),
+            list(req["out"]),
+            self.tokenizer.decode(req["out"]),
+            done,
+            "length" if done else None,
+            lps,
+        )
 
     def abort(self, request_id: str) -> None:
         self.threads.add(threading.get_ident())
@@ -80,6 +92,13 @@ class FakeEngine:
         return bool(self.requests)
 
     def stats(self) -> dict:
-        return {"num_running": len(self.requests), "num_waiting": 0, "kv_usage": 0.0,
-                "kv_blocks_used": 0, "kv_blocks_total": 16, "prefix_cache_hit_rate": 0.0,
-                "compile_seconds": 0.0, "load_seconds": 0.0}
+        return {
+            "num_running": len(self.requests),
+            "num_waiting": 0,
+            "kv_usage": 0.0,
+            "kv_blocks_used": 0,
+            "kv_blocks_total": 16,
+            "prefix_cache_hit_rate": 0.0,
+            "compile_seconds": 0.0,
+            "load_seconds": 0.0,
+        }

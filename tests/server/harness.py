@@ -38,10 +38,18 @@ class ServeProcess:
     def start(self) -> ServeProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "kiln", "serve", *self.args],
-            cwd=ROOT, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            cwd=ROOT,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
-        threading.Thread(target=self._pump, args=(self.proc.stdout, self.stdout), daemon=True).start()
-        threading.Thread(target=self._pump, args=(self.proc.stderr, self.stderr), daemon=True).start()
+        threading.Thread(
+            target=self._pump, args=(self.proc.stdout, self.stdout), daemon=True
+        ).start()
+        threading.Thread(
+            target=self._pump, args=(self.proc.stderr, self.stderr), daemon=True
+        ).start()
         deadline = time.monotonic() + READY_TIMEOUT_S
         while not self._ready.wait(0.1):
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -77,15 +85,21 @@ class ServeProcess:
                 self.kill()
 
 
-def request(url: str, method: str, path: str, body: bytes | dict | None = None,
-            headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+def request(
+    url: str,
+    method: str,
+    path: str,
+    body: bytes | dict | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, str], bytes]:
     """One plain HTTP request (for what the openai client cannot send: bad JSON, odd verbs)."""
     parts = urlsplit(url)
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
     data = json.dumps(body).encode() if isinstance(body, dict) else body
     try:
-        conn.request(method, path, body=data, headers={"Content-Type": "application/json",
-                                                       **(headers or {})})
+        conn.request(
+            method, path, body=data, headers={"Content-Type": "application/json", **(headers or {})}
+        )
         resp = conn.getresponse()
         return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
     finally:

@@ -17,15 +17,23 @@ STREAMS = 200
 IDLE_KEYS = ("kiln_num_requests_running", "kiln_num_requests_waiting", "kiln_kv_cache_blocks_used")
 
 
-async def open_and_drop(session: aiohttp.ClientSession, url: str, seed: int,
-                        events_before_drop: int) -> int:
+async def open_and_drop(
+    session: aiohttp.ClientSession, url: str, seed: int, events_before_drop: int
+) -> int:
     """Start a long stream, read a few token events, then close the connection."""
     rng = random.Random(seed)
-    body = {"model": "demo", "prompt": [rng.randrange(5, 500) for _ in range(rng.randint(4, 40))],
-            "max_tokens": 400, "ignore_eos": True, "temperature": 1.0, "seed": seed,
-            "stream": True}
-    resp = await session.post(url + "/v1/completions", json=body,
-                              headers={"Authorization": f"Bearer {API_KEY}"})
+    body = {
+        "model": "demo",
+        "prompt": [rng.randrange(5, 500) for _ in range(rng.randint(4, 40))],
+        "max_tokens": 400,
+        "ignore_eos": True,
+        "temperature": 1.0,
+        "seed": seed,
+        "stream": True,
+    }
+    resp = await session.post(
+        url + "/v1/completions", json=body, headers={"Authorization": f"Bearer {API_KEY}"}
+    )
     assert resp.status == 200, await resp.text()
     seen = 0
     async for line in resp.content:
@@ -41,8 +49,9 @@ async def open_and_drop(session: aiohttp.ClientSession, url: str, seed: int,
 async def drop_many(url: str) -> list[int]:
     connector = aiohttp.TCPConnector(limit=0, force_close=True)
     async with aiohttp.ClientSession(connector=connector) as session:
-        return await asyncio.gather(*(open_and_drop(session, url, 1000 + i, 1 + i % 3)
-                                      for i in range(STREAMS)))
+        return await asyncio.gather(
+            *(open_and_drop(session, url, 1000 + i, 1 + i % 3) for i in range(STREAMS))
+        )
 
 
 def test_dropped_streams_free_sequences_and_kv_blocks(served):
@@ -56,5 +65,9 @@ def test_dropped_streams_free_sequences_and_kv_blocks(served):
     # none of them ran to its 400 tokens: all were aborted
     finished = 'kiln_request_finished_total{finish_reason="length"}'
     assert after.get(finished, 0) - before.get(finished, 0) == 0
-    assert after["kiln_generation_tokens_total"] - before["kiln_generation_tokens_total"] < \
-        STREAMS * 400 / 4
+    aborted = 'kiln_request_finished_total{finish_reason="abort"}'
+    assert after[aborted] - before.get(aborted, 0) == STREAMS
+    assert (
+        after["kiln_generation_tokens_total"] - before["kiln_generation_tokens_total"]
+        < STREAMS * 400 / 4
+    )

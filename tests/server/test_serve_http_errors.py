@@ -28,8 +28,9 @@ def test_invalid_json_is_400(served, auth):
 
 def test_missing_or_wrong_key_is_401(served):
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": API_KEY}):
-        status, _, body = request(served.url, "POST", "/v1/completions",
-                                  {"prompt": "hi", "max_tokens": 1}, headers)
+        status, _, body = request(
+            served.url, "POST", "/v1/completions", {"prompt": "hi", "max_tokens": 1}, headers
+        )
         assert status == 401 and error_of(body)["type"] == "authentication_error"
     bad = openai.OpenAI(base_url=served.url + "/v1", api_key="nope", max_retries=0)
     with pytest.raises(openai.AuthenticationError):

@@ -14,9 +14,26 @@ pytestmark = pytest.mark.timeout(300)
 
 def test_load_test_small_run_has_no_errors(served, tmp_path, capsys):
     out = tmp_path / "load.json"
-    code = load_test.main(["--url", served.url, "--api-key", API_KEY, "--clients", "8",
-                           "--requests", "3", "--max-tokens", "6", "--time-limit", "120",
-                           "--seed", "7", "--json", str(out)])
+    code = load_test.main(
+        [
+            "--url",
+            served.url,
+            "--api-key",
+            API_KEY,
+            "--clients",
+            "8",
+            "--requests",
+            "3",
+            "--max-tokens",
+            "6",
+            "--time-limit",
+            "120",
+            "--seed",
+            "7",
+            "--json",
+            str(out),
+        ]
+    )
     printed = capsys.readouterr().out
     assert code == 0, printed
     record = json.loads(out.read_text())

@@ -18,17 +18,24 @@ MAX_QUEUE = 4
 
 @pytest.fixture(scope="module")
 def small_server():
-    proc = ServeProcess("--max-queue", str(MAX_QUEUE), "--shutdown-timeout",
-                        str(SHUTDOWN_TIMEOUT_S)).start()
+    proc = ServeProcess(
+        "--max-queue", str(MAX_QUEUE), "--shutdown-timeout", str(SHUTDOWN_TIMEOUT_S)
+    ).start()
     yield proc
     proc.kill()
 
 
-async def stream(session, url: str, max_tokens: int, started: asyncio.Event | None,
-                 seed: int) -> tuple[str | None, int]:
+async def stream(
+    session, url: str, max_tokens: int, started: asyncio.Event | None, seed: int
+) -> tuple[str | None, int]:
     """Stream a completion; returns (final finish_reason or None if cut, token events)."""
-    body = {"prompt": [seed % 400 + 5, 17, 42], "max_tokens": max_tokens, "ignore_eos": True,
-            "stream": True, "seed": seed}
+    body = {
+        "prompt": [seed % 400 + 5, 17, 42],
+        "max_tokens": max_tokens,
+        "ignore_eos": True,
+        "stream": True,
+        "seed": seed,
+    }
     finish, events = None, 0
     try:
         async with session.post(url + "/v1/completions", json=body) as resp:
@@ -51,16 +58,25 @@ async def load_then_sigterm(proc: ServeProcess) -> dict:
         starts = [asyncio.Event() for _ in range(MAX_QUEUE)]
         # two short requests that can finish inside the grace period, two that cannot
         lengths = [12, 12, 1900, 1900]
-        tasks = [asyncio.create_task(stream(session, url, n, ev, i))
-                 for i, (n, ev) in enumerate(zip(lengths, starts, strict=True))]
+        tasks = [
+            asyncio.create_task(stream(session, url, n, ev, i))
+            for i, (n, ev) in enumerate(zip(lengths, starts, strict=True))
+        ]
         await asyncio.wait_for(asyncio.gather(*(ev.wait() for ev in starts)), 120)
         status, headers, body = await asyncio.to_thread(
-            request, url, "POST", "/v1/completions", {"prompt": "x", "max_tokens": 2})
+            request, url, "POST", "/v1/completions", {"prompt": "x", "max_tokens": 2}
+        )
         t0 = time.monotonic()
         code = await asyncio.to_thread(proc.terminate, SHUTDOWN_TIMEOUT_S + 30)
         results = await asyncio.gather(*tasks)
-    return {"status": status, "headers": headers, "body": json.loads(body), "code": code,
-            "elapsed": time.monotonic() - t0, "results": results}
+    return {
+        "status": status,
+        "headers": headers,
+        "body": json.loads(body),
+        "code": code,
+        "elapsed": time.monotonic() - t0,
+        "results": results,
+    }
 
 
 def test_full_queue_503_then_sigterm_drains_and_exits_zero(small_server):

@@ -40,8 +40,12 @@ def test_body_types_and_ranges():
 
 
 def test_sampling_params_and_seeds():
-    p = sampling_params(Body({"temperature": 0.5, "seed": 11, "stop": "END", "top_k": -1}),
-                        max_tokens=None, logprobs=2, default_max_tokens=16)
+    p = sampling_params(
+        Body({"temperature": 0.5, "seed": 11, "stop": "END", "top_k": -1}),
+        max_tokens=None,
+        logprobs=2,
+        default_max_tokens=16,
+    )
     assert (p.max_tokens, p.temperature, p.stop, p.top_k, p.logprobs) == (16, 0.5, ("END",), 0, 2)
     assert [q.seed for q in seeded(p, 3)] == [11, 12, 13]
     with pytest.raises(APIError) as err:  # SamplingParams' own check, with its field as param
@@ -50,9 +54,15 @@ def test_sampling_params_and_seeds():
 
 
 def test_messages():
-    msgs = parse_messages([{"role": "user", "content": [{"type": "text", "text": "a"},
-                                                        {"type": "text", "text": "b"}]},
-                           {"role": "assistant", "content": None}])
+    msgs = parse_messages(
+        [
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}],
+            },
+            {"role": "assistant", "content": None},
+        ]
+    )
     assert msgs == [{"role": "user", "content": "ab"}, {"role": "assistant", "content": ""}]
     for bad in ([], [{"role": "wizard", "content": "x"}], [{"role": "user", "content": 3}]):
         with pytest.raises(APIError):

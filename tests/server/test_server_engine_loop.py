@@ -29,8 +29,9 @@ def test_engine_calls_all_happen_on_one_engine_thread():
     engine = FakeEngine()
 
     async def body(client):
-        resp = await client.post("/v1/completions", json={"prompt": "hey", "max_tokens": 5,
-                                                          "n": 3, "seed": 4})
+        resp = await client.post(
+            "/v1/completions", json={"prompt": "hey", "max_tokens": 5, "n": 3, "seed": 4}
+        )
         return resp.status, await resp.json()
 
     status, data = asyncio.run(with_client(engine, body))
@@ -58,8 +59,10 @@ def test_step_failure_mid_stream_is_reported_in_band():
     engine = FakeEngine(fail_step_at=3)
 
     async def body(client):
-        resp = await client.post("/v1/chat/completions", json={
-            "messages": [{"role": "user", "content": "q"}], "max_tokens": 8, "stream": True})
+        resp = await client.post(
+            "/v1/chat/completions",
+            json={"messages": [{"role": "user", "content": "q"}], "max_tokens": 8, "stream": True},
+        )
         return resp.status, (await resp.read()).decode()
 
     status, text = asyncio.run(with_client(engine, body))
@@ -119,8 +122,9 @@ def test_served_model_names_replace_the_engine_name():
     async def body(client):
         models = await (await client.get("/v1/models")).json()
         old = await client.post("/v1/completions", json={"model": "fake", "prompt": "x"})
-        new = await client.post("/v1/completions", json={"model": "b", "prompt": "x",
-                                                         "max_tokens": 1})
+        new = await client.post(
+            "/v1/completions", json={"model": "b", "prompt": "x", "max_tokens": 1}
+        )
         return [m["id"] for m in models["data"]], old.status, new.status
 
     config = ServerConfig(served_model_names=("a", "b"))
