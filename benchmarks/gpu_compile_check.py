@@ -19,6 +19,7 @@ def main() -> None:
     ap.add_argument("model")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--quantization", default=None)
+    ap.add_argument("--phase", default="compile", choices=["compile", "check"])
     args = ap.parse_args()
     from compile_cache import configure_tool_caches
 
@@ -27,12 +28,17 @@ def main() -> None:
     from runtime.engine import Engine
     from runtime.model_runner import StepSeq
 
-    opts = CompileOptions(model=args.model, target="auto", quantization=args.quantization)
-    t0 = time.perf_counter()
-    result = compile_model(opts, progress=print)
-    res = {"card": torch.cuda.get_device_name(), "cold_compile_s": time.perf_counter() - t0,
-           "built": result.built, "compile_phases": result.artifact.manifest.get("compile_phases"),
-           "kernels": result.artifact.manifest.get("kernels")}
+    res = {"card": torch.cuda.get_device_name(), "phase": args.phase}
+    if args.phase == "compile":  # separate process: loading beside a live compile crashed
+        opts = CompileOptions(model=args.model, target="auto", quantization=args.quantization)
+        t0 = time.perf_counter()
+        result = compile_model(opts, progress=print)
+        res.update(cold_compile_s=time.perf_counter() - t0, built=result.built,
+                   compile_phases=result.artifact.manifest.get("compile_phases"),
+                   kernels=result.artifact.manifest.get("kernels"))
+        print(json.dumps(res), flush=True)
+        args.out.write_text(json.dumps(res, indent=2))
+        return
     kw = dict(gpu_memory_utilization=0.4, max_model_len=2048, quantization=args.quantization)
     ref = Engine.from_args(args.model, compile="never", **kw)
     prompt = list(range(1000, 1100))
