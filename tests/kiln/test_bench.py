@@ -71,6 +71,18 @@ def test_startup_reports_phases_that_add_up(db, tmp_path, capsys):
     assert [r.bench for r in stored] == ["startup"] and stored[0].startup == startup
 
 
+def test_generate_writes_the_startup_report(tmp_path, monkeypatch, capsys):
+    report = tmp_path / "report.json"
+    monkeypatch.setenv("KILN_STARTUP_REPORT", str(report))
+    assert main(["generate", "demo", "--prompt", "hi", "--max-tokens", "1", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["token_ids"]) == 1
+    data = json.loads(report.read_text())
+    assert {"imports", "tokenizer", "weights", "kv_alloc"} <= set(data["phases"])
+    assert all(v >= 0 for v in data["phases"].values()) and data["phases"]["imports"] > 0
+    marks = [data[k] for k in ("t_process_start", "t_load_start", "t_ready", "t_first_token")]
+    assert marks == sorted(marks) and marks[-1] - marks[0] < 600
+
+
 def test_record_imports_a_file_and_rejects_a_malformed_one(db, tmp_path, capsys):
     good = tmp_path / "good.json"
     row = {"engine": "kiln", "batch_size": 4, "input_len": 16, "output_len": 8, "tok_s": 123.5}
