@@ -64,10 +64,13 @@ class ModelRunner:
                  block_size: int, device: torch.device | str):
         self.forward, self.compute_logits = forward, compute_logits
         self.kv_caches, self.block_size, self.device = kv_caches, block_size, torch.device(device)
+        self.graphs = None  # a CUDAGraphRunner replays decode batches when set (GPU)
 
     @torch.inference_mode()
     def execute(self, batch: Sequence[StepSeq]) -> torch.Tensor:
         """Logits [N, V] (fp32) for the sequences with needs_logits, in batch order."""
         inp = prepare_inputs(batch, self.block_size, self.device)
+        if self.graphs is not None:
+            return self.graphs.execute(batch, inp)
         hidden = self.forward(inp.input_ids, inp.positions, inp.attn, self.kv_caches)
         return self.compute_logits(hidden.index_select(0, inp.logits_indices))

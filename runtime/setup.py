@@ -99,6 +99,14 @@ def load(config: EngineConfig, forward_factory: Callable | None = None) -> Loade
         kv = allocate_kv_caches(cfg, num_blocks, config.block_size, dtype, device)
     logits = getattr(forward, "compute_logits", model.compute_logits)
     runner = ModelRunner(forward, logits, kv, config.block_size, device)
+    if device.type == "cuda" and not config.enforce_eager:
+        from runtime.cuda_graphs import CUDAGraphConfig, CUDAGraphRunner
+
+        gcfg = CUDAGraphConfig(config.max_num_seqs, -(-max_len // config.block_size))
+        runner.graphs = CUDAGraphRunner(forward, logits, kv, gcfg, device,
+                                        attention_provider="triton")
+        with _timed(phases, "graph_capture"):
+            runner.graphs.capture()
     sched = SchedulerConfig(
         max_num_seqs=config.max_num_seqs,
         max_num_batched_tokens=config.max_num_batched_tokens,
