@@ -51,7 +51,7 @@ class OpDef:
 
     name: str
     reference: Callable
-    op: object  # torch.ops.kiln.<name> (a CustomOpDef)
+    op: object  # the torch.library.Library holding the op's definition and kernels
     mutates: tuple[str, ...]
     doc: str
     impls: list[Impl] = field(default_factory=list)
@@ -87,14 +87,18 @@ def ir_op(
     def wrap(reference: Callable) -> OpDef:
         if name in _OPS:
             raise ValueError(f"IR op {name!r} is defined twice")
-        custom = torch.library.custom_op(f"{NAMESPACE}::{name}", mutates_args=mutates_args)(
-            reference
-        )
-        custom.register_fake(fake or reference)
+        # Defined through torch.library.Library rather than torch.library.custom_op: the latter
+        # wraps every kernel in a dynamo-disable that imports torch._dynamo (over a second) on
+        # the first call, which a warm start would pay inside its first token.
+        schema = torch.library.infer_schema(reference, mutates_args=mutates_args)
+        lib = _library()
+        lib.define(f"{name}{schema}")
+        lib.impl(name, reference, "CompositeExplicitAutograd")
+        torch.library.register_fake(f"{NAMESPACE}::{name}", fake or reference, lib=lib)
         opdef = OpDef(
             name=name,
             reference=reference,
-            op=custom,
+            op=lib,
             mutates=tuple(mutates_args),
             doc=(inspect.getdoc(reference) or "").split("\n")[0],
         )
@@ -105,6 +109,16 @@ def ir_op(
         return opdef
 
     return wrap
+
+
+_LIB: list[torch.library.Library] = []
+_BOUND: dict[tuple[str, str], str] = {}  # (op, dispatch key) -> provider bound by bind_device_impls
+
+
+def _library() -> torch.library.Library:
+    if not _LIB:
+        _LIB.append(torch.library.Library(NAMESPACE, "DEF"))
+    return _LIB[0]
 
 
 def register_impl(
@@ -172,8 +186,11 @@ def bind_device_impls(target: TargetLike, providers: tuple[str, ...] = ("triton"
     Returns {op: provider} for what was bound.
     """
     bound = {}
+    key = "CUDA" if target.device_type == "cuda" else "CPU"
     for choice in dispatch_table(target):
         if choice.chosen.provider in providers:
-            get_op(choice.op).op.register_kernel(target.device_type)(choice.chosen.fn)
-            bound[choice.op] = choice.chosen.provider
+            if (choice.op, key) not in _BOUND:  # a dispatch key takes one kernel per library
+                get_op(choice.op).op.impl(choice.op, choice.chosen.fn, key)
+                _BOUND[(choice.op, key)] = choice.chosen.provider
+            bound[choice.op] = _BOUND[(choice.op, key)]
     return bound

@@ -82,10 +82,25 @@ def load_artifact_forward(artifact, model, phases: dict) -> ArtifactForward:
                            man.get("token_buckets", []))
 
 
-def _load_package(path: Path, device: torch.device):
-    from torch._inductor import aoti_load_package
+class _BoxedPackage:
+    """The AOTInductor C++ loader called directly: `torch._inductor.aoti_load_package` would
+    import Inductor and Dynamo (over a second) only to flatten arguments we pass flat."""
 
-    return aoti_load_package(str(path))
+    def __init__(self, loader):
+        self.loader = loader
+
+    def __call__(self, *args):
+        return self.loader.boxed_run(list(args))  # boxed_run consumes its list
+
+
+def _load_package(path: Path, device: torch.device):
+    index = device.index if device.type == "cuda" and device.index is not None else -1
+    loader_cls = getattr(getattr(torch._C, "_aoti", None), "AOTIModelPackageLoader", None)
+    if loader_cls is None:  # a torch without the C++ package loader binding
+        from torch._inductor import aoti_load_package
+
+        return aoti_load_package(str(path))
+    return _BoxedPackage(loader_cls(str(path), "model", False, 1, index))
 
 
 def manifest_summary(man: dict) -> str:

@@ -215,6 +215,9 @@ def startup_table(phases: dict[str, float], total: float, runs: int) -> str:
 
     rows = [[name, s, f"{100 * s / total:.0f}%"] for name, s in phases.items()]
     rows.append([f"total (median of {runs})", total, "100%"])
+    # What a user waits for: the process start to the first token (exit excluded).
+    to_first = total - phases.get("exit", 0.0)
+    rows.append(["start -> first token", to_first, f"{100 * to_first / total:.0f}%"])
     return format_table(["phase", "median s", "share"], rows)
 
 
