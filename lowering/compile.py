@@ -74,6 +74,7 @@ def compile_model(options: CompileOptions, store=None, progress=print) -> Compil
     path = resolve_model_path(options.model)
     lkey, lfactors = lookup_key(options, path, target)
     phases: dict[str, float] = {}
+    _explain_miss(store, lkey, lfactors, progress)
     t0 = time.perf_counter()
     art, built = store.get_or_build(lkey, lfactors, lambda d: _build(d, options, path, target,
                                                                      phases, progress))
@@ -88,6 +89,19 @@ def compile_model(options: CompileOptions, store=None, progress=print) -> Compil
         "created": time.time(),
     }
     return CompileResult(art, built, art.key, record)
+
+
+def _explain_miss(store, key: str, factors: dict, progress) -> None:
+    """On a miss, name the factors that separate this compile from the closest cached one."""
+    if key in store.keys():
+        return
+    closest = store.closest(factors)
+    if closest is None:
+        progress("[kiln compile] cache miss (the cache is empty)")
+        return
+    other, diffs = closest
+    paths = ", ".join(path for path, _, _ in diffs[:6]) or "nothing (a partial entry)"
+    progress(f"[kiln compile] cache miss; closest entry {other[:12]} differs in: {paths}")
 
 
 def _timed(phases: dict, name: str, progress):

@@ -24,6 +24,7 @@ class ArtifactForward:
                  lm_head: torch.Tensor, vocab_size: int, token_buckets: list[int]):
         self.package, self.inputs, self.weights = package, inputs, weights
         self.lm_head, self.vocab_size, self.token_buckets = lm_head, vocab_size, token_buckets
+        self.key: str | None = None  # the artifact's cache key, for logs
 
     def __call__(self, input_ids, positions, attn: AttnMetadata, kv_caches) -> torch.Tensor:
         n = input_ids.shape[0]
@@ -78,8 +79,10 @@ def load_artifact_forward(artifact, model, phases: dict) -> ArtifactForward:
     t0 = time.perf_counter()
     package = _load_package(Path(artifact.path) / man["package"], model.embed_tokens.device)
     phases["kernels"] = time.perf_counter() - t0
-    return ArtifactForward(package, man["inputs"], weights, lm_head, man["vocab_size"],
-                           man.get("token_buckets", []))
+    forward = ArtifactForward(package, man["inputs"], weights, lm_head, man["vocab_size"],
+                              man.get("token_buckets", []))
+    forward.key = artifact.key
+    return forward
 
 
 class _BoxedPackage:

@@ -38,6 +38,12 @@ class LoadedModel:
     dtype: torch.dtype
     phases: dict[str, float] = field(default_factory=dict)
     compile_seconds: float = 0.0
+    artifact_key: str | None = None  # the compiled artifact running, None = eager
+
+    def describe(self) -> str:
+        if self.artifact_key:
+            return f"running compiled artifact {self.artifact_key[:12]} from the cache"
+        return "running the eager reference (no compiled artifact; `kiln compile` builds one)"
 
     @property
     def load_seconds(self) -> float:
@@ -125,7 +131,7 @@ def load(config: EngineConfig, forward_factory: Callable | None = None) -> Loade
         path=path, cfg=cfg, tokenizer=tokenizer, runner=runner, scheduler_config=sched,
         max_model_len=max_len, eos_token_ids=_eos_ids(path, cfg, tokenizer),
         vocab_size=cfg.vocab_size, device=device, dtype=dtype, phases=phases,
-        compile_seconds=phases.get("compile", 0.0),
+        compile_seconds=phases.get("compile", 0.0), artifact_key=getattr(forward, "key", None),
     )
 
 

@@ -27,6 +27,10 @@ def add_engine_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--enforce-eager", action="store_true", help="GPU: no CUDA graphs")
     p.add_argument("--target", default="auto")
     p.add_argument("--quantization", default=None, choices=["fp8"])
+    p.add_argument("--compile", default="cached", choices=["cached", "on_miss", "never"],
+                   help="cached: run the compiled artifact if the cache has it; on_miss: "
+                        "compile it first; never: the eager reference")
+    p.add_argument("--artifact", default=None, help="run this artifact folder")
     p.add_argument("--passes", default=None,
                    help="run the captured graph with these pass toggles: 'all', 'none', '-name,+name'")
 
@@ -39,6 +43,7 @@ def engine_kwargs(args: argparse.Namespace) -> dict:
         gpu_memory_utilization=args.gpu_memory_utilization,
         enable_prefix_caching=not args.no_prefix_caching, enforce_eager=args.enforce_eager,
         target=args.target, quantization=args.quantization, passes=args.passes,
+        compile=args.compile, artifact=args.artifact,
     )
 
 
@@ -102,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
     )
     t_load_start = time.time()
     llm = LLM(args.model, **engine_kwargs(args))
+    print(f"kiln generate: {llm.engine.loaded.describe()}", file=sys.stderr, flush=True)
     t_ready = time.time()
     completions = llm.generate(prompts, params)
     t_done = time.time()

@@ -53,6 +53,7 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     add_engine_arguments(p)
+    p.set_defaults(compile="on_miss")  # serve compiles on a cache miss, loads on a hit
     p.set_defaults(run=run)
 
 
@@ -89,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     names = ", ".join(config.served_model_names or (engine.model_name,))
 
     def ready(url: str) -> None:
-        logging.getLogger("kiln.server").info("serving %s", names)
+        logging.getLogger("kiln.server").info("serving %s; %s", names, engine.loaded.describe())
         print(f"kiln serve: listening on {url}", flush=True)
 
     asyncio.run(serve(app, args.host, args.port, on_ready=ready))
