@@ -79,9 +79,14 @@ def test_warm_load_path_imports_no_compiler(cpu_compile):
 def test_serve_loads_the_cached_artifact(cpu_compile):
     from tests.server.harness import ServeProcess  # noqa: PLC0415
 
+    import time
+
     server = ServeProcess("--compile", "on_miss").start()
     try:
-        assert any("running compiled artifact" in line for line in server.stderr + server.stdout)
+        deadline = time.monotonic() + 20  # stderr is pumped by its own thread
+        while not any("running compiled artifact" in x for x in server.stderr + server.stdout):
+            assert time.monotonic() < deadline, server.stderr_text()[-2000:]
+            time.sleep(0.1)
     finally:
         server.stop()
 
