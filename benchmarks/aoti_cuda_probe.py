@@ -24,8 +24,11 @@ def build(case: str, path: str) -> None:
             cache.add_(1.0)  # an input mutated in place, like the KV cache
             return x + cache.sum()
 
-    args = (torch.randn(5, 64, device="cuda"), torch.randn(64, device="cuda"),
-            torch.zeros(4, device="cuda"))
+    args = (
+        torch.randn(5, 64, device="cuda"),
+        torch.randn(64, device="cuda"),
+        torch.zeros(4, device="cuda"),
+    )
     ep = torch.export.export(M(), args, strict=False)
     torch._inductor.aoti_compile_and_package(ep, package_path=path)
 
@@ -34,8 +37,11 @@ def load(path: str) -> None:
     import ir.ops  # noqa: F401
 
     runner = torch._inductor.aoti_load_package(path)
-    out = runner(torch.randn(5, 64, device="cuda"), torch.randn(64, device="cuda"),
-                 torch.zeros(4, device="cuda"))
+    out = runner(
+        torch.randn(5, 64, device="cuda"),
+        torch.randn(64, device="cuda"),
+        torch.zeros(4, device="cuda"),
+    )
     print("ran", out[0].shape if isinstance(out, (list, tuple)) else out.shape)
 
 
@@ -43,10 +49,23 @@ if __name__ == "__main__":
     if CASE is None:
         for case in ("plain", "rms", "mutate"):
             p = f"/tmp/probe_{case}.pt2"
-            b = subprocess.run([sys.executable, __file__, "build", case, p], capture_output=True, text=True)
-            r = subprocess.run([sys.executable, __file__, "load", case, p], capture_output=True, text=True)
-            print(case, "build rc", b.returncode, "load rc", r.returncode, r.stdout.strip(),
-                  (b.stderr + r.stderr).strip().splitlines()[-1:] if (b.returncode or r.returncode) else "")
+            b = subprocess.run(
+                [sys.executable, __file__, "build", case, p], capture_output=True, text=True
+            )
+            r = subprocess.run(
+                [sys.executable, __file__, "load", case, p], capture_output=True, text=True
+            )
+            print(
+                case,
+                "build rc",
+                b.returncode,
+                "load rc",
+                r.returncode,
+                r.stdout.strip(),
+                (b.stderr + r.stderr).strip().splitlines()[-1:]
+                if (b.returncode or r.returncode)
+                else "",
+            )
     elif CASE == "build":
         build(sys.argv[2], sys.argv[3])
     else:

@@ -33,9 +33,12 @@ def main() -> None:
         opts = CompileOptions(model=args.model, target="auto", quantization=args.quantization)
         t0 = time.perf_counter()
         result = compile_model(opts, progress=print)
-        res.update(cold_compile_s=time.perf_counter() - t0, built=result.built,
-                   compile_phases=result.artifact.manifest.get("compile_phases"),
-                   kernels=result.artifact.manifest.get("kernels"))
+        res.update(
+            cold_compile_s=time.perf_counter() - t0,
+            built=result.built,
+            compile_phases=result.artifact.manifest.get("compile_phases"),
+            kernels=result.artifact.manifest.get("kernels"),
+        )
         print(json.dumps(res), flush=True)
         args.out.write_text(json.dumps(res, indent=2))
         return

@@ -16,11 +16,23 @@ from pathlib import Path
 import torch
 
 SHAPES = {
-    "llama3-8b": dict(hidden_size=4096, num_hidden_layers=32, num_attention_heads=32,
-                      num_key_value_heads=8, intermediate_size=14336, vocab_size=128256),
-    "llama3.2-1b": dict(hidden_size=2048, num_hidden_layers=16, num_attention_heads=32,
-                        num_key_value_heads=8, intermediate_size=8192, vocab_size=128256,
-                        tie_word_embeddings=True),
+    "llama3-8b": dict(
+        hidden_size=4096,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        intermediate_size=14336,
+        vocab_size=128256,
+    ),
+    "llama3.2-1b": dict(
+        hidden_size=2048,
+        num_hidden_layers=16,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        intermediate_size=8192,
+        vocab_size=128256,
+        tie_word_embeddings=True,
+    ),
 }
 
 
@@ -29,8 +41,14 @@ def make_checkpoint(shape: str, folder: Path):
 
     from model_defs.demo import ensure_demo_checkpoint
 
-    cfg = tf.LlamaConfig(**SHAPES[shape], max_position_embeddings=8192, rms_norm_eps=1e-5,
-                         rope_theta=500000.0, bos_token_id=507, eos_token_id=508)
+    cfg = tf.LlamaConfig(
+        **SHAPES[shape],
+        max_position_embeddings=8192,
+        rms_norm_eps=1e-5,
+        rope_theta=500000.0,
+        bos_token_id=507,
+        eos_token_id=508,
+    )
     with torch.device("cuda"):
         model = tf.LlamaForCausalLM(cfg).to(torch.bfloat16)
     model.save_pretrained(folder)
@@ -61,9 +79,14 @@ def bench_engine(eng, batch: int, in_len: int, out_len: int) -> dict:
             first = first or time.perf_counter() - t0
         total = time.perf_counter() - t0
     decode = sorted(step_times[1:]) or [0.0]
-    return {"engine": "kiln", "batch": batch, "tok_s": batch * out_len / total, "ttft_s": first,
-            "itl_p50_ms": decode[len(decode) // 2] * 1e3,
-            "itl_p99_ms": decode[int(len(decode) * 0.99)] * 1e3}
+    return {
+        "engine": "kiln",
+        "batch": batch,
+        "tok_s": batch * out_len / total,
+        "ttft_s": first,
+        "itl_p50_ms": decode[len(decode) // 2] * 1e3,
+        "itl_p99_ms": decode[int(len(decode) * 0.99)] * 1e3,
+    }
 
 
 def bench_hf(model, batch: int, in_len: int, out_len: int) -> dict:
@@ -71,8 +94,9 @@ def bench_hf(model, batch: int, in_len: int, out_len: int) -> dict:
     for _ in range(2):
         torch.cuda.synchronize()
         t0 = time.perf_counter()
-        model.generate(ids, max_new_tokens=out_len, min_new_tokens=out_len, do_sample=False,
-                       pad_token_id=0)
+        model.generate(
+            ids, max_new_tokens=out_len, min_new_tokens=out_len, do_sample=False, pad_token_id=0
+        )
         torch.cuda.synchronize()
         total = time.perf_counter() - t0
     return {"engine": "hf", "batch": batch, "tok_s": batch * out_len / total}
@@ -128,8 +152,13 @@ def main() -> None:
     else:
         from runtime.engine import Engine
 
-        eng = Engine.from_args(str(folder), compile=args.compile, max_num_seqs=max(batches),
-                               gpu_memory_utilization=args.gpu_mem, max_model_len=2048)
+        eng = Engine.from_args(
+            str(folder),
+            compile=args.compile,
+            max_num_seqs=max(batches),
+            gpu_memory_utilization=args.gpu_mem,
+            max_model_len=2048,
+        )
         res["startup_phases"] = eng.loaded.phases
         res["rows"] = [bench_engine(eng, b, args.input_len, args.output_len) for b in batches]
     print(json.dumps(res), flush=True)

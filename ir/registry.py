@@ -102,9 +102,7 @@ def ir_op(
             mutates=tuple(mutates_args),
             doc=(inspect.getdoc(reference) or "").split("\n")[0],
         )
-        opdef.impls.append(
-            Impl("reference", reference, lambda target: None, "plain-torch spec")
-        )
+        opdef.impls.append(Impl("reference", reference, lambda target: None, "plain-torch spec"))
         _OPS[name] = opdef
         return opdef
 
@@ -178,7 +176,9 @@ def _load_builtin_ops() -> None:
     import ir.ops  # noqa: F401
 
 
-def bind_device_impls(target: TargetLike, providers: tuple[str, ...] = ("triton", "library")) -> dict:
+def bind_device_impls(
+    target: TargetLike, providers: tuple[str, ...] = ("triton", "library")
+) -> dict:
     """Make eager calls on `target`'s device run the chosen implementation of each op.
 
     Only providers in `providers` are bound (Helion kernels need Helion at run time, which the

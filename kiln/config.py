@@ -33,11 +33,18 @@ class EngineConfig:
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
-            raise KilnError(f"dtype={self.dtype!r} is not supported; choose one of {', '.join(DTYPES)}")
+            raise KilnError(
+                f"dtype={self.dtype!r} is not supported; choose one of {', '.join(DTYPES)}"
+            )
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise KilnError(f"device={self.device!r} is invalid; use auto, cpu or cuda[:N]")
-        for name in ("max_num_seqs", "max_num_batched_tokens", "block_size", "kv_cache_memory",
-                     "tensor_parallel_size"):
+        for name in (
+            "max_num_seqs",
+            "max_num_batched_tokens",
+            "block_size",
+            "kv_cache_memory",
+            "tensor_parallel_size",
+        ):
             if getattr(self, name) < 1:
                 raise KilnError(f"{name}={getattr(self, name)} must be >= 1")
         if self.max_model_len is not None and self.max_model_len < 2:

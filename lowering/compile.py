@@ -76,16 +76,24 @@ def compile_model(options: CompileOptions, store=None, progress=print) -> Compil
     phases: dict[str, float] = {}
     _explain_miss(store, lkey, lfactors, progress)
     t0 = time.perf_counter()
-    art, built = store.get_or_build(lkey, lfactors, lambda d: _build(d, options, path, target,
-                                                                     phases, progress))
+    art, built = store.get_or_build(
+        lkey, lfactors, lambda d: _build(d, options, path, target, phases, progress)
+    )
     total = time.perf_counter() - t0
     if not built:
         phases = {"cache_lookup": total}
     man = art.manifest
     record = {
-        "model": options.model, "target": target.name, "key": art.key, "cold": built,
-        "phases": phases, "passes": man.get("passes", []), "kernels": man.get("kernels", {}),
-        "artifact_bytes": art.size, "versions": lfactors["versions"], "host": socket.gethostname(),
+        "model": options.model,
+        "target": target.name,
+        "key": art.key,
+        "cold": built,
+        "phases": phases,
+        "passes": man.get("passes", []),
+        "kernels": man.get("kernels", {}),
+        "artifact_bytes": art.size,
+        "versions": lfactors["versions"],
+        "host": socket.gethostname(),
         "created": time.time(),
     }
     return CompileResult(art, built, art.key, record)
@@ -134,8 +142,11 @@ def _build(staging: Path, options: CompileOptions, path: Path, target, phases, p
         passed, trace = compile_graph(model, pcfg, max_num_tokens=options.max_num_tokens)
     with _timed(phases, "lower", progress):
         lowered = lower(passed, model, target, staging, options)
-    graph_factors = {"graph_hash": trace.graph_hash, "pass_uuids": [p.uuid for p in trace.passes if p.enabled],
-                     "impls": lowered["impls"]}
+    graph_factors = {
+        "graph_hash": trace.graph_hash,
+        "pass_uuids": [p.uuid for p in trace.passes if p.enabled],
+        "impls": lowered["impls"],
+    }
     return {
         "format": ARTIFACT_FORMAT,
         "model": options.model,
@@ -143,9 +154,17 @@ def _build(staging: Path, options: CompileOptions, path: Path, target, phases, p
         "target": json.loads(target.to_json()),
         "dtype": str(dtype).removeprefix("torch."),
         "graph": graph_factors,
-        "passes": [{"name": p.name, "seconds": p.wall_s, "rewrites": p.rewrites,
-                    "nodes_before": p.nodes_before, "nodes_after": p.nodes_after}
-                   for p in trace.passes if p.enabled],
+        "passes": [
+            {
+                "name": p.name,
+                "seconds": p.wall_s,
+                "rewrites": p.rewrites,
+                "nodes_before": p.nodes_before,
+                "nodes_after": p.nodes_after,
+            }
+            for p in trace.passes
+            if p.enabled
+        ],
         "missed_fusions": trace.missed,
         "token_buckets": list(passed.token_buckets),
         "compile_phases": dict(phases),
@@ -173,7 +192,9 @@ def host_check(manifest: dict) -> None:
     if tgt.get("device_type") != "cuda":
         return
     if not torch.cuda.is_available():
-        raise KilnError(f"artifact targets {tgt.get('name')} ({tgt.get('arch')}), but this host has no GPU")
+        raise KilnError(
+            f"artifact targets {tgt.get('name')} ({tgt.get('arch')}), but this host has no GPU"
+        )
     major, minor = torch.cuda.get_device_capability()
     host = f"sm_{major}{minor}"
     if not str(tgt.get("arch", "")).startswith(host):

@@ -38,10 +38,10 @@ def ir_ops_in(gm) -> Counter:
 
 
 def lower(passed, model, target, staging: Path, options) -> dict:
-    from ir.registry import choose
     from safetensors.torch import save_file
 
     import lowering.kernels  # noqa: F401  (registers kernel implementations)
+    from ir.registry import choose
 
     plan, derived = weight_plan(passed, model)
     if derived:

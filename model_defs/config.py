@@ -30,8 +30,15 @@ class ModelConfig:
     eos_token_ids: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "hidden_size", "intermediate_size", "num_layers",
-                     "num_heads", "num_kv_heads", "head_dim"):
+        for name in (
+            "vocab_size",
+            "hidden_size",
+            "intermediate_size",
+            "num_layers",
+            "num_heads",
+            "num_kv_heads",
+            "head_dim",
+        ):
             if getattr(self, name) <= 0:
                 raise KilnError(f"config field {name}={getattr(self, name)} must be positive")
         if self.num_heads % self.num_kv_heads:
@@ -51,7 +58,9 @@ class ModelConfig:
         return dict(self.rope_scaling)
 
 
-def parse_hf_config(raw: dict, *, qkv_bias: bool | None = None, qk_norm: bool = False) -> ModelConfig:
+def parse_hf_config(
+    raw: dict, *, qkv_bias: bool | None = None, qk_norm: bool = False
+) -> ModelConfig:
     """Build a `ModelConfig` from a HF config dict (transformers 4.x and 5.x spellings)."""
     if raw.get("hidden_act", "silu") not in ("silu", "swish"):
         raise KilnError(f"hidden_act={raw['hidden_act']!r} is not supported; Kiln supports silu")

@@ -75,8 +75,17 @@ class Attention(nn.Module):
         q, k = kiln.rotary_embedding(positions, q, k, cos_sin, True)
         k_cache, v_cache = kv_cache
         o = kiln.attention(
-            q, k, v, k_cache, v_cache, attn.slot_mapping, attn.block_tables, attn.seq_lens,
-            attn.query_start_loc, self.scale, self.sliding_window,
+            q,
+            k,
+            v,
+            k_cache,
+            v_cache,
+            attn.slot_mapping,
+            attn.block_tables,
+            attn.seq_lens,
+            attn.query_start_loc,
+            self.scale,
+            self.sliding_window,
         )  # [T, Hq, D]
         out = self.o_proj(o.reshape(t, self.q_size))
         return kiln.all_reduce(out, self.tp_size) if self.tp_size > 1 else out
@@ -116,8 +125,9 @@ class DecoderLayer(nn.Module):
 class DecoderForCausalLM(nn.Module):
     """forward(input_ids[T], positions[T], attn, kv_caches) -> hidden[T, H]."""
 
-    def __init__(self, cfg: ModelConfig, par: ParallelConfig = ParallelConfig()):
+    def __init__(self, cfg: ModelConfig, par: ParallelConfig | None = None):
         super().__init__()
+        par = par or ParallelConfig()
         self.cfg, self.par = cfg, par
         self.embed_tokens = nn.Parameter(torch.empty(cfg.vocab_size, cfg.hidden_size))
         self.layers = nn.ModuleList(DecoderLayer(cfg, i, par) for i in range(cfg.num_layers))

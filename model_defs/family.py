@@ -18,17 +18,37 @@ WeightRule = tuple[str, str, str | None]
 
 LLAMA_WEIGHT_RULES: tuple[WeightRule, ...] = (
     (r"model\.embed_tokens\.weight", "embed_tokens", None),
-    (r"model\.layers\.(\d+)\.self_attn\.q_proj\.(weight|bias)", "layers.{0}.self_attn.qkv_proj.{1}", "q"),
-    (r"model\.layers\.(\d+)\.self_attn\.k_proj\.(weight|bias)", "layers.{0}.self_attn.qkv_proj.{1}", "k"),
-    (r"model\.layers\.(\d+)\.self_attn\.v_proj\.(weight|bias)", "layers.{0}.self_attn.qkv_proj.{1}", "v"),
-    (r"model\.layers\.(\d+)\.self_attn\.o_proj\.weight", "layers.{0}.self_attn.o_proj.weight", "row"),
+    (
+        r"model\.layers\.(\d+)\.self_attn\.q_proj\.(weight|bias)",
+        "layers.{0}.self_attn.qkv_proj.{1}",
+        "q",
+    ),
+    (
+        r"model\.layers\.(\d+)\.self_attn\.k_proj\.(weight|bias)",
+        "layers.{0}.self_attn.qkv_proj.{1}",
+        "k",
+    ),
+    (
+        r"model\.layers\.(\d+)\.self_attn\.v_proj\.(weight|bias)",
+        "layers.{0}.self_attn.qkv_proj.{1}",
+        "v",
+    ),
+    (
+        r"model\.layers\.(\d+)\.self_attn\.o_proj\.weight",
+        "layers.{0}.self_attn.o_proj.weight",
+        "row",
+    ),
     (r"model\.layers\.(\d+)\.self_attn\.q_norm\.weight", "layers.{0}.self_attn.q_norm", None),
     (r"model\.layers\.(\d+)\.self_attn\.k_norm\.weight", "layers.{0}.self_attn.k_norm", None),
     (r"model\.layers\.(\d+)\.mlp\.gate_proj\.weight", "layers.{0}.mlp.gate_up_proj.weight", "gate"),
     (r"model\.layers\.(\d+)\.mlp\.up_proj\.weight", "layers.{0}.mlp.gate_up_proj.weight", "up"),
     (r"model\.layers\.(\d+)\.mlp\.down_proj\.weight", "layers.{0}.mlp.down_proj.weight", "row"),
     (r"model\.layers\.(\d+)\.input_layernorm\.weight", "layers.{0}.input_layernorm", None),
-    (r"model\.layers\.(\d+)\.post_attention_layernorm\.weight", "layers.{0}.post_attention_layernorm", None),
+    (
+        r"model\.layers\.(\d+)\.post_attention_layernorm\.weight",
+        "layers.{0}.post_attention_layernorm",
+        None,
+    ),
     (r"model\.norm\.weight", "norm", None),
     (r"lm_head\.weight", "lm_head", None),
 )

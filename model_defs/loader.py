@@ -50,8 +50,9 @@ def load_model(
     path: Path,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str = "cpu",
-    par: ParallelConfig = ParallelConfig(),
+    par: ParallelConfig | None = None,
 ) -> DecoderForCausalLM:
+    par = par or ParallelConfig()
     family, cfg = read_config(path)
     model = build_model(cfg, dtype, device, par)
     expected = _expected_slices(model, cfg)
@@ -65,13 +66,17 @@ def load_model(
                     continue
                 name, shard = target
                 if name not in params:
-                    raise KilnError(f"{file.name}: {hf_name} maps to {name}, which this config lacks")
+                    raise KilnError(
+                        f"{file.name}: {hf_name} maps to {name}, which this config lacks"
+                    )
                 _copy_into(params[name], f.get_tensor(hf_name), shard, cfg, par, hf_name)
                 written.add((name, shard))
     missing = sorted(f"{n}[{s}]" if s else n for n, s in expected - written)
     if missing:
-        raise KilnError(f"checkpoint {path} lacks weights for: {', '.join(missing[:8])}"
-                        + (f" and {len(missing) - 8} more" if len(missing) > 8 else ""))
+        raise KilnError(
+            f"checkpoint {path} lacks weights for: {', '.join(missing[:8])}"
+            + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
+        )
     return model
 
 
@@ -79,9 +84,7 @@ def _map(family: ModelFamily, hf_name: str, cfg: ModelConfig) -> tuple[str, str 
     try:
         target = family.map_weight(hf_name)
     except KeyError:
-        raise KilnError(
-            f"unexpected weight {hf_name!r} for the {family.name} family"
-        ) from None
+        raise KilnError(f"unexpected weight {hf_name!r} for the {family.name} family") from None
     if target and target[0] == "lm_head" and cfg.tie_word_embeddings:
         return None  # tied: the embedding is the head
     return target

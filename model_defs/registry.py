@@ -11,9 +11,7 @@ from model_defs.config import ModelConfig
 from model_defs.family import ModelFamily
 
 FAMILIES: dict[str, ModelFamily] = {
-    arch: fam.FAMILY
-    for fam in (llama, mistral, qwen2, qwen3)
-    for arch in fam.FAMILY.architectures
+    arch: fam.FAMILY for fam in (llama, mistral, qwen2, qwen3) for arch in fam.FAMILY.architectures
 }
 
 

@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import fx
 
-from model_defs.attn_metadata import AttnMetadata
+from model_defs.attn_metadata import AttnMetadata, pad_to_bucket
+from model_defs.attn_metadata import graph_inputs as step_inputs
 from model_defs.decoder import DecoderForCausalLM
 from passes.base import Pass, PassContext
 from passes.capture import CapturedGraph, capture, graph_hash, graph_inputs
@@ -39,19 +40,8 @@ class PassedModel:
 
     def __call__(self, input_ids, positions, attn: AttnMetadata, kv_caches) -> torch.Tensor:
         num_tokens = input_ids.shape[0]
-        padded = next((b for b in self.token_buckets if b >= num_tokens), num_tokens)
-        if padded != num_tokens:
-            input_ids, positions, attn = _pad_tokens(input_ids, positions, attn, padded)
-        user = {
-            "input_ids": input_ids,
-            "positions": positions,
-            "attn_slot_mapping": attn.slot_mapping,
-            "attn_block_tables": attn.block_tables,
-            "attn_seq_lens": attn.seq_lens,
-            "attn_query_start_loc": attn.query_start_loc,
-        }
-        for layer, (k, v) in enumerate(kv_caches):
-            user[f"kv_caches_{layer}_0"], user[f"kv_caches_{layer}_1"] = k, v
+        input_ids, positions, attn = pad_to_bucket(input_ids, positions, attn, self.token_buckets)
+        user = step_inputs(input_ids, positions, attn, kv_caches)
         missing = [n for n in self.inputs if n not in self.weights and n not in user]
         if missing:
             raise ValueError(f"graph inputs {missing} were not given (kv_caches too short?)")
@@ -67,15 +57,6 @@ class PassedModel:
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden [N, H] -> logits [N, V] in fp32 (the padded vocabulary sliced off)."""
         return F.linear(hidden, self.lm_head)[:, : self.vocab_size].float()
-
-
-def _pad_tokens(input_ids, positions, attn: AttnMetadata, padded: int):
-    extra = padded - input_ids.shape[0]
-    # Padding tokens: id 0 at position 0, slot -1 (no KV write); no sequence owns their rows.
-    pad = input_ids.new_zeros(extra)
-    slots = torch.cat((attn.slot_mapping, attn.slot_mapping.new_full((extra,), -1)))
-    meta = AttnMetadata(slots, attn.block_tables, attn.seq_lens, attn.query_start_loc)
-    return torch.cat((input_ids, pad)), torch.cat((positions, pad.to(positions.dtype))), meta
 
 
 def context_for(captured: CapturedGraph, model: DecoderForCausalLM, cfg: PassConfig) -> PassContext:

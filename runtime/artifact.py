@@ -14,32 +14,29 @@ import torch
 import torch.nn.functional as F
 
 from kiln.errors import KilnError
-from model_defs.attn_metadata import AttnMetadata
+from model_defs.attn_metadata import AttnMetadata, graph_inputs, pad_to_bucket
 
 
 class ArtifactForward:
     """Calls an AOTInductor package with the runner's signature `(ids, pos, attn, kv)`."""
 
-    def __init__(self, package, inputs: list[str], weights: dict[str, torch.Tensor],
-                 lm_head: torch.Tensor, vocab_size: int, token_buckets: list[int]):
+    def __init__(
+        self,
+        package,
+        inputs: list[str],
+        weights: dict[str, torch.Tensor],
+        lm_head: torch.Tensor,
+        vocab_size: int,
+        token_buckets: list[int],
+    ):
         self.package, self.inputs, self.weights = package, inputs, weights
         self.lm_head, self.vocab_size, self.token_buckets = lm_head, vocab_size, token_buckets
         self.key: str | None = None  # the artifact's cache key, for logs
 
     def __call__(self, input_ids, positions, attn: AttnMetadata, kv_caches) -> torch.Tensor:
         n = input_ids.shape[0]
-        padded = next((b for b in self.token_buckets if b >= n), n)
-        if padded != n:
-            extra = padded - n
-            pad = input_ids.new_zeros(extra)
-            input_ids, positions = torch.cat((input_ids, pad)), torch.cat((positions, pad))
-            slots = torch.cat((attn.slot_mapping, attn.slot_mapping.new_full((extra,), -1)))
-            attn = AttnMetadata(slots, attn.block_tables, attn.seq_lens, attn.query_start_loc)
-        user = {"input_ids": input_ids, "positions": positions,
-                "attn_slot_mapping": attn.slot_mapping, "attn_block_tables": attn.block_tables,
-                "attn_seq_lens": attn.seq_lens, "attn_query_start_loc": attn.query_start_loc}
-        for layer, (k, v) in enumerate(kv_caches):
-            user[f"kv_caches_{layer}_0"], user[f"kv_caches_{layer}_1"] = k, v
+        input_ids, positions, attn = pad_to_bucket(input_ids, positions, attn, self.token_buckets)
+        user = graph_inputs(input_ids, positions, attn, kv_caches)
         args = [self.weights[name] if name in self.weights else user[name] for name in self.inputs]
         out = self.package(*args)
         hidden = out[0] if isinstance(out, (list, tuple)) else out
@@ -79,8 +76,9 @@ def load_artifact_forward(artifact, model, phases: dict) -> ArtifactForward:
     t0 = time.perf_counter()
     package = _load_package(Path(artifact.path) / man["package"], model.embed_tokens.device)
     phases["kernels"] = time.perf_counter() - t0
-    forward = ArtifactForward(package, man["inputs"], weights, lm_head, man["vocab_size"],
-                              man.get("token_buckets", []))
+    forward = ArtifactForward(
+        package, man["inputs"], weights, lm_head, man["vocab_size"], man.get("token_buckets", [])
+    )
     forward.key = artifact.key
     return forward
 

@@ -77,7 +77,9 @@ class Engine:
             vocab = self.loaded.vocab_size
             bad = [t for t in ids if not isinstance(t, int) or not 0 <= t < vocab]
             if bad:
-                raise KilnError(f"prompt token ids {bad[:5]} are outside the vocabulary [0, {vocab})")
+                raise KilnError(
+                    f"prompt token ids {bad[:5]} are outside the vocabulary [0, {vocab})"
+                )
         if not ids:
             raise KilnError("the prompt is empty")
         return ids
@@ -93,8 +95,11 @@ class Engine:
     def step(self) -> list[RequestOutput]:
         sched = self.scheduler.schedule()
         self.num_preemptions += len(sched.preempted)
-        outputs = [self._finish(sid, "length", aborted=True) for sid in sched.rejected
-                   if sid in self._requests]
+        outputs = [
+            self._finish(sid, "length", aborted=True)
+            for sid in sched.rejected
+            if sid in self._requests
+        ]
         if not sched.scheduled:
             return outputs
         sampled = self._run(sched)
@@ -105,8 +110,12 @@ class Engine:
 
     def _run(self, sched: SchedulerOutput) -> dict[str, tuple[int, TokenLogprob | None]]:
         batch = [
-            StepSeq(s.seq.all_token_ids[s.start : s.start + s.num_new_tokens], s.start,
-                    s.seq.block_table, s.needs_sample)
+            StepSeq(
+                s.seq.all_token_ids[s.start : s.start + s.num_new_tokens],
+                s.start,
+                s.seq.block_table,
+                s.needs_sample,
+            )
             for s in sched.scheduled
         ]
         logits = self.loaded.runner.execute(batch)
@@ -129,8 +138,9 @@ class Engine:
         update = req.detok.add([token])
         reason = self._finish_reason(req, token, update.stopped)
         if reason is not None:
-            return self._finish(sid, reason, new_tokens=[token], new_text=update.new_text,
-                                logprob=logprob)
+            return self._finish(
+                sid, reason, new_tokens=[token], new_text=update.new_text, logprob=logprob
+            )
         return self._output(req, [token], update.new_text, logprob, finished=False)
 
     def _finish_reason(self, req: _Request, token: int, stopped_by_string: bool) -> str | None:
@@ -145,8 +155,15 @@ class Engine:
             return "length"
         return None
 
-    def _finish(self, sid: str, reason: str, new_tokens=(), new_text: str = "", logprob=None,
-                aborted: bool = False) -> RequestOutput:
+    def _finish(
+        self,
+        sid: str,
+        reason: str,
+        new_tokens=(),
+        new_text: str = "",
+        logprob=None,
+        aborted: bool = False,
+    ) -> RequestOutput:
         req = self._requests.pop(sid)
         if not aborted:
             self.scheduler.finish(sid, reason)

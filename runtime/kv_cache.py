@@ -40,6 +40,9 @@ def allocate_kv_caches(
     kv_heads = max(cfg.num_kv_heads // tp_size, 1)
     shape = (num_blocks, block_size, kv_heads, cfg.head_dim)
     return [
-        (torch.zeros(shape, dtype=dtype, device=device), torch.zeros(shape, dtype=dtype, device=device))
+        (
+            torch.zeros(shape, dtype=dtype, device=device),
+            torch.zeros(shape, dtype=dtype, device=device),
+        )
         for _ in range(cfg.num_layers)
     ]

@@ -42,7 +42,12 @@ class LLM:
                 logprobs[out.request_id].extend(out.new_logprobs or [])
                 if out.finished:
                     done[out.request_id] = Completion(
-                        out.prompt_token_ids, out.token_ids, out.text, out.finish_reason,
-                        logprobs[out.request_id] if per_prompt[ids.index(out.request_id)].logprobs is not None else None,
+                        out.prompt_token_ids,
+                        out.token_ids,
+                        out.text,
+                        out.finish_reason,
+                        logprobs[out.request_id]
+                        if per_prompt[ids.index(out.request_id)].logprobs is not None
+                        else None,
                     )
         return [done[rid] for rid in ids]

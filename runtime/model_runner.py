@@ -60,8 +60,14 @@ def prepare_inputs(batch: Sequence[StepSeq], block_size: int, device) -> StepInp
 class ModelRunner:
     """Runs a forward function (eager module or compiled artifact) over the paged KV cache."""
 
-    def __init__(self, forward: Callable, compute_logits: Callable, kv_caches: KVCaches,
-                 block_size: int, device: torch.device | str):
+    def __init__(
+        self,
+        forward: Callable,
+        compute_logits: Callable,
+        kv_caches: KVCaches,
+        block_size: int,
+        device: torch.device | str,
+    ):
         self.forward, self.compute_logits = forward, compute_logits
         self.kv_caches, self.block_size, self.device = kv_caches, block_size, torch.device(device)
         self.graphs = None  # a CUDAGraphRunner replays decode batches when set (GPU)

@@ -33,16 +33,36 @@ class SamplingParams:
         _check(0 < self.top_p <= 1, "top_p", self.top_p, "must be in (0, 1]")
         _check(self.top_k >= 0, "top_k", self.top_k, "must be >= 0 (0 turns it off)")
         _check(0 <= self.min_p <= 1, "min_p", self.min_p, "must be in [0, 1]")
-        _check(self.repetition_penalty > 0, "repetition_penalty", self.repetition_penalty,
-               "must be > 0 (1 turns it off)")
-        _check(-2 <= self.presence_penalty <= 2, "presence_penalty", self.presence_penalty,
-               "must be in [-2, 2]")
-        _check(-2 <= self.frequency_penalty <= 2, "frequency_penalty", self.frequency_penalty,
-               "must be in [-2, 2]")
-        _check(self.logprobs is None or 0 <= self.logprobs <= 20, "logprobs", self.logprobs,
-               "must be between 0 and 20")
-        _check(all(isinstance(s, str) and s for s in self.stop), "stop", self.stop,
-               "must be non-empty strings")
+        _check(
+            self.repetition_penalty > 0,
+            "repetition_penalty",
+            self.repetition_penalty,
+            "must be > 0 (1 turns it off)",
+        )
+        _check(
+            -2 <= self.presence_penalty <= 2,
+            "presence_penalty",
+            self.presence_penalty,
+            "must be in [-2, 2]",
+        )
+        _check(
+            -2 <= self.frequency_penalty <= 2,
+            "frequency_penalty",
+            self.frequency_penalty,
+            "must be in [-2, 2]",
+        )
+        _check(
+            self.logprobs is None or 0 <= self.logprobs <= 20,
+            "logprobs",
+            self.logprobs,
+            "must be between 0 and 20",
+        )
+        _check(
+            all(isinstance(s, str) and s for s in self.stop),
+            "stop",
+            self.stop,
+            "must be non-empty strings",
+        )
         if not isinstance(self.stop, tuple):
             object.__setattr__(self, "stop", tuple(self.stop))
         if not isinstance(self.stop_token_ids, tuple):

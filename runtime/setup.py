@@ -114,8 +114,9 @@ def load(config: EngineConfig, forward_factory: Callable | None = None) -> Loade
         from runtime.cuda_graphs import CUDAGraphConfig, CUDAGraphRunner
 
         gcfg = CUDAGraphConfig(config.max_num_seqs, -(-max_len // config.block_size))
-        runner.graphs = CUDAGraphRunner(forward, logits, kv, gcfg, device,
-                                        attention_provider="triton")
+        runner.graphs = CUDAGraphRunner(
+            forward, logits, kv, gcfg, device, attention_provider="triton"
+        )
         with _timed(phases, "graph_capture"):
             runner.graphs.capture()
     sched = SchedulerConfig(
@@ -128,10 +129,19 @@ def load(config: EngineConfig, forward_factory: Callable | None = None) -> Loade
     )
     return LoadedModel(
         name="demo" if config.model == "demo" else path.name,
-        path=path, cfg=cfg, tokenizer=tokenizer, runner=runner, scheduler_config=sched,
-        max_model_len=max_len, eos_token_ids=_eos_ids(path, cfg, tokenizer),
-        vocab_size=cfg.vocab_size, device=device, dtype=dtype, phases=phases,
-        compile_seconds=phases.get("compile", 0.0), artifact_key=getattr(forward, "key", None),
+        path=path,
+        cfg=cfg,
+        tokenizer=tokenizer,
+        runner=runner,
+        scheduler_config=sched,
+        max_model_len=max_len,
+        eos_token_ids=_eos_ids(path, cfg, tokenizer),
+        vocab_size=cfg.vocab_size,
+        device=device,
+        dtype=dtype,
+        phases=phases,
+        compile_seconds=phases.get("compile", 0.0),
+        artifact_key=getattr(forward, "key", None),
     )
 
 
@@ -160,8 +170,11 @@ def _passes_forward(model, config: EngineConfig, phases):
     from lowering.compile import pass_config
     from passes.compile import compile_graph
 
-    forward, _ = compile_graph(model, pass_config(config.passes, config.quantization),
-                               max_num_tokens=config.max_num_batched_tokens)
+    forward, _ = compile_graph(
+        model,
+        pass_config(config.passes, config.quantization),
+        max_num_tokens=config.max_num_batched_tokens,
+    )
     return forward
 
 
@@ -169,9 +182,13 @@ def compile_options(config: EngineConfig):
     from lowering.compile import CompileOptions
 
     return CompileOptions(
-        model=config.model, target=config.target, dtype=config.dtype,
-        quantization=config.quantization, tensor_parallel_size=config.tensor_parallel_size,
-        passes=config.passes, max_num_tokens=config.max_num_batched_tokens,
+        model=config.model,
+        target=config.target,
+        dtype=config.dtype,
+        quantization=config.quantization,
+        tensor_parallel_size=config.tensor_parallel_size,
+        passes=config.passes,
+        max_num_tokens=config.max_num_batched_tokens,
     )
 
 

@@ -51,13 +51,17 @@ class FastTokenizer:
             return self._tok.id_to_token(ids)
         return [self._tok.id_to_token(i) for i in ids]
 
-    def apply_chat_template(self, messages, tokenize: bool = True,
-                            add_generation_prompt: bool = False, **kwargs):
+    def apply_chat_template(
+        self, messages, tokenize: bool = True, add_generation_prompt: bool = False, **kwargs
+    ):
         if not self.chat_template:
             raise KilnError("this model's tokenizer has no chat template")
         text = _compile_template(self.chat_template).render(
-            messages=messages, add_generation_prompt=add_generation_prompt,
-            bos_token=self.bos_token or "", eos_token=self.eos_token or "", **kwargs,
+            messages=messages,
+            add_generation_prompt=add_generation_prompt,
+            bos_token=self.bos_token or "",
+            eos_token=self.eos_token or "",
+            **kwargs,
         )
         return self.encode(text, add_special_tokens=False) if tokenize else text
 
@@ -70,8 +74,9 @@ def _compile_template(source: str):
     import jinja2
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
-                                        undefined=jinja2.StrictUndefined)
+    env = ImmutableSandboxedEnvironment(
+        trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined
+    )
 
     def raise_exception(message):
         raise KilnError(f"chat template: {message}")

@@ -25,8 +25,16 @@ def hf_config(family: str, **overrides):
     if family == "llama":
         return tf.LlamaConfig(**kw)
     if family == "llama3":
-        kw.setdefault("rope_scaling", {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
-                                       "high_freq_factor": 4.0, "original_max_position_embeddings": 64})
+        kw.setdefault(
+            "rope_scaling",
+            {
+                "rope_type": "llama3",
+                "factor": 8.0,
+                "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 64,
+            },
+        )
         kw.setdefault("tie_word_embeddings", True)
         return tf.LlamaConfig(**kw)
     if family == "qwen2":

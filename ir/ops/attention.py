@@ -5,8 +5,19 @@ import torch
 from ir.registry import ir_op
 
 
-def _fake_attention(q, k, v, k_cache, v_cache, slot_mapping, block_tables, seq_lens,
-                    query_start_loc, scale, sliding_window):
+def _fake_attention(
+    q,
+    k,
+    v,
+    k_cache,
+    v_cache,
+    slot_mapping,
+    block_tables,
+    seq_lens,
+    query_start_loc,
+    scale,
+    sliding_window,
+):
     return torch.empty_like(q)
 
 

@@ -15,8 +15,12 @@ def add_parser(sub) -> None:
     p.add_argument("--tensor-parallel-size", type=int, default=1)
     p.add_argument("--passes", default=None, help="pass toggles: 'none', '-name,+name'")
     p.add_argument("--max-model-len", type=int, default=None)
-    p.add_argument("--max-num-batched-tokens", type=int, default=512,
-                   help="largest step the graph is built for (must match serve/generate)")
+    p.add_argument(
+        "--max-num-batched-tokens",
+        type=int,
+        default=512,
+        help="largest step the graph is built for (must match serve/generate)",
+    )
     p.add_argument("--no-record", action="store_true", help="do not write a dashboard record")
     p.set_defaults(run=run)
 
@@ -28,10 +32,16 @@ def run(args: argparse.Namespace) -> int:
     if args.tensor_parallel_size < 1:
         raise KilnError(f"--tensor-parallel-size={args.tensor_parallel_size} must be >= 1")
     if args.dtype not in ("auto", "float32", "bfloat16", "float16"):
-        raise KilnError(f"--dtype={args.dtype!r} is not supported; use auto, float32, bfloat16 or float16")
+        raise KilnError(
+            f"--dtype={args.dtype!r} is not supported; use auto, float32, bfloat16 or float16"
+        )
     options = CompileOptions(
-        model=args.model, target=args.target, dtype=args.dtype, quantization=args.quantization,
-        tensor_parallel_size=args.tensor_parallel_size, passes=args.passes,
+        model=args.model,
+        target=args.target,
+        dtype=args.dtype,
+        quantization=args.quantization,
+        tensor_parallel_size=args.tensor_parallel_size,
+        passes=args.passes,
         max_num_tokens=args.max_num_batched_tokens,
     )
     result = compile_model(options, progress=lambda m: print(m, file=sys.stderr, flush=True))
@@ -43,15 +53,19 @@ def run(args: argparse.Namespace) -> int:
 
 def print_summary(result) -> None:
     man, rec = result.artifact.manifest, result.record
-    print(f"{'compiled' if result.built else 'cache hit'}: {man['model']} for {man['target']['name']}"
-          f" ({man['lowering']})")
+    print(
+        f"{'compiled' if result.built else 'cache hit'}: {man['model']} for {man['target']['name']}"
+        f" ({man['lowering']})"
+    )
     print(f"key       {result.key}")
     print(f"artifact  {result.artifact.path} ({result.artifact.size} bytes)")
     for name, sec in (man.get("compile_phases") if result.built else rec["phases"]).items():
         print(f"phase     {name:<16} {sec:8.2f}s")
     for p in man.get("passes", []):
-        print(f"pass      {p['name']:<26} rewrites {p['rewrites']:>4}  "
-              f"nodes {p['nodes_before']}->{p['nodes_after']}  {p['seconds'] * 1e3:.1f}ms")
+        print(
+            f"pass      {p['name']:<26} rewrites {p['rewrites']:>4}  "
+            f"nodes {p['nodes_before']}->{p['nodes_after']}  {p['seconds'] * 1e3:.1f}ms"
+        )
     kernels = ", ".join(f"{k}: {v}" for k, v in sorted(man.get("kernels", {}).items()))
     print(f"kernels   {kernels}")
     for m in man.get("missed_fusions", []):

@@ -20,30 +20,49 @@ def add_engine_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--block-size", type=int, default=16)
     p.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
-    p.add_argument("--kv-cache-memory", type=_size, default=256 * 2**20,
-                   help="KV cache bytes on CPU (e.g. 256M, 1G)")
+    p.add_argument(
+        "--kv-cache-memory",
+        type=_size,
+        default=256 * 2**20,
+        help="KV cache bytes on CPU (e.g. 256M, 1G)",
+    )
     p.add_argument("--gpu-memory-utilization", type=float, default=0.90)
     p.add_argument("--no-prefix-caching", action="store_true")
     p.add_argument("--enforce-eager", action="store_true", help="GPU: no CUDA graphs")
     p.add_argument("--target", default="auto")
     p.add_argument("--quantization", default=None, choices=["fp8"])
-    p.add_argument("--compile", default="cached", choices=["cached", "on_miss", "never"],
-                   help="cached: run the compiled artifact if the cache has it; on_miss: "
-                        "compile it first; never: the eager reference")
+    p.add_argument(
+        "--compile",
+        default="cached",
+        choices=["cached", "on_miss", "never"],
+        help="cached: run the compiled artifact if the cache has it; on_miss: "
+        "compile it first; never: the eager reference",
+    )
     p.add_argument("--artifact", default=None, help="run this artifact folder")
-    p.add_argument("--passes", default=None,
-                   help="run the captured graph with these pass toggles: 'all', 'none', '-name,+name'")
+    p.add_argument(
+        "--passes",
+        default=None,
+        help="run the captured graph with these pass toggles: 'all', 'none', '-name,+name'",
+    )
 
 
 def engine_kwargs(args: argparse.Namespace) -> dict:
     return dict(
-        max_model_len=args.max_model_len, max_num_seqs=args.max_num_seqs,
-        max_num_batched_tokens=args.max_num_batched_tokens, block_size=args.block_size,
-        dtype=args.dtype, device=args.device, kv_cache_memory=args.kv_cache_memory,
+        max_model_len=args.max_model_len,
+        max_num_seqs=args.max_num_seqs,
+        max_num_batched_tokens=args.max_num_batched_tokens,
+        block_size=args.block_size,
+        dtype=args.dtype,
+        device=args.device,
+        kv_cache_memory=args.kv_cache_memory,
         gpu_memory_utilization=args.gpu_memory_utilization,
-        enable_prefix_caching=not args.no_prefix_caching, enforce_eager=args.enforce_eager,
-        target=args.target, quantization=args.quantization, passes=args.passes,
-        compile=args.compile, artifact=args.artifact,
+        enable_prefix_caching=not args.no_prefix_caching,
+        enforce_eager=args.enforce_eager,
+        target=args.target,
+        quantization=args.quantization,
+        passes=args.passes,
+        compile=args.compile,
+        artifact=args.artifact,
     )
 
 
@@ -101,8 +120,13 @@ def run(args: argparse.Namespace) -> int:
     from runtime.sampling_params import SamplingParams
 
     params = SamplingParams(
-        max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p,
-        top_k=args.top_k, min_p=args.min_p, seed=args.seed, stop=tuple(args.stop),
+        max_tokens=args.max_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
+        min_p=args.min_p,
+        seed=args.seed,
+        stop=tuple(args.stop),
         ignore_eos=args.ignore_eos,
     )
     t_load_start = time.time()
@@ -113,9 +137,16 @@ def run(args: argparse.Namespace) -> int:
     t_done = time.time()
     for c in completions:
         if args.json:
-            print(json.dumps({"prompt_token_ids": c.prompt_token_ids, "token_ids": c.token_ids,
-                              "text": c.text},
-                             ensure_ascii=False))
+            print(
+                json.dumps(
+                    {
+                        "prompt_token_ids": c.prompt_token_ids,
+                        "token_ids": c.token_ids,
+                        "text": c.text,
+                    },
+                    ensure_ascii=False,
+                )
+            )
         else:
             print(c.text)
         sys.stdout.flush()

@@ -24,11 +24,19 @@ def run(args: argparse.Namespace) -> int:
     target = get_target(args.target)
     rows = dispatch_table(target)
     if args.json:
-        print(json.dumps([
-            {"op": c.op, "chosen": c.chosen.provider,
-             "rejected": [{"provider": p, "why": why} for p, why in c.rejected]}
-            for c in rows
-        ], indent=2))
+        print(
+            json.dumps(
+                [
+                    {
+                        "op": c.op,
+                        "chosen": c.chosen.provider,
+                        "rejected": [{"provider": p, "why": why} for p, why in c.rejected],
+                    }
+                    for c in rows
+                ],
+                indent=2,
+            )
+        )
         return 0
     print(f"target: {target.name}")
     width = max(len(c.op) for c in rows)

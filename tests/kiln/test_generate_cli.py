@@ -13,8 +13,13 @@ from kiln.cli import main
 
 
 def kiln(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "kiln", *args], capture_output=True, text=True,
-                          env=os.environ.copy(), timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "kiln", *args],
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+        timeout=300,
+    )
 
 
 def test_generate_json_round_trips_prompt():
@@ -23,8 +28,8 @@ def test_generate_json_round_trips_prompt():
     out = json.loads(proc.stdout)
     assert set(out) == {"prompt_token_ids", "token_ids", "text"}
     assert len(out["token_ids"]) <= 16 and out["token_ids"]
-    from runtime.setup import load_tokenizer
     from model_defs.demo import ensure_demo_checkpoint
+    from runtime.setup import load_tokenizer
 
     tok = load_tokenizer(ensure_demo_checkpoint())
     assert tok.decode(out["prompt_token_ids"], skip_special_tokens=True) == "héllo ✓"
@@ -35,8 +40,21 @@ def test_batch_in_prompt_order_and_equal_to_alone(capsys, tmp_path):
     prompts = ["one", "a much longer prompt than the others", "3"]
     file = tmp_path / "p.jsonl"
     file.write_text("\n".join(json.dumps(p) for p in prompts[1:]) + "\n")
-    assert main(["generate", "--prompt", prompts[0], "--prompts-file", str(file),
-                 "--max-tokens", "8", "--json"]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                "--prompt",
+                prompts[0],
+                "--prompts-file",
+                str(file),
+                "--max-tokens",
+                "8",
+                "--json",
+            ]
+        )
+        == 0
+    )
     batched = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert len(batched) == 3
     for prompt, got in zip(prompts, batched):

@@ -17,8 +17,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def kiln(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "kiln", *args], capture_output=True, text=True,
-                          cwd=ROOT, env={**os.environ, **(env or {})}, timeout=900)
+    return subprocess.run(
+        [sys.executable, "-m", "kiln", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        timeout=900,
+    )
 
 
 def artifact_path(out: str) -> Path:
@@ -41,8 +47,17 @@ def test_compile_cpu_then_generate_hits_and_matches_reference(cpu_compile):
     assert cpu_compile.stdout.startswith("compiled: demo for cpu (aoti)")
     again = kiln("compile", "demo", "--target", "cpu", "--no-record")
     assert again.returncode == 0 and again.stdout.startswith("cache hit")
-    args = ["generate", "demo", "--prompt", "héllo ✓", "--prompt", "a longer second prompt",
-            "--max-tokens", "12", "--json"]
+    args = [
+        "generate",
+        "demo",
+        "--prompt",
+        "héllo ✓",
+        "--prompt",
+        "a longer second prompt",
+        "--max-tokens",
+        "12",
+        "--json",
+    ]
     compiled, reference = kiln(*args), kiln(*args, "--compile", "never")
     assert "running compiled artifact" in compiled.stderr, compiled.stderr[-2000:]
     assert "eager reference" in reference.stderr
@@ -70,16 +85,17 @@ def test_warm_load_path_imports_no_compiler(cpu_compile):
         "m.startswith(('transformers.models', 'torch._inductor', 'torch._dynamo'))]; "
         "print(json.dumps(bad))"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
-                          timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == []
 
 
 def test_serve_loads_the_cached_artifact(cpu_compile):
-    from tests.server.harness import ServeProcess  # noqa: PLC0415
-
     import time
+
+    from tests.server.harness import ServeProcess  # noqa: PLC0415
 
     server = ServeProcess("--compile", "on_miss").start()
     try:
@@ -128,10 +144,22 @@ def test_corrupt_artifact_is_detected_and_rebuilt():
 
 
 def test_concurrent_compiles_of_one_key_build_once():
-    args = [sys.executable, "-m", "kiln", "compile", "demo", "--target", "h200", "--no-record",
-            "--passes", "none"]
-    procs = [subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for _ in range(2)]
+    args = [
+        sys.executable,
+        "-m",
+        "kiln",
+        "compile",
+        "demo",
+        "--target",
+        "h200",
+        "--no-record",
+        "--passes",
+        "none",
+    ]
+    procs = [
+        subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
     outs = [p.communicate(timeout=900) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [e[-1500:] for _, e in outs]
     firsts = sorted(o.splitlines()[0].split(":")[0] for o, _ in outs)
@@ -156,8 +184,9 @@ def test_key_factors_change_and_explain_names_them(cpu_compile, monkeypatch):
     import compile_cache
 
     real = compile_cache.installed_versions
-    monkeypatch.setattr(compile_cache, "installed_versions",
-                        lambda *a, **k: {**real(), "torch": "0.0.0-other"})
+    monkeypatch.setattr(
+        compile_cache, "installed_versions", lambda *a, **k: {**real(), "torch": "0.0.0-other"}
+    )
     assert lookup_key(CompileOptions(target="cpu"), path, cpu)[0] != base
     monkeypatch.undo()
     other = kiln("compile", "demo", "--target", "cpu", "--passes", "none", "--no-record")

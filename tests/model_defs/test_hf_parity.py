@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from hf_models import make_checkpoint
+
 from model_defs.loader import load_model
 from runtime.kv_cache import allocate_kv_caches
 from runtime.model_runner import ModelRunner, StepSeq
@@ -24,21 +24,26 @@ def run_greedy(runner: ModelRunner, prompts, steps: int, stagger: int = 0):
     so some steps mix a prefill with decodes. Returns per-prompt generated tokens and the
     logits that produced each of them."""
     blocks_per_seq = (max(map(len, prompts)) + steps + stagger) // BLOCK + 1
-    tables = [list(range(i * blocks_per_seq, (i + 1) * blocks_per_seq)) for i in range(len(prompts))]
+    tables = [
+        list(range(i * blocks_per_seq, (i + 1) * blocks_per_seq)) for i in range(len(prompts))
+    ]
     tokens = [list(p) for p in prompts]
     computed = [0] * len(prompts)
     logits_seen = [[] for _ in prompts]
     while min(len(t) - len(p) for t, p in zip(tokens, prompts)) < steps:
-        active = [i for i in range(len(prompts))
-                  if len(tokens[i]) - len(prompts[i]) < steps
-                  and (i < len(prompts) - 1 or len(logits_seen[0]) >= stagger)]
-        batch = [StepSeq(tokens[i][computed[i]:], computed[i], tables[i], True) for i in active]
+        active = [
+            i
+            for i in range(len(prompts))
+            if len(tokens[i]) - len(prompts[i]) < steps
+            and (i < len(prompts) - 1 or len(logits_seen[0]) >= stagger)
+        ]
+        batch = [StepSeq(tokens[i][computed[i] :], computed[i], tables[i], True) for i in active]
         logits = runner.execute(batch)
         for row, i in enumerate(active):
             computed[i] = len(tokens[i])
             logits_seen[i].append(logits[row])
             tokens[i].append(int(logits[row].argmax()))
-    return [t[len(p):] for t, p in zip(tokens, prompts)], logits_seen
+    return [t[len(p) :] for t, p in zip(tokens, prompts)], logits_seen
 
 
 @pytest.fixture(scope="module", params=FAMILIES)
@@ -60,7 +65,7 @@ def test_prefill_and_decode_logits_match_transformers(checkpoint):
     for prompt, gen, seen in zip(PROMPTS, generated, logits):
         full = torch.tensor([prompt + gen[:-1]])
         with torch.no_grad():
-            ref = hf(full).logits[0, len(prompt) - 1:]  # prefill's last + 16 decode steps
+            ref = hf(full).logits[0, len(prompt) - 1 :]  # prefill's last + 16 decode steps
         assert len(seen) == ref.shape[0] == 17
         for step, ours in enumerate(seen):
             assert rel_err(ours, ref[step]) <= 1e-4, f"step {step}"
@@ -71,6 +76,11 @@ def test_greedy_generation_equals_transformers_generate(checkpoint):
     generated, _ = run_greedy(make_runner(path), PROMPTS, steps=32)
     for prompt, gen in zip(PROMPTS, generated):
         with torch.no_grad():
-            out = hf.generate(torch.tensor([prompt]), max_new_tokens=32, do_sample=False,
-                              eos_token_id=None, pad_token_id=0)
-        assert out[0, len(prompt):].tolist() == gen
+            out = hf.generate(
+                torch.tensor([prompt]),
+                max_new_tokens=32,
+                do_sample=False,
+                eos_token_id=None,
+                pad_token_id=0,
+            )
+        assert out[0, len(prompt) :].tolist() == gen

@@ -6,9 +6,9 @@ import json
 
 import pytest
 import torch
+from hf_models import make_checkpoint
 from safetensors.torch import load_file, save_file
 
-from hf_models import make_checkpoint
 from kiln.errors import KilnError
 from model_defs.loader import load_model
 from model_defs.registry import read_config, resolve_model_path
@@ -42,7 +42,9 @@ def test_unsupported_architecture_lists_supported(good, tmp_path):
     cfg = json.loads((path / "config.json").read_text())
     cfg["architectures"] = ["GPT2LMHeadModel"]
     (path / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(KilnError, match=r"unsupported architecture.*GPT2LMHeadModel.*supported: .*LlamaForCausalLM"):
+    with pytest.raises(
+        KilnError, match=r"unsupported architecture.*GPT2LMHeadModel.*supported: .*LlamaForCausalLM"
+    ):
         read_config(path)
 
 
@@ -68,8 +70,12 @@ def test_missing_shard_named(good, tmp_path):
     names = sorted(weights)
     save_file({n: weights[n] for n in names[:5]}, path / "model-00001-of-00002.safetensors")
     (path / "model.safetensors").unlink()
-    index = {"weight_map": {n: "model-00001-of-00002.safetensors" if i < 5 else "model-00002-of-00002.safetensors"
-                            for i, n in enumerate(names)}}
+    index = {
+        "weight_map": {
+            n: "model-00001-of-00002.safetensors" if i < 5 else "model-00002-of-00002.safetensors"
+            for i, n in enumerate(names)
+        }
+    }
     (path / "model.safetensors.index.json").write_text(json.dumps(index))
     with pytest.raises(KilnError, match="missing: model-00002-of-00002.safetensors"):
         load_model(path)
@@ -104,7 +110,9 @@ def test_missing_weight_named(good, tmp_path):
     weights = load_file(path / "model.safetensors")
     del weights["model.layers.1.mlp.up_proj.weight"]
     save_file(weights, path / "model.safetensors")
-    with pytest.raises(KilnError, match=r"lacks weights for: layers.1.mlp.gate_up_proj.weight\[up\]"):
+    with pytest.raises(
+        KilnError, match=r"lacks weights for: layers.1.mlp.gate_up_proj.weight\[up\]"
+    ):
         load_model(path)
 
 

@@ -29,7 +29,9 @@ class ServeProcess:
     def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
         # Server behaviour does not depend on the lowering: run the eager reference unless a
         # test asks for compilation (tests/lowering covers serving a compiled artifact).
-        compile_flag = [] if any(a.startswith("--compile") for a in args) else ["--compile", "never"]
+        compile_flag = (
+            [] if any(a.startswith("--compile") for a in args) else ["--compile", "never"]
+        )
         self.args = ["--port", "0", *compile_flag, *args]
         self.env = {**os.environ, **(env or {})}
         self.stdout: list[str] = []
