@@ -172,7 +172,8 @@ def dispatch_table(target: TargetLike) -> list[Choice]:
 
 
 def _load_builtin_ops() -> None:
-    # Importing the package registers every built-in op exactly once.
+    # Importing the packages registers every built-in op and host implementation once.
+    import ir.impls  # noqa: F401
     import ir.ops  # noqa: F401
 
 
@@ -193,4 +194,18 @@ def bind_device_impls(
                 get_op(choice.op).op.impl(choice.op, choice.chosen.fn, key)
                 _BOUND[(choice.op, key)] = choice.chosen.provider
             bound[choice.op] = _BOUND[(choice.op, key)]
+    return bound
+
+
+def bind_impls(chosen: dict[str, str], device_type: str) -> dict[str, str]:
+    """Bind recorded choices {op: provider} (an artifact's manifest) to the device's dispatch
+    key, so the compiled graph's calls into IR ops run what the compile chose."""
+    key = "CUDA" if device_type == "cuda" else "CPU"
+    bound = {}
+    for op, provider in chosen.items():
+        impl = next((i for i in get_op(op).impls if i.provider == provider), None)
+        if impl is None or provider == "reference" or (op, key) in _BOUND:
+            continue
+        get_op(op).op.impl(op, impl.fn, key)
+        _BOUND[(op, key)] = bound[op] = provider
     return bound

@@ -73,6 +73,11 @@ def load_artifact_forward(artifact, model, phases: dict) -> ArtifactForward:
     head_name = man["weights"].get("__lm_head__")
     lm_head = params[head_name] if head_name else derived["__lm_head__"]
     phases["weights_bind"] = time.perf_counter() - t0
+    from ir.registry import bind_impls
+
+    device = model.embed_tokens.device
+    runnable = ("native",) if device.type == "cpu" else ("triton",)  # never helion at run time
+    bind_impls({op: p for op, p in man.get("impls", {}).items() if p in runnable}, device.type)
     t0 = time.perf_counter()
     package = _load_package(Path(artifact.path) / man["package"], model.embed_tokens.device)
     phases["kernels"] = time.perf_counter() - t0
