@@ -160,6 +160,8 @@ def main() -> None:
             max_model_len=2048,
         )
         res["startup_phases"] = eng.loaded.phases
+        res["activation_peak_bytes"] = eng.loaded.activation_peak_bytes
+        res["kv_blocks"] = eng.loaded.scheduler_config.num_blocks
         res["rows"] = [bench_engine(eng, b, args.input_len, args.output_len) for b in batches]
     print(json.dumps(res), flush=True)
     args.out.write_text(json.dumps(res, indent=2))

@@ -19,7 +19,7 @@ from kiln.config import EngineConfig
 from kiln.errors import KilnError
 from model_defs.config import ModelConfig
 from runtime.kv_cache import allocate_kv_caches, bytes_per_block, num_blocks_for_budget
-from runtime.model_runner import ModelRunner
+from runtime.model_runner import ModelRunner, StepSeq
 from scheduler.scheduler import SchedulerConfig
 
 
@@ -39,6 +39,7 @@ class LoadedModel:
     phases: dict[str, float] = field(default_factory=dict)
     compile_seconds: float = 0.0
     artifact_key: str | None = None  # the compiled artifact running, None = eager
+    activation_peak_bytes: int = 0  # GPU: measured by the warm-up step before KV sizing
 
     def describe(self) -> str:
         if self.artifact_key:
@@ -106,7 +107,9 @@ def load(config: EngineConfig, forward_factory: Callable | None = None) -> Loade
             f"{cfg.max_position_embeddings}"
         )
     with _timed(phases, "kv_alloc"):
-        num_blocks = _num_kv_blocks(config, cfg, dtype, device, max_len)
+        logits_fn = getattr(forward, "compute_logits", model.compute_logits)
+        peak = _measure_activation_peak(forward, logits_fn, config, cfg, dtype, device, max_len)
+        num_blocks = _num_kv_blocks(config, cfg, dtype, device, max_len, peak)
         kv = allocate_kv_caches(cfg, num_blocks, config.block_size, dtype, device)
     logits = getattr(forward, "compute_logits", model.compute_logits)
     runner = ModelRunner(forward, logits, kv, config.block_size, device)
@@ -142,6 +145,7 @@ def load(config: EngineConfig, forward_factory: Callable | None = None) -> Loade
         phases=phases,
         compile_seconds=phases.get("compile", 0.0),
         artifact_key=getattr(forward, "key", None),
+        activation_peak_bytes=peak,
     )
 
 
@@ -225,12 +229,38 @@ def _artifact_forward(config: EngineConfig, path: Path, model, phases):
     return load_artifact_forward(art, model, phases)
 
 
-def _num_kv_blocks(config: EngineConfig, cfg: ModelConfig, dtype, device, max_len: int) -> int:
+def _measure_activation_peak(forward, logits_fn, config, cfg, dtype, device, max_len) -> int:
+    """GPU: run one warm-up step at the token budget (one prefill of that many tokens, logits
+    for max_num_seqs rows) on a scratch KV cache and return its peak activation bytes."""
+    if device.type != "cuda":
+        return 0
+    t = min(config.max_num_batched_tokens, max_len)
+    blocks = -(-t // config.block_size)
+    scratch = allocate_kv_caches(cfg, blocks, config.block_size, dtype, device)
+    torch.cuda.synchronize(device)
+    base = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    runner = ModelRunner(forward, logits_fn, scratch, config.block_size, device)
+    step = [StepSeq([0] * t, 0, list(range(blocks)), True)]
+    with torch.inference_mode():
+        runner.execute(step)
+        hidden = torch.zeros(config.max_num_seqs, cfg.hidden_size, dtype=dtype, device=device)
+        logits_fn(hidden)
+    torch.cuda.synchronize(device)
+    peak = torch.cuda.max_memory_allocated(device) - base
+    del scratch, runner, hidden
+    torch.cuda.empty_cache()
+    return int(peak)
+
+
+def _num_kv_blocks(
+    config: EngineConfig, cfg: ModelConfig, dtype, device, max_len: int, activation_peak: int = 0
+) -> int:
     if device.type == "cuda":
         free, total = torch.cuda.mem_get_info(device)
         used_elsewhere = total - free
         budget = int(total * config.gpu_memory_utilization) - used_elsewhere
-        budget -= _activation_reserve(config, cfg, dtype)
+        budget -= int(activation_peak * 1.2) + 256 * 2**20  # measured peak + allocator slack
         if budget <= 0:
             raise KilnError(
                 f"no GPU memory left for the KV cache: {used_elsewhere / 2**30:.1f} GiB of "
@@ -249,13 +279,6 @@ def _num_kv_blocks(config: EngineConfig, cfg: ModelConfig, dtype, device, max_le
             f"(>= {need * per} bytes) or lower max_model_len"
         )
     return blocks
-
-
-def _activation_reserve(config: EngineConfig, cfg: ModelConfig, dtype) -> int:
-    """Peak activation bytes of one step at the token budget (logits dominate)."""
-    t = config.max_num_batched_tokens
-    per_token = (cfg.hidden_size * 6 + cfg.intermediate_size * 3) * dtype.itemsize
-    return int(t * per_token + config.max_num_seqs * cfg.vocab_size * 4 * 2) + 512 * 2**20
 
 
 def load_tokenizer(path: Path):
