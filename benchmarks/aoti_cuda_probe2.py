@@ -51,6 +51,9 @@ if __name__ == "__main__":
         b = subprocess.run([sys.executable, __file__, "build"], capture_output=True, text=True)
         print("build rc", b.returncode, b.stdout[-800:], b.stderr.strip().splitlines()[-1:])
         for v in ("A", "B", "C"):
-            r = subprocess.run([sys.executable, "-X", "faulthandler", __file__, v],
-                               capture_output=True, text=True)
-            print(v, "rc", r.returncode, r.stdout.strip()[-200:], r.stderr.strip().splitlines()[-3:])
+            r = subprocess.run(
+                [sys.executable, "-X", "faulthandler", __file__, v], capture_output=True, text=True
+            )
+            print(
+                v, "rc", r.returncode, r.stdout.strip()[-200:], r.stderr.strip().splitlines()[-3:]
+            )

@@ -53,6 +53,12 @@ class EngineConfig:
             raise KilnError(
                 f"gpu_memory_utilization={self.gpu_memory_utilization} must be in (0, 1]"
             )
+        if self.tensor_parallel_size != 1:
+            raise KilnError(
+                f"tensor_parallel_size={self.tensor_parallel_size}: the runtime runs one process; "
+                "multi-GPU execution is not built yet (`kiln compile --tensor-parallel-size N` "
+                "captures the TP graph)"
+            )
         if self.compile not in ("cached", "on_miss", "never"):
             raise KilnError(f"compile={self.compile!r} is invalid; use cached, on_miss or never")
         if self.quantization not in (None, "fp8"):

@@ -135,8 +135,12 @@ def _build(staging: Path, options: CompileOptions, path: Path, target, phases, p
     dtype = resolve_dtype(options.dtype, target)
     _, cfg = read_config(path)
     with _timed(phases, "load", progress):
+        from model_defs.decoder import ParallelConfig
+
         on_gpu = target.is_cuda and torch.cuda.is_available()
-        model = load_model(path, dtype, "cuda" if on_gpu else "cpu")
+        # Every rank runs the same graph; rank 0's shards stand in for the rest.
+        par = ParallelConfig(options.tensor_parallel_size, 0)
+        model = load_model(path, dtype, "cuda" if on_gpu else "cpu", par)
     with _timed(phases, "capture+passes", progress):
         pcfg = pass_config(options.passes, options.quantization)
         passed, trace = compile_graph(model, pcfg, max_num_tokens=options.max_num_tokens)

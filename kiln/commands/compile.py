@@ -35,6 +35,15 @@ def run(args: argparse.Namespace) -> int:
         raise KilnError(
             f"--dtype={args.dtype!r} is not supported; use auto, float32, bfloat16 or float16"
         )
+    if args.max_model_len is not None:
+        from model_defs.registry import read_config, resolve_model_path
+
+        _, cfg = read_config(resolve_model_path(args.model))
+        if not 2 <= args.max_model_len <= cfg.max_position_embeddings:
+            raise KilnError(
+                f"--max-model-len={args.max_model_len} must be in [2, "
+                f"{cfg.max_position_embeddings}] (the model's max_position_embeddings)"
+            )
     options = CompileOptions(
         model=args.model,
         target=args.target,
