@@ -57,7 +57,7 @@ def lower(passed, model, target, staging: Path, options) -> dict:
         "impls": impls,
     }
     if target.device_type == "cpu":
-        manifest.update(_lower_cpu(passed, staging, options))
+        manifest.update(_lower_cpu(passed, staging, options, impls))
     elif torch.cuda.is_available() and _host_matches(target):
         manifest.update(_lower_native_gpu(passed, staging, options))
     else:
@@ -116,16 +116,36 @@ def _example_input(name: str, t: int, passed):
     raise KilnError(f"lowering does not know how to build example input {name!r}")
 
 
-def _lower_cpu(passed, staging: Path, options) -> dict:
+# IR ops whose chosen implementation is their plain-torch reference are inlined before
+# Inductor, so it generates (and fuses) code for them instead of calling back into Python.
+# Ops that write the KV cache or read tensor values to decide shapes stay calls.
+NOT_INLINED = ("attention", "attention_quant", "all_reduce", "all_reduce_add_rms_norm")
+
+
+def inline_references(ep, impls: dict[str, str]):
+    """Decompose each inlinable IR op (chosen provider: reference) into its reference."""
+    from ir.registry import get_op
+
+    table = {
+        get_op(op).overload: get_op(op).reference
+        for op, provider in impls.items()
+        if provider == "reference" and op not in NOT_INLINED
+    }
+    return ep.run_decompositions(table) if table else ep, sorted(o.name() for o in table)
+
+
+def _lower_cpu(passed, staging: Path, options, impls: dict[str, str]) -> dict:
     from torch._inductor import aoti_compile_and_package
 
-    ep = _export(passed, options)
+    ep, inlined = inline_references(_export(passed, options), impls)
     aoti_compile_and_package(ep, package_path=str(staging / "model.pt2"))
-    return {"lowering": "aoti", "package": "model.pt2", "kernels": {"inductor": 1}}
+    calls = sorted(op for op in impls if f"kiln::{op}" not in inlined)
+    return {"lowering": "aoti", "package": "model.pt2", "inlined_ops": inlined,
+            "kernels": {"inductor": 1, **{impls[op]: 1 for op in calls}}}
 
 
 def _lower_native_gpu(passed, staging: Path, options) -> dict:
-    return _lower_cpu(passed, staging, options)  # AOTInductor with CUDA codegen
+    return _lower_cpu(passed, staging, options, {})  # AOTInductor with CUDA codegen
 
 
 def _lower_cross(ops: Counter, impls: dict, target, staging: Path) -> dict:
