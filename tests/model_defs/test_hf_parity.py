@@ -11,6 +11,22 @@ from runtime.kv_cache import allocate_kv_caches
 from runtime.model_runner import ModelRunner, StepSeq
 
 FAMILIES = ["llama", "llama3", "qwen2", "qwen3", "mistral"]
+# Other shapes: multi-head (no GQA), GQA 8:1 with odd sizes, tied qwen2, a wide head.
+VARIANTS = {
+    "llama-mha": ("llama", dict(num_key_value_heads=4, vocab_size=317)),
+    "llama-gqa8": (
+        "llama",
+        dict(
+            num_attention_heads=8,
+            num_key_value_heads=1,
+            hidden_size=72,
+            intermediate_size=100,
+            head_dim=16,
+        ),
+    ),
+    "qwen2-tied": ("qwen2", dict(tie_word_embeddings=True, vocab_size=301)),
+    "qwen3-wide-head": ("qwen3", dict(head_dim=64, num_key_value_heads=1)),
+}
 BLOCK = 4
 PROMPTS = [[1, 5, 7, 9, 11, 13, 200, 3, 4, 5, 6, 17, 19], [3, 4], [8, 9, 10, 11, 12, 250, 31]]
 
@@ -46,10 +62,11 @@ def run_greedy(runner: ModelRunner, prompts, steps: int, stagger: int = 0):
     return [t[len(p) :] for t, p in zip(tokens, prompts)], logits_seen
 
 
-@pytest.fixture(scope="module", params=FAMILIES)
+@pytest.fixture(scope="module", params=FAMILIES + list(VARIANTS))
 def checkpoint(request, tmp_path_factory):
     path = tmp_path_factory.mktemp(request.param)
-    hf = make_checkpoint(path, request.param)
+    family, overrides = VARIANTS.get(request.param, (request.param, {}))
+    hf = make_checkpoint(path, family, **overrides)
     return path, hf
 
 

@@ -28,3 +28,21 @@ def qwen3_path(tmp_path_factory):
     path = tmp_path_factory.mktemp("qwen3-path")
     make_checkpoint(path, "qwen3", seed=2)
     return path
+
+
+@pytest.fixture(scope="session")
+def odd_mha(tmp_path_factory):
+    """Multi-head attention, tied embeddings, a vocabulary and hidden size off every multiple."""
+    path = tmp_path_factory.mktemp("odd-mha")
+    make_checkpoint(
+        path,
+        "qwen2",
+        seed=3,
+        num_key_value_heads=4,
+        vocab_size=317,
+        tie_word_embeddings=True,
+        hidden_size=72,
+        intermediate_size=100,
+        head_dim=18,
+    )
+    return load_model(path, torch.float32, "cpu")

@@ -49,7 +49,7 @@ def _expected(model) -> dict[str, int]:
     }
 
 
-@pytest.mark.parametrize("which", ["demo", "qwen3"])
+@pytest.mark.parametrize("which", ["demo", "qwen3", "odd_mha"])
 def test_default_pipeline_counts_and_greedy_tokens(which, request):
     model = request.getfixturevalue(which)
     full, trace = compile_graph(model)
