@@ -59,7 +59,7 @@ def lower(passed, model, target, staging: Path, options) -> dict:
     if target.device_type == "cpu":
         manifest.update(_lower_cpu(passed, staging, options, impls))
     elif torch.cuda.is_available() and _host_matches(target):
-        manifest.update(_lower_native_gpu(passed, staging, options))
+        manifest.update(_lower_native_gpu(passed, staging, options, impls))
     else:
         manifest.update(_lower_cross(ops, impls, target, staging))
     return {"impls": impls, "manifest": manifest}
@@ -140,12 +140,41 @@ def _lower_cpu(passed, staging: Path, options, impls: dict[str, str]) -> dict:
     ep, inlined = inline_references(_export(passed, options), impls)
     aoti_compile_and_package(ep, package_path=str(staging / "model.pt2"))
     calls = sorted(op for op in impls if f"kiln::{op}" not in inlined)
-    return {"lowering": "aoti", "package": "model.pt2", "inlined_ops": inlined,
-            "kernels": {"inductor": 1, **{impls[op]: 1 for op in calls}}}
+    return {
+        "lowering": "aoti",
+        "package": "model.pt2",
+        "inlined_ops": inlined,
+        "kernels": {"inductor": 1, **{impls[op]: 1 for op in calls}},
+    }
 
 
-def _lower_native_gpu(passed, staging: Path, options) -> dict:
-    return _lower_cpu(passed, staging, options, {})  # AOTInductor with CUDA codegen
+def _lower_native_gpu(passed, staging: Path, options, impls: dict[str, str]) -> dict:
+    """GPU host, own target: Inductor over the post-pass graph, its code kept in Kiln's
+    Inductor cache so a warm load retrieves it. (AOTInductor CUDA builds crash on load on the
+    lent H100/H200 image, even for trivial models: benchmarks/aoti_cuda_probe*.py.)
+
+    The program (export of the post-pass graph, weights as inputs, T dynamic) is saved; one
+    warm-up call per compile fills the cache with the dynamic-T graph the loader will ask for.
+    """
+    from runtime.artifact import jit_program
+
+    # Helion kernels cannot run at serve time (no Helion on the serve path): their ops are
+    # inlined as references and Inductor generates fused Triton for them instead.
+    runnable = {op: p if p == "triton" else "reference" for op, p in impls.items()}
+    ep, inlined = inline_references(_export(passed, options), runnable)
+    torch.export.save(ep, str(staging / "program.pt2"))
+    names = [p.target for p in passed.gm.graph.find_nodes(op="placeholder")]
+    program = jit_program(ep, names)
+    example = [
+        passed.weights[n] if n in passed.weights else _example_input(n, 7, passed) for n in names
+    ]
+    program(*example)
+    torch.cuda.synchronize()
+    return {
+        "lowering": "inductor_jit",
+        "program": "program.pt2",
+        "kernels": {"inductor": 1, **{p: 1 for p in set(impls.values()) if p != "reference"}},
+    }
 
 
 def _lower_cross(ops: Counter, impls: dict, target, staging: Path) -> dict:

@@ -51,7 +51,7 @@ def load_artifact_forward(artifact, model, phases: dict) -> ArtifactForward:
     import time
 
     man = artifact.manifest
-    if man.get("lowering") != "aoti":
+    if man.get("lowering") not in ("aoti", "inductor_jit"):
         raise KilnError(
             f"artifact {artifact.key[:12]} was cross-compiled for {man['target']['name']} "
             f"({man['target'].get('arch')}); it holds kernels for that GPU and cannot run on this host"
@@ -79,13 +79,37 @@ def load_artifact_forward(artifact, model, phases: dict) -> ArtifactForward:
     runnable = ("native",) if device.type == "cpu" else ("triton",)  # never helion at run time
     bind_impls({op: p for op, p in man.get("impls", {}).items() if p in runnable}, device.type)
     t0 = time.perf_counter()
-    package = _load_package(Path(artifact.path) / man["package"], model.embed_tokens.device)
+    if man["lowering"] == "inductor_jit":
+        import torch.export
+
+        program = torch.export.load(str(Path(artifact.path) / man["program"]))
+        package = jit_program(program, man["inputs"])
+    else:
+        package = _load_package(Path(artifact.path) / man["package"], device)
     phases["kernels"] = time.perf_counter() - t0
     forward = ArtifactForward(
         package, man["inputs"], weights, lm_head, man["vocab_size"], man.get("token_buckets", [])
     )
     forward.key = artifact.key
     return forward
+
+
+PER_TOKEN_INPUTS = ("input_ids", "positions", "attn_slot_mapping")
+
+
+def jit_program(ep, inputs: list[str]):
+    """An exported program under Inductor with T (the first dim of the per-token inputs)
+    dynamic from the first call, so one cached graph serves every step size. `inputs` names
+    the program's positional arguments in order."""
+    per_token = [i for i, n in enumerate(inputs) if n in PER_TOKEN_INPUTS]
+    compiled = torch.compile(ep.module(), dynamic=False, fullgraph=True)
+
+    def run(*args):
+        for i in per_token:
+            torch._dynamo.maybe_mark_dynamic(args[i], 0)
+        return compiled(*args)
+
+    return run
 
 
 class _BoxedPackage:
