@@ -82,36 +82,65 @@ def _export(passed, options):
             return self.gm(*args)
 
     names = [n.target for n in passed.gm.graph.find_nodes(op="placeholder")]
-    t = Dim("T", min=1, max=options.max_num_tokens)
-    example_t = 7
+    dims = _dynamic_dims(Dim, options.max_num_tokens)
     args, dynamic = [], []
     for name in names:
         if name in passed.weights:
             args.append(passed.weights[name])
             dynamic.append(None)
         else:
-            args.append(_example_input(name, example_t, passed))
-            dynamic.append({0: t} if name in USER_INPUTS_DYNAMIC_T else None)
+            args.append(_example_input(name, EXAMPLE_T, passed))
+            key = "kv_caches" if name.startswith("kv_caches_") else name
+            dynamic.append(dims.get(key))
     return export(Graph(passed.gm), tuple(args), dynamic_shapes=(tuple(dynamic),), strict=False)
+
+
+# Example step for tracing: 7 tokens of 2 sequences over a cache of 3 blocks of 5 slots. Every
+# size is >= 2 and distinct, so none is specialised or mistaken for another.
+EXAMPLE_T, EXAMPLE_SEQS, EXAMPLE_BLOCKS, EXAMPLE_BLOCK_SIZE, EXAMPLE_TABLE_WIDTH = 7, 2, 3, 5, 4
+
+
+def _dynamic_dims(Dim, max_num_tokens: int) -> dict:
+    """Only the step's sizes vary: tokens T, sequences B (B + 1 offsets), block-table width,
+    and the KV cache's block count and block size. Weights and head sizes stay static."""
+    t = Dim("T", min=1, max=max_num_tokens)
+    b = Dim("B", min=1, max=4096)
+    width, blocks, block_size = Dim("W", min=1), Dim("NB", min=1), Dim("BS", min=1, max=1024)
+    per_token = {0: t}
+    return {
+        "input_ids": per_token,
+        "positions": per_token,
+        "attn_slot_mapping": per_token,
+        "attn_block_tables": {0: b, 1: width},
+        "attn_seq_lens": {0: b},
+        "attn_query_start_loc": {0: b + 1},
+        "kv_caches": {0: blocks, 1: block_size},
+    }
 
 
 def _example_input(name: str, t: int, passed):
     meta = next(n for n in passed.gm.graph.find_nodes(op="placeholder") if n.target == name)
     val = meta.meta["val"]
     device = next(iter(passed.weights.values())).device
+    first = t // 2 + 1  # the first sequence's query tokens; the second has the rest
+    i32 = dict(dtype=torch.int32, device=device)
     if name in ("input_ids", "positions"):
         return torch.arange(t, device=device) % 3
     if name == "attn_slot_mapping":
-        return torch.arange(t, device=device)
+        return torch.arange(t, device=device) % (EXAMPLE_BLOCKS * EXAMPLE_BLOCK_SIZE)
     if name == "attn_block_tables":
-        return torch.zeros((1, 1), dtype=torch.int32, device=device)
+        return (
+            torch.arange(EXAMPLE_SEQS * EXAMPLE_TABLE_WIDTH, **i32).reshape(
+                EXAMPLE_SEQS, EXAMPLE_TABLE_WIDTH
+            )
+            % EXAMPLE_BLOCKS
+        )
     if name == "attn_seq_lens":
-        return torch.tensor([t], dtype=torch.int32, device=device)
+        return torch.tensor([first, t - first], **i32)
     if name == "attn_query_start_loc":
-        return torch.tensor([0, t], dtype=torch.int32, device=device)
+        return torch.tensor([0, first, t], **i32)
     if name.startswith("kv_caches_"):
-        shape = [int(s) for s in val.shape]
-        shape[0], shape[1] = 1, t  # one block of t slots
+        shape = [EXAMPLE_BLOCKS, EXAMPLE_BLOCK_SIZE, *[int(s) for s in val.shape[2:]]]
         return torch.zeros(shape, dtype=val.dtype, device=device)
     raise KilnError(f"lowering does not know how to build example input {name!r}")
 
