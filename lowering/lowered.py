@@ -118,27 +118,23 @@ def _dynamic_dims(Dim, max_num_tokens: int) -> dict:
     }
 
 
-def _example_input(name: str, t: int, passed):
+def _example_input(name: str, t: int, passed, seqs: int = EXAMPLE_SEQS):
     meta = next(n for n in passed.gm.graph.find_nodes(op="placeholder") if n.target == name)
     val = meta.meta["val"]
     device = next(iter(passed.weights.values())).device
-    first = t // 2 + 1  # the first sequence's query tokens; the second has the rest
+    first = t if seqs == 1 else t // 2 + 1  # first sequence's query tokens; the second: the rest
     i32 = dict(dtype=torch.int32, device=device)
     if name in ("input_ids", "positions"):
         return torch.arange(t, device=device) % 3
     if name == "attn_slot_mapping":
         return torch.arange(t, device=device) % (EXAMPLE_BLOCKS * EXAMPLE_BLOCK_SIZE)
     if name == "attn_block_tables":
-        return (
-            torch.arange(EXAMPLE_SEQS * EXAMPLE_TABLE_WIDTH, **i32).reshape(
-                EXAMPLE_SEQS, EXAMPLE_TABLE_WIDTH
-            )
-            % EXAMPLE_BLOCKS
-        )
-    if name == "attn_seq_lens":
-        return torch.tensor([first, t - first], **i32)
+        table = torch.arange(seqs * EXAMPLE_TABLE_WIDTH, **i32) % EXAMPLE_BLOCKS
+        return table.reshape(seqs, EXAMPLE_TABLE_WIDTH)
+    if name == "attn_seq_lens":  # a single-token step decodes a sequence with history
+        return torch.tensor([first, t - first][:seqs], **i32) + int(t == 1)
     if name == "attn_query_start_loc":
-        return torch.tensor([0, first, t], **i32)
+        return torch.tensor([0, first, t][: seqs + 1], **i32)
     if name.startswith("kv_caches_"):
         shape = [EXAMPLE_BLOCKS, EXAMPLE_BLOCK_SIZE, *[int(s) for s in val.shape[2:]]]
         return torch.zeros(shape, dtype=val.dtype, device=device)

@@ -94,22 +94,14 @@ def load_artifact_forward(artifact, model, phases: dict) -> ArtifactForward:
     return forward
 
 
-PER_TOKEN_INPUTS = ("input_ids", "positions", "attn_slot_mapping")
-
-
 def jit_program(ep, inputs: list[str]):
-    """An exported program under Inductor with T (the first dim of the per-token inputs)
-    dynamic from the first call, so one cached graph serves every step size. `inputs` names
-    the program's positional arguments in order."""
-    per_token = [i for i, n in enumerate(inputs) if n in PER_TOKEN_INPUTS]
-    compiled = torch.compile(ep.module(), dynamic=False, fullgraph=True)
+    """An exported program under Inductor, every size dynamic. Dynamo still specialises sizes
+    0 and 1, so a few graphs exist (single-token and single-sequence steps); `kiln compile`
+    runs each once so their code is in the Inductor cache when a server loads them."""
+    import torch._dynamo
 
-    def run(*args):
-        for i in per_token:
-            torch._dynamo.maybe_mark_dynamic(args[i], 0)
-        return compiled(*args)
-
-    return run
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 32)
+    return torch.compile(ep.module(), dynamic=True, fullgraph=True)
 
 
 class _BoxedPackage:
