@@ -13,7 +13,7 @@ from collections.abc import Callable
 from functools import cache
 from typing import Any
 
-from lowering.kernels.base import PlainSource
+from lowering.kernels.base import KernelSpec, PlainSource, register_kernel
 
 # Replaces `from helion.runtime import default_launcher as _default_launcher` in generated
 # code: the same contract (launch `kernel[grid]`), with no helion import.
@@ -121,3 +121,20 @@ def mentions_helion(source: str) -> bool:
         if isinstance(node, ast.Name) and node.id == "helion":
             return True
     return False
+
+
+def register_helion_kernel(
+    name: str, fn: Callable, example_args: Callable, variants: tuple[str, ...] = ("default",)
+) -> KernelSpec:
+    """Register a Helion kernel for IR op `name` with the cross-compiler: its plain source is
+    `fn` specialized to each variant's example args (the variant only picks the args)."""
+    return register_kernel(
+        KernelSpec(
+            name=name,
+            op=name,
+            provider="helion",
+            plain_source=lambda config, args, variant: helion_plain_source(fn, config, args),
+            example_args=example_args,
+            variants=variants,
+        )
+    )

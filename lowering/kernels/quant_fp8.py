@@ -13,13 +13,11 @@ import torch
 from ir.ops.quant import FP8_MAX, MIN_SCALE
 from ir.registry import register_impl
 from lowering.kernels.base import (
-    KernelSpec,
     needs_fp8,
-    register_kernel,
     runtime_config,
     variant_config,
 )
-from lowering.kernels.helion_util import helion_plain_source, run_helion
+from lowering.kernels.helion_util import register_helion_kernel, run_helion
 
 helion: Any = None  # bound to the helion modules on first use (see helion_util.import_helion)
 hl: Any = None
@@ -75,15 +73,4 @@ def example_args(device: str, variant: str = "per_token") -> tuple:
     return x, 4096 if variant == "per_token" else 128
 
 
-register_kernel(
-    KernelSpec(
-        name=NAME,
-        op=NAME,
-        provider="helion",
-        plain_source=lambda config, args, variant: helion_plain_source(
-            quant_fp8_kernel, config, args
-        ),
-        example_args=example_args,
-        variants=("per_token", "group128"),
-    )
-)
+register_helion_kernel(NAME, quant_fp8_kernel, example_args, ("per_token", "group128"))

@@ -7,8 +7,8 @@ from typing import Any
 import torch
 
 from ir.registry import register_impl
-from lowering.kernels.base import KernelSpec, needs_cuda, register_kernel, runtime_config
-from lowering.kernels.helion_util import helion_plain_source, run_helion
+from lowering.kernels.base import needs_cuda, runtime_config
+from lowering.kernels.helion_util import register_helion_kernel, run_helion
 
 helion: Any = None  # bound to the helion modules on first use (see helion_util.import_helion)
 hl: Any = None
@@ -41,14 +41,4 @@ def example_args(device: str, variant: str = "default") -> tuple:
     return x, torch.randn(4096, dtype=torch.bfloat16, device=device), 1e-5
 
 
-register_kernel(
-    KernelSpec(
-        name=NAME,
-        op=NAME,
-        provider="helion",
-        plain_source=lambda config, args, variant: helion_plain_source(
-            rms_norm_kernel, config, args
-        ),
-        example_args=example_args,
-    )
-)
+register_helion_kernel(NAME, rms_norm_kernel, example_args)

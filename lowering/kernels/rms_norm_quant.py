@@ -12,13 +12,11 @@ import torch
 
 from ir.registry import register_impl
 from lowering.kernels.base import (
-    KernelSpec,
     needs_fp8,
-    register_kernel,
     runtime_config,
     variant_config,
 )
-from lowering.kernels.helion_util import helion_plain_source, run_helion
+from lowering.kernels.helion_util import register_helion_kernel, run_helion
 from lowering.kernels.quant_fp8 import group_width
 
 helion: Any = None  # bound to the helion modules on first use (see helion_util.import_helion)
@@ -71,15 +69,4 @@ def example_args(device: str, variant: str = "per_token") -> tuple:
     return x, weight, 1e-5, 4096 if variant == "per_token" else 128
 
 
-register_kernel(
-    KernelSpec(
-        name=NAME,
-        op=NAME,
-        provider="helion",
-        plain_source=lambda config, args, variant: helion_plain_source(
-            rms_norm_quant_kernel, config, args
-        ),
-        example_args=example_args,
-        variants=("per_token", "group128"),
-    )
-)
+register_helion_kernel(NAME, rms_norm_quant_kernel, example_args, ("per_token", "group128"))
