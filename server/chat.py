@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from dataclasses import dataclass
 
 from aiohttp import web
 
 from server import sse
-from server.choices import Choice, chat_logprobs, collect, count_usage
+from server.choices import Choice, chat_logprobs, collect, envelope, usage_of
 from server.engine_loop import RequestGroup
 from server.errors import APIError
 from server.protocol import (
@@ -21,7 +20,6 @@ from server.protocol import (
     read_json,
     sampling_params,
     seeded,
-    usage,
 )
 from server.state import STATE, ServerState
 
@@ -128,12 +126,9 @@ def _response(state: ServerState, req: ChatRequest, rid: str, choices: list[Choi
         for i, c in enumerate(choices)
     ]
     return {
-        "id": rid.rsplit("-", 1)[0],
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": req.model,
+        **envelope(rid, "chat.completion", req.model),
         "choices": out,
-        "usage": usage(*count_usage(choices, req.n)),
+        "usage": usage_of(choices, req.n),
     }
 
 
@@ -141,12 +136,7 @@ async def _stream(
     request: web.Request, state: ServerState, req: ChatRequest, group: RequestGroup
 ) -> web.StreamResponse:
     resp = await sse.open_stream(request)
-    base = {
-        "id": group.ids[0].rsplit("-", 1)[0],
-        "object": "chat.completion.chunk",
-        "created": int(time.time()),
-        "model": req.model,
-    }
+    base = envelope(group.ids[0], "chat.completion.chunk", req.model)
     for i in range(len(group.ids)):  # the role comes first, once per choice
         await sse.send_event(
             resp,
@@ -190,9 +180,5 @@ async def _stream(
         raise  # the client is gone: nothing more can be sent
     except Exception as e:
         await sse.send_error(resp, e)
-    if req.include_usage:
-        await sse.send_event(
-            resp, {**base, "choices": [], "usage": usage(*count_usage(choices, req.n))}
-        )
-    await sse.send_done(resp)
+    await sse.finish_stream(resp, base, usage_of(choices, req.n) if req.include_usage else None)
     return resp

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 from runtime.outputs import RequestOutput, TokenLogprob
 from server.engine_loop import RequestGroup
+from server.protocol import usage
 
 
 @dataclass
@@ -27,6 +29,21 @@ class Choice:
         self.logprobs.extend(out.new_logprobs or [])
         if out.finished:
             self.finish_reason = out.finish_reason
+
+
+def envelope(request_id: str, obj: str, model: str) -> dict:
+    """The fields every completion object and stream chunk carries. `request_id` is the
+    first engine request's id (`<id>-<choice>`); the response id is its `<id>`."""
+    return {
+        "id": request_id.rsplit("-", 1)[0],
+        "object": obj,
+        "created": int(time.time()),
+        "model": model,
+    }
+
+
+def usage_of(choices: list[Choice], n: int) -> dict:
+    return usage(*count_usage(choices, n))
 
 
 async def collect(group: RequestGroup) -> list[Choice]:

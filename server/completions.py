@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from dataclasses import dataclass
 
 from aiohttp import web
 
 from server import sse
-from server.choices import Choice, collect, completion_logprobs, count_usage
+from server.choices import Choice, collect, completion_logprobs, envelope, usage_of
 from server.engine_loop import RequestGroup
 from server.protocol import (
     MAX_N,
@@ -20,7 +19,6 @@ from server.protocol import (
     read_json,
     sampling_params,
     seeded,
-    usage,
 )
 from server.state import STATE, ServerState
 
@@ -120,12 +118,9 @@ def _response(state: ServerState, req: CompletionRequest, rid: str, choices: lis
             {"index": i, "text": head + c.text, "logprobs": lps, "finish_reason": c.finish_reason}
         )
     return {
-        "id": rid.rsplit("-", 1)[0],
-        "object": "text_completion",
-        "created": int(time.time()),
-        "model": req.model,
+        **envelope(rid, "text_completion", req.model),
         "choices": out,
-        "usage": usage(*count_usage(choices, req.n)),
+        "usage": usage_of(choices, req.n),
     }
 
 
@@ -133,12 +128,7 @@ async def _stream(
     request: web.Request, state: ServerState, req: CompletionRequest, group: RequestGroup
 ) -> web.StreamResponse:
     resp = await sse.open_stream(request)
-    base = {
-        "id": group.ids[0].rsplit("-", 1)[0],
-        "object": "text_completion",
-        "created": int(time.time()),
-        "model": req.model,
-    }
+    base = envelope(group.ids[0], "text_completion", req.model)
     choices = [Choice() for _ in group.ids]
     offsets = [0] * len(group.ids)  # characters sent per choice (logprobs' text_offset)
     pending_echo = [req.echo] * len(group.ids)
@@ -169,9 +159,5 @@ async def _stream(
         raise  # the client is gone: nothing more can be sent
     except Exception as e:
         await sse.send_error(resp, e)
-    if req.include_usage:
-        await sse.send_event(
-            resp, {**base, "choices": [], "usage": usage(*count_usage(choices, req.n))}
-        )
-    await sse.send_done(resp)
+    await sse.finish_stream(resp, base, usage_of(choices, req.n) if req.include_usage else None)
     return resp

@@ -41,3 +41,10 @@ async def send_error(resp: web.StreamResponse, error: Exception) -> None:
             }
         },
     )
+
+
+async def finish_stream(resp: web.StreamResponse, base: dict, usage: dict | None) -> None:
+    """The last usage chunk (when asked for with stream_options.include_usage), then [DONE]."""
+    if usage is not None:
+        await send_event(resp, {**base, "choices": [], "usage": usage})
+    await send_done(resp)
