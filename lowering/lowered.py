@@ -159,47 +159,72 @@ def inline_references(ep, impls: dict[str, str]):
     return ep.run_decompositions(table) if table else ep, sorted(o.name() for o in table)
 
 
-def _lower_cpu(passed, staging: Path, options, impls: dict[str, str]) -> dict:
-    from torch._inductor import aoti_compile_and_package
+# The IR references are the spec, rounding included (e.g. silu_and_mul rounds silu's output to the
+# activation dtype before the product). Inductor keeps fused intermediates in fp32 unless told to
+# round where eager code would, which drifts bf16 logits by ~2% over a deep model.
+INDUCTOR_OPTIONS = {"emulate_precision_casts": True}
 
-    ep, inlined = inline_references(_export(passed, options), impls)
-    aoti_compile_and_package(ep, package_path=str(staging / "model.pt2"))
-    calls = sorted(op for op in impls if f"kiln::{op}" not in inlined)
+
+def _lower_cpu(passed, staging: Path, options, impls: dict[str, str]) -> dict:
+    return _lower_aoti(passed, staging, options, impls, impls)
+
+
+def _lower_aoti(passed, staging: Path, options, impls: dict, runnable: dict) -> dict:
+    """AOTInductor: the post-pass graph (references inlined) compiled into a `.pt2` package
+    that a warm start loads through the C++ loader. `runnable` is `impls` with every provider
+    that cannot run at serve time replaced by its reference."""
+    from torch._inductor import aoti_compile_and_package, config
+
+    from compile_cache.tool_caches import default_root
+    from lowering.aoti_headers import regex_free_aoti_runtime
+
+    ep, inlined = inline_references(_export(passed, options), runnable)
+    with config.patch(INDUCTOR_OPTIONS), regex_free_aoti_runtime(default_root()):
+        aoti_compile_and_package(ep, package_path=str(staging / "model.pt2"))
+    calls = sorted(op for op in runnable if f"kiln::{op}" not in inlined)
     return {
         "lowering": "aoti",
         "package": "model.pt2",
         "inlined_ops": inlined,
-        "kernels": {"inductor": 1, **{impls[op]: 1 for op in calls}},
+        "kernels": {"inductor": 1, **{runnable[op]: 1 for op in calls}},
     }
 
 
 def _lower_native_gpu(passed, staging: Path, options, impls: dict[str, str]) -> dict:
-    """GPU host, own target: Inductor over the post-pass graph, its code kept in Kiln's
-    Inductor cache so a warm load retrieves it. (AOTInductor CUDA builds crash on load on the
-    lent H100/H200 image, even for trivial models: benchmarks/aoti_cuda_probe*.py.)
+    """GPU host, own target: AOTInductor, as on the CPU, with the chosen Triton kernels called
+    from the package. Helion kernels cannot run at serve time (no Helion on the serve path):
+    their ops are inlined as references and Inductor generates fused Triton code for them.
 
-    The program (export of the post-pass graph, weights as inputs, T dynamic) is saved; one
-    warm-up call per compile fills the cache with the dynamic-T graph the loader will ask for.
-    """
+    `KILN_GPU_LOWERING=jit` selects the fallback instead: the exported program saved and run
+    under torch.compile at load (its code in Kiln's Inductor cache; slow to load, Dynamo
+    traces it again), for a host whose AOTInductor packages cannot load."""
+    import os
+
+    runnable = {op: p if p == "triton" else "reference" for op, p in impls.items()}
+    if os.environ.get(GPU_LOWERING_ENV, "aoti") == "aoti":
+        return _lower_aoti(passed, staging, options, impls, runnable)
     from runtime.artifact import jit_program
 
-    # Helion kernels cannot run at serve time (no Helion on the serve path): their ops are
-    # inlined as references and Inductor generates fused Triton for them instead.
-    runnable = {op: p if p == "triton" else "reference" for op, p in impls.items()}
     ep, inlined = inline_references(_export(passed, options), runnable)
     torch.export.save(ep, str(staging / "program.pt2"))
     names = [p.target for p in passed.gm.graph.find_nodes(op="placeholder")]
     program = jit_program(ep, names)
-    example = [
-        passed.weights[n] if n in passed.weights else _example_input(n, 7, passed) for n in names
-    ]
-    program(*example)
+    for t, seqs in ((EXAMPLE_T, EXAMPLE_SEQS), (1, 1), (EXAMPLE_T, 1), (2, 2)):
+        example = [
+            passed.weights[n] if n in passed.weights else _example_input(n, t, passed, seqs)
+            for n in names
+        ]
+        program(*example)  # Dynamo specialises sizes 0/1: fill the cache for each variant
     torch.cuda.synchronize()
     return {
         "lowering": "inductor_jit",
         "program": "program.pt2",
-        "kernels": {"inductor": 1, **{p: 1 for p in set(impls.values()) if p != "reference"}},
+        "inlined_ops": inlined,
+        "kernels": {"inductor": 1, **{p: 1 for p in set(runnable.values()) if p != "reference"}},
     }
+
+
+GPU_LOWERING_ENV = "KILN_GPU_LOWERING"
 
 
 def _lower_cross(ops: Counter, impls: dict, target, staging: Path) -> dict:

@@ -101,7 +101,9 @@ def jit_program(ep, inputs: list[str]):
     import torch._dynamo
 
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 32)
-    return torch.compile(ep.module(), dynamic=True, fullgraph=True)
+    from lowering.lowered import INDUCTOR_OPTIONS
+
+    return torch.compile(ep.module(), dynamic=True, fullgraph=True, options=INDUCTOR_OPTIONS)
 
 
 class _BoxedPackage:

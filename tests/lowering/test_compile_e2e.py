@@ -85,6 +85,17 @@ def assert_same_greedy_tokens(prompt, ref_tokens, got_tokens):
     assert top[ref_tokens[i]] - top[got_tokens[i]] < 1e-3, (i, top)
 
 
+def test_package_loads_without_std_regex(cpu_compile):
+    """AOTInductor's own device-string parser builds a std::regex, which crashes on load on the
+    lent GPU image; Kiln compiles against patched headers, so no regex code is in the package."""
+    import zipfile
+
+    package = artifact_path(cpu_compile.stdout) / "model.pt2"
+    with zipfile.ZipFile(package) as z:
+        libs = [z.read(n) for n in z.namelist() if n.endswith(".so")]
+    assert libs and not any(b"regex_traits" in lib for lib in libs)
+
+
 def test_compiled_logits_within_1e4_of_reference(cpu_compile):
     from runtime.llm import LLM
     from runtime.model_runner import StepSeq
