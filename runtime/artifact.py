@@ -124,7 +124,9 @@ def _load_package(path: Path, device: torch.device):
         from torch._inductor import aoti_load_package
 
         return aoti_load_package(str(path))
-    return _BoxedPackage(loader_cls(str(path), "model", False, 1, index))
+    # run_single_threaded: the container then skips its per-run CUDA events, whose queries are
+    # illegal while a CUDA graph captures the call. The engine calls the model from one thread.
+    return _BoxedPackage(loader_cls(str(path), "model", True, 1, index))
 
 
 def manifest_summary(man: dict) -> str:
