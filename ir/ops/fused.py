@@ -8,7 +8,6 @@ tested against these.
 import torch
 
 from ir.ops.activation import silu_and_mul
-from ir.ops.attention import attention
 from ir.ops.collective import all_reduce
 from ir.ops.norm import fused_add_rms_norm, rms_norm
 from ir.ops.quant import FP8_DTYPE, check_group_size, quant_fp8
@@ -77,8 +76,12 @@ def attention_quant(
     sliding_window: int,
     group_size: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """quant_fp8(attention(...).flatten(1), group_size) -> (xq [T, Hq*D], scale); writes KV."""
-    out = attention.reference(
+    """quant_fp8(attention(...).flatten(1), group_size) -> (xq [T, Hq*D], scale); writes KV.
+
+    The attention step goes through the `attention` op, so where no fused kernel exists this
+    composition still runs the attention kernel chosen for the device (on a GPU a Triton kernel
+    that CUDA graphs can capture; attention's own reference reads sizes on the host)."""
+    out = torch.ops.kiln.attention(
         q,
         k,
         v,
