@@ -2,8 +2,9 @@
 
 Phases (each timed into the compile record): load, capture+passes, lower, cache write.
 Lowering takes one of two paths (DESIGN.md "Two lowering paths"):
-- native CPU: AOTInductor compiles the post-pass graph (weights as inputs, T dynamic) to a
-  `.pt2` package that a warm start loads through the C++ loader;
+- native (the CPU, or the GPU of the target itself): AOTInductor compiles the post-pass graph
+  (weights as inputs, step sizes dynamic) to a `.pt2` package that a warm start loads through
+  the C++ loader;
 - cross GPU (the host lacks the target): every non-GEMM IR op in the graph gets its Triton
   kernel compiled for the target's arch; GEMMs stay library calls.
 Weights stay in the checkpoint: the artifact names each graph weight by the model parameter it

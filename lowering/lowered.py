@@ -1,4 +1,5 @@
-"""Lowering the post-pass graph for a target: native CPU (AOTInductor) or cross GPU (Triton)."""
+"""Lowering the post-pass graph for a target: native (AOTInductor, CPU or own GPU) or cross
+GPU (Triton cubins for an arch the host lacks)."""
 
 from __future__ import annotations
 
