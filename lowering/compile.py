@@ -14,7 +14,6 @@ is, and stores only weights a pass derived (fp8-quantized, padded) in `derived.s
 from __future__ import annotations
 
 import json
-import os
 import socket
 import time
 from dataclasses import asdict, dataclass
@@ -38,12 +37,12 @@ class CompileOptions:
     max_num_tokens: int = 512  # largest step (token budget) the graph is built for
 
     def lookup_options(self) -> dict:
-        from lowering.lowered import GPU_LOWERING_ENV
+        from lowering.lowered import gpu_lowering
 
         d = asdict(self)
         d.pop("model")
         d.pop("target")
-        d["gpu_lowering"] = os.environ.get(GPU_LOWERING_ENV, "aoti")  # shapes GPU artifacts
+        d["gpu_lowering"] = gpu_lowering()  # shapes GPU artifacts
         return d
 
 

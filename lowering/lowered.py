@@ -167,10 +167,10 @@ INDUCTOR_OPTIONS = {"emulate_precision_casts": True}
 
 
 def _lower_cpu(passed, staging: Path, options, impls: dict[str, str]) -> dict:
-    return _lower_aoti(passed, staging, options, impls, impls)
+    return _lower_aoti(passed, staging, options, impls)
 
 
-def _lower_aoti(passed, staging: Path, options, impls: dict, runnable: dict) -> dict:
+def _lower_aoti(passed, staging: Path, options, runnable: dict[str, str]) -> dict:
     """AOTInductor: the post-pass graph (references inlined) compiled into a `.pt2` package
     that a warm start loads through the C++ loader. `runnable` is `impls` with every provider
     that cannot run at serve time replaced by its reference."""
@@ -199,11 +199,9 @@ def _lower_native_gpu(passed, staging: Path, options, impls: dict[str, str]) -> 
     `KILN_GPU_LOWERING=jit` selects the fallback instead: the exported program saved and run
     under torch.compile at load (its code in Kiln's Inductor cache; slow to load, Dynamo
     traces it again), for a host whose AOTInductor packages cannot load."""
-    import os
-
     runnable = {op: p if p == "triton" else "reference" for op, p in impls.items()}
-    if os.environ.get(GPU_LOWERING_ENV, "aoti") == "aoti":
-        return _lower_aoti(passed, staging, options, impls, runnable)
+    if gpu_lowering() == "aoti":
+        return _lower_aoti(passed, staging, options, runnable)
     from runtime.artifact import jit_program
 
     ep, inlined = inline_references(_export(passed, options), runnable)
@@ -226,6 +224,17 @@ def _lower_native_gpu(passed, staging: Path, options, impls: dict[str, str]) -> 
 
 
 GPU_LOWERING_ENV = "KILN_GPU_LOWERING"
+GPU_LOWERINGS = ("aoti", "jit")
+
+
+def gpu_lowering() -> str:
+    """The GPU-native lowering in effect: `aoti` unless KILN_GPU_LOWERING says `jit`."""
+    import os
+
+    value = os.environ.get(GPU_LOWERING_ENV, "aoti")
+    if value not in GPU_LOWERINGS:
+        raise KilnError(f"{GPU_LOWERING_ENV}={value!r}: choose one of {', '.join(GPU_LOWERINGS)}")
+    return value
 
 
 def _lower_cross(ops: Counter, impls: dict, target, staging: Path) -> dict:

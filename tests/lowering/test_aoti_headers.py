@@ -22,3 +22,16 @@ def test_patched_headers_replace_only_the_device_parser(tmp_path):
     for f in folder.iterdir():
         if f.is_file() and f.name != Path(HEADER).name:
             assert (copy / f.name).read_bytes() == f.read_bytes()
+
+
+def test_unknown_gpu_lowering_is_a_clear_error(monkeypatch):
+    import pytest
+
+    from kiln.errors import KilnError
+    from lowering.compile import CompileOptions
+
+    monkeypatch.setenv("KILN_GPU_LOWERING", "jit")
+    assert CompileOptions().lookup_options()["gpu_lowering"] == "jit"
+    monkeypatch.setenv("KILN_GPU_LOWERING", "fast")
+    with pytest.raises(KilnError, match="KILN_GPU_LOWERING='fast': choose one of aoti, jit"):
+        CompileOptions().lookup_options()
