@@ -58,7 +58,7 @@ def lower(passed, model, target, staging: Path, options) -> dict:
         "impls": impls,
     }
     if target.device_type == "cpu":
-        manifest.update(_lower_cpu(passed, staging, options, impls))
+        manifest.update(_lower_aoti(passed, staging, options, impls))
     elif torch.cuda.is_available() and _host_matches(target):
         manifest.update(_lower_native_gpu(passed, staging, options, impls))
     else:
@@ -164,10 +164,6 @@ def inline_references(ep, impls: dict[str, str]):
 # activation dtype before the product). Inductor keeps fused intermediates in fp32 unless told to
 # round where eager code would, which drifts bf16 logits by ~2% over a deep model.
 INDUCTOR_OPTIONS = {"emulate_precision_casts": True}
-
-
-def _lower_cpu(passed, staging: Path, options, impls: dict[str, str]) -> dict:
-    return _lower_aoti(passed, staging, options, impls)
 
 
 def _lower_aoti(passed, staging: Path, options, runnable: dict[str, str]) -> dict:
