@@ -162,7 +162,7 @@ def inline_references(ep, impls: dict[str, str]):
 
 # The IR references are the spec, rounding included (e.g. silu_and_mul rounds silu's output to the
 # activation dtype before the product). Inductor keeps fused intermediates in fp32 unless told to
-# round where eager code would, which drifts bf16 logits by ~2% over a deep model.
+# round where eager code would (CPU demo, bf16: compiled vs reference 0.0199 -> 0.0174).
 INDUCTOR_OPTIONS = {"emulate_precision_casts": True}
 
 
@@ -204,7 +204,7 @@ def _lower_native_gpu(passed, staging: Path, options, impls: dict[str, str]) -> 
     torch.export.save(ep, str(staging / "program.pt2"))
     names = [p.target for p in passed.gm.graph.find_nodes(op="placeholder")]
     program = jit_program(ep, names)
-    for t, seqs in ((EXAMPLE_T, EXAMPLE_SEQS), (1, 1), (EXAMPLE_T, 1), (2, 2)):
+    for t, seqs in ((EXAMPLE_T, EXAMPLE_SEQS), (1, 1), (EXAMPLE_T, 1)):
         example = [
             passed.weights[n] if n in passed.weights else _example_input(n, t, passed, seqs)
             for n in names
