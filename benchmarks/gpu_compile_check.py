@@ -1,7 +1,9 @@
 """Compile a checkpoint for this GPU, then compare compiled vs reference logits (bf16).
 
-Usage: python benchmarks/gpu_compile_check.py CKPT_DIR --out result.json
-Reports cold compile phases, the warm lookup+load time, and max relative logit error.
+Usage: python benchmarks/gpu_compile_check.py CKPT_DIR --phase compile|refattn|check --out R.json
+Reports cold compile phases, the warm lookup+load time, and max relative logit error; with
+--rows, the check also shows how far a mathematically equal eager variant (refattn) moves the
+reference, which is the dtype's noise floor on this model.
 """
 
 from __future__ import annotations
@@ -20,7 +22,11 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--quantization", default=None)
     ap.add_argument("--dtype", default="auto")
-    ap.add_argument("--phase", default="compile", choices=["compile", "check"])
+    ap.add_argument("--phase", default="compile", choices=["compile", "check", "refattn"])
+    ap.add_argument(
+        "--rows", type=Path, default=None,
+        help="refattn: where to save its logits rows; check: compare them with the reference",
+    )  # fmt: skip
     args = ap.parse_args()
     from compile_cache import configure_tool_caches
 
@@ -46,6 +52,18 @@ def main() -> None:
         args.out.write_text(json.dumps(res, indent=2))
         return
     kw = dict(gpu_memory_utilization=0.85, max_model_len=2048)  # one engine at a time
+    if args.phase == "refattn":
+        # The noise floor of the dtype: the same eager engine with one op swapped for a
+        # mathematically equal implementation (attention's IR reference, fp32 inside like the
+        # Triton kernel). Its own process: kernel bindings last for the whole process.
+        import runtime.setup
+
+        runtime.setup._bind_cuda_kernels = lambda: None
+        eng = Engine.from_args(
+            args.model, compile="never", dtype=args.dtype, enforce_eager=True, **kw
+        )
+        torch.save(run_steps(eng), args.rows)
+        return
     # References: the unquantized eager engine in the checked dtype (fp8's tolerance is set
     # against it) and in fp32, to show how far the dtype alone moves the logits.
     ref = run_steps(Engine.from_args(args.model, compile="never", dtype=args.dtype, **kw))
@@ -60,6 +78,8 @@ def main() -> None:
     res["compiled_vs_ref"] = compare(comp, ref)
     res["ref_vs_fp32"] = compare(ref, ref32)
     res["compiled_vs_fp32"] = compare(comp, ref32)
+    if args.rows is not None and args.rows.exists():
+        res["ref_attention_swapped_vs_ref"] = compare(torch.load(args.rows), ref)
     print(json.dumps(res), flush=True)
     args.out.write_text(json.dumps(res, indent=2))
 
