@@ -78,6 +78,17 @@ def main() -> None:
     res["compiled_vs_ref"] = compare(comp, ref)
     res["ref_vs_fp32"] = compare(ref, ref32)
     res["compiled_vs_fp32"] = compare(comp, ref32)
+    if args.quantization:
+        # The same quantized graph run eagerly (the passes' output, IR references): separates
+        # what lowering changes from what quantization itself costs.
+        ref_q = run_steps(
+            Engine.from_args(
+                args.model, compile="never", passes="", dtype=args.dtype,
+                quantization=args.quantization, **kw,
+            )
+        )  # fmt: skip
+        res["compiled_vs_eager_quantized"] = compare(comp, ref_q)
+        res["eager_quantized_vs_ref"] = compare(ref_q, ref)
     if args.rows is not None and args.rows.exists():
         res["ref_attention_swapped_vs_ref"] = compare(torch.load(args.rows), ref)
     print(json.dumps(res), flush=True)
