@@ -17,7 +17,11 @@ from compile_cache.key import (
 )
 from compile_cache.sizes import format_size, parse_size
 from compile_cache.store import Builder, Entry, Store
-from compile_cache.tool_caches import configure_tool_caches, default_root
+from compile_cache.tool_caches import (
+    configure_bytecode_cache,
+    configure_tool_caches,
+    default_root,
+)
 
 __all__ = [
     "CACHE_FORMAT",
@@ -30,6 +34,7 @@ __all__ = [
     "Store",
     "canonical_json",
     "compute_key",
+    "configure_bytecode_cache",
     "configure_tool_caches",
     "default_root",
     "diff_factors",

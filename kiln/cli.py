@@ -42,8 +42,9 @@ TOOL_CACHE_VERBS = ("generate", "serve", "compile", "bench", "passes")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command in TOOL_CACHE_VERBS:
-        from compile_cache import configure_tool_caches
+        from compile_cache import configure_bytecode_cache, configure_tool_caches
 
+        configure_bytecode_cache()
         configure_tool_caches()
     try:
         return int(args.run(args) or 0)

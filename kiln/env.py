@@ -54,3 +54,9 @@ def startup_report_path() -> Path | None:
     `kiln bench startup` sets it for each child process it times."""
     value = os.environ.get("KILN_STARTUP_REPORT")
     return Path(value) if value else None
+
+
+def bytecode_cache_enabled() -> bool:
+    """KILN_BYTECODE_CACHE=0 stops the CLI keeping torch's bytecode in the Kiln cache (see
+    `compile_cache.tool_caches.configure_bytecode_cache`); anything else, or unset, allows it."""
+    return os.environ.get("KILN_BYTECODE_CACHE", "1") != "0"

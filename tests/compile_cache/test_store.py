@@ -11,6 +11,7 @@ from cache_helpers import BLOB_PATH as BLOB
 from cache_helpers import CountingBuilder, flip_byte, key_and_factors, truncate
 
 from compile_cache import Store, compute_key
+from compile_cache import artifact as artifact_mod
 from kiln.errors import KilnError
 
 
@@ -202,3 +203,17 @@ def test_ls_rebuilds_a_lost_index_from_manifests(store):
     (entry,) = store.ls()
     assert (entry.key, entry.model, entry.target) == (key, "tiny-llama", "cpu")
     assert entry.size == artifact.size and store.total_size() == artifact.size
+
+
+@pytest.mark.parametrize(
+    "offset", [0, 1000, 4095], ids=["first-piece", "middle-piece", "last-byte"]
+)
+def test_large_blob_is_verified_piece_by_piece(store, monkeypatch, offset):
+    monkeypatch.setattr(artifact_mod, "PIECE", 1024)  # the blob spans 4 pieces
+    key, factors = key_and_factors("tiny-llama", seed=9)
+    artifact, _ = store.get_or_build(key, factors, CountingBuilder(blob_size=4096))
+    entry = artifact.manifest["files"][BLOB]
+    assert entry["piece"] == 1024 and len(entry["pieces"]) == 4
+    assert store.get(key) is not None  # intact: every piece matches
+    flip_byte(artifact.file(BLOB), offset)
+    assert store.get(key) is None  # any piece, the last byte included, is checked

@@ -1,13 +1,18 @@
-"""Inductor's and Triton's caches live in the cache root; importing the cache stays cheap."""
+"""Inductor's, Triton's and (where Python keeps none) bytecode caches live in the cache root;
+importing the cache stays cheap."""
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 from compile_cache import configure_tool_caches
 from kiln import env
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_tool_caches_point_inside_the_root(tmp_path, monkeypatch):
@@ -50,3 +55,47 @@ def test_importing_the_cache_and_its_cli_imports_no_torch():
     repo = Path(__file__).resolve().parents[2]
     done = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+BYTECODE_PROBE = """
+import json, sys
+from pathlib import Path
+from compile_cache import configure_bytecode_cache
+folder = configure_bytecode_cache(Path(sys.argv[1]), probe="slowpkg")
+import slowpkg
+print(json.dumps([str(folder) if folder else None, sys.dont_write_bytecode]))
+"""
+
+
+def _bytecode_probe(tmp_path, extra_env: dict, *, with_pyc: bool = False) -> tuple[list, Path]:
+    src = tmp_path / "src" / "slowpkg"
+    src.mkdir(parents=True, exist_ok=True)
+    (src / "__init__.py").write_text("VALUE = 1\n")
+    if with_pyc:
+        import py_compile
+
+        py_compile.compile(str(src / "__init__.py"))
+    penv = {k: v for k, v in os.environ.items() if k != "PYTHONPYCACHEPREFIX"}
+    penv.update(PYTHONPATH=f"{tmp_path / 'src'}{os.pathsep}{ROOT}", **extra_env)
+    proc = subprocess.run(
+        [sys.executable, "-c", BYTECODE_PROBE, str(tmp_path / "cache")],
+        capture_output=True, text=True, env=penv, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout), src
+
+
+def test_bytecode_is_kept_in_the_cache_when_python_would_not_write_it(tmp_path):
+    (folder, dont_write), src = _bytecode_probe(tmp_path, {"PYTHONDONTWRITEBYTECODE": "1"})
+    assert folder == str(tmp_path / "cache" / "pycache") and dont_write is False
+    assert list(Path(folder).rglob("__init__*.pyc")), "the import wrote no bytecode there"
+    assert not (src / "__pycache__").exists()  # the package's own folder is never written
+
+
+def test_bytecode_cache_left_alone_when_python_can_reuse_its_own(tmp_path):
+    got, _ = _bytecode_probe(tmp_path, {"PYTHONDONTWRITEBYTECODE": "1"}, with_pyc=True)
+    assert got == [None, True]  # existing __pycache__ serves; the user's setting stands
+    got, _ = _bytecode_probe(
+        tmp_path / "b", {"PYTHONDONTWRITEBYTECODE": "1", "KILN_BYTECODE_CACHE": "0"}
+    )
+    assert got == [None, True]
