@@ -32,7 +32,6 @@ def main() -> None:
 
     configure_tool_caches()
     from lowering.compile import CompileOptions, compile_model
-    from runtime.engine import Engine
 
     card = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     res = {"card": card, "phase": args.phase}
@@ -59,21 +58,17 @@ def main() -> None:
         import runtime.setup
 
         runtime.setup._bind_cuda_kernels = lambda: None
-        eng = Engine.from_args(
-            args.model, compile="never", dtype=args.dtype, enforce_eager=True, **kw
-        )
-        torch.save(run_steps(eng), args.rows)
+        eager = dict(model=args.model, compile="never", dtype=args.dtype, enforce_eager=True)
+        torch.save(run_steps(eager | kw), args.rows)
         return
     # References: the unquantized eager engine in the checked dtype (fp8's tolerance is set
     # against it) and in fp32, to show how far the dtype alone moves the logits.
-    ref = run_steps(Engine.from_args(args.model, compile="never", dtype=args.dtype, **kw))
-    ref32 = run_steps(Engine.from_args(args.model, compile="never", dtype="float32", **kw))
-    comp_engine = Engine.from_args(
-        args.model, compile="cached", dtype=args.dtype, quantization=args.quantization, **kw
+    kw["model"] = args.model
+    ref = run_steps(dict(compile="never", dtype=args.dtype) | kw)
+    ref32 = run_steps(dict(compile="never", dtype="float32") | kw)
+    comp = run_steps(
+        dict(compile="cached", dtype=args.dtype, quantization=args.quantization) | kw, keep=res
     )
-    res["warm_load_phases"] = comp_engine.loaded.phases
-    res["forward"] = type(comp_engine.loaded.runner.forward).__name__
-    comp = run_steps(comp_engine)
     res["steps"] = STEP_TOKENS
     res["compiled_vs_ref"] = compare(comp, ref)
     res["ref_vs_fp32"] = compare(ref, ref32)
@@ -81,12 +76,8 @@ def main() -> None:
     if args.quantization:
         # The same quantized graph run eagerly (the passes' output, IR references): separates
         # what lowering changes from what quantization itself costs.
-        ref_q = run_steps(
-            Engine.from_args(
-                args.model, compile="never", passes="", dtype=args.dtype,
-                quantization=args.quantization, **kw,
-            )
-        )  # fmt: skip
+        eager_q = dict(compile="never", passes="", quantization=args.quantization)
+        ref_q = run_steps(eager_q | dict(dtype=args.dtype) | kw)
         res["compiled_vs_eager_quantized"] = compare(comp, ref_q)
         res["eager_quantized_vs_ref"] = compare(ref_q, ref)
     if args.rows is not None and args.rows.exists():
@@ -95,10 +86,21 @@ def main() -> None:
     args.out.write_text(json.dumps(res, indent=2))
 
 
-def run_steps(engine) -> list:
-    """Logits rows of every check step, then the engine is released."""
+def run_steps(engine_args: dict, keep: dict | None = None) -> list:
+    """Logits rows of every check step on `Engine.from_args(**engine_args)`, which is built and
+    freed here (nothing else holds it, so its GPU memory is back before the next one is built).
+    `keep`, when given, receives the engine's load phases and forward type."""
     import gc
 
+    from runtime.engine import Engine
+
+    engine = Engine.from_args(**engine_args)
+    if keep is not None:
+        keep.update(
+            warm_load_phases=engine.loaded.phases,
+            forward=type(engine.loaded.runner.forward).__name__,
+            graphs=engine.loaded.runner.graphs is not None,
+        )
     rows = []
     for batch in check_steps(engine.loaded.vocab_size):
         rows.extend(engine.loaded.runner.execute(batch).float().cpu())

@@ -13,7 +13,6 @@ import pytest
 import torch
 
 from benchmarks.gpu_compile_check import compare, run_steps
-from runtime.engine import Engine
 
 pytestmark = pytest.mark.gpu
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,23 +29,33 @@ def compile_demo(dtype: str, *extra: str) -> str:
     return proc.stdout
 
 
-@pytest.mark.parametrize("dtype,tol", [("float32", 1e-3), ("bfloat16", 3e-2)])
+def compiled_rows(**kw) -> list:
+    """The cached artifact's logits rows, after checking it is what runs (graphs included)."""
+    loaded = {}
+    rows = run_steps(dict(model="demo", compile="cached", **kw) | KW, keep=loaded)
+    assert loaded["forward"] == "ArtifactForward" and loaded["graphs"], loaded
+    return rows
+
+
+@pytest.mark.parametrize("dtype,tol", [("float32", 1e-3), ("bfloat16", 2e-2)])
 def test_compiled_matches_reference_with_graphs(dtype, tol):
     out = compile_demo(dtype)
     assert "(aoti)" in out.splitlines()[0], out
-    ref = run_steps(Engine.from_args("demo", compile="never", dtype=dtype, **KW))
-    engine = Engine.from_args("demo", compile="cached", dtype=dtype, **KW)
-    assert type(engine.loaded.runner.forward).__name__ == "ArtifactForward"
-    assert engine.loaded.runner.graphs is not None  # decode steps replay captured graphs
-    got = compare(run_steps(engine), ref)
+    ref = run_steps(dict(model="demo", compile="never", dtype=dtype) | KW)
+    got = compare(compiled_rows(dtype=dtype), ref)
     assert got["rel_err_max"] <= tol, got
 
 
-def test_fp8_compiled_runs_under_graphs_and_tracks_the_unquantized_model():
+def test_fp8_compiled_runs_under_graphs_and_matches_the_quantized_graph():
     if torch.cuda.get_device_capability() < (8, 9):
         pytest.skip("fp8 needs sm_89 or newer")
     compile_demo("bfloat16", "--quantization", "fp8")
-    ref = run_steps(Engine.from_args("demo", compile="never", dtype="bfloat16", **KW))
-    engine = Engine.from_args("demo", compile="cached", dtype="bfloat16", quantization="fp8", **KW)
-    got = compare(run_steps(engine), ref)
-    assert got["cosine_min"] >= 0.95, got  # the demo's wide random weights: 0.957 on CPU
+    fp8 = dict(dtype="bfloat16", quantization="fp8")
+    got = compiled_rows(**fp8)
+    eager_fp8 = run_steps(dict(model="demo", compile="never", passes="") | fp8 | KW)
+    unquantized = run_steps(dict(model="demo", compile="never", dtype="bfloat16") | KW)
+    # Lowering must not change what the quantized graph computes (cosine of logits) ...
+    assert compare(got, eager_fp8)["cosine_min"] >= 0.99, compare(got, eager_fp8)
+    # ... and quantization costs what it costs eagerly: 0.970 on the CPU for the demo's wide
+    # random weights (issue 3 states 0.99 for the tiny Llama and Qwen3, not the demo).
+    assert compare(got, unquantized)["cosine_min"] >= 0.95, compare(got, unquantized)
