@@ -1,33 +1,24 @@
 #!/usr/bin/env bash
-# Where a warm GPU start spends its time beyond Kiln's phases: whether the image writes
-# bytecode for torch (an unwritable site-packages recompiles every import), `import torch`
-# with and without a bytecode cache prefix, and a cProfile of one warm artifact load.
-# Usage (device, after gpu_issue4.sh built CKPT's artifact): bash benchmarks/gpu_startup_probe.sh CKPT [QUANT]
+# Where a warm GPU start spends its time beyond Kiln's phases: the imports of a warm
+# `kiln generate` (bytecode cache already written) and a cProfile of one warm artifact load.
+# Usage (device, after CKPT's artifact is built): bash benchmarks/gpu_startup_probe.sh CKPT [QUANT]
 set -u
 ck=$1; quant=${2:-}
+qa=""; [ -n "$quant" ] && qa="--quantization $quant"
 export KILN_CACHE_DIR=/tmp/kcache OUT=${OUT:-/tmp/out}
-env | grep '^PYTHON' | grep -v PYTHONPATH
-python3 - <<'PY'
-import glob, os, sys, torch
-d = os.path.dirname(torch.__file__)
-print("dont_write_bytecode", sys.flags.dont_write_bytecode, "site writable", os.access(d, os.W_OK),
-      "torch .py", len(glob.glob(d + "/**/*.py", recursive=True)),
-      "torch .pyc", len(glob.glob(d + "/**/__pycache__/*.pyc", recursive=True)))
-PY
-TIMEFORMAT="%R s"
-for i in 1 2 3; do echo -n "import torch: "; { time python3 -c "import torch"; } 2>&1; done
-for i in 1 2 3; do echo -n "import torch, PYTHONPYCACHEPREFIX: "; { time PYTHONPYCACHEPREFIX=/tmp/pyc python3 -c "import torch"; } 2>&1; done
-python3 - "$ck" "$quant" <<'PY' 2>&1 | tail -45
+python3 -m kiln generate $ck $qa --prompt hi --max-tokens 1 > /dev/null 2>&1  # writes bytecode
+python3 -X importtime -m kiln generate $ck $qa --prompt hi --max-tokens 1 2> $OUT/importtime-generate.txt > /dev/null
+echo "slowest imports (cumulative us):"
+grep -E "\| ( {0,4})[a-z_]" $OUT/importtime-generate.txt | sort -t'|' -k2 -n -r | head -25
+python3 - "$ck" "$quant" <<'PY' 2>&1 | tail -60
 import cProfile, pstats, sys, time
-t0 = time.perf_counter()
-from compile_cache import configure_tool_caches
-configure_tool_caches()
+from compile_cache import configure_bytecode_cache, configure_tool_caches
+configure_bytecode_cache(); configure_tool_caches()
 from runtime.engine import Engine
-t1 = time.perf_counter()
 prof = cProfile.Profile()
 prof.enable()
 eng = Engine.from_args(sys.argv[1], compile="cached", quantization=sys.argv[2] or None)
 prof.disable()
-print(f"imports {t1 - t0:.2f} s, engine {time.perf_counter() - t1:.2f} s", eng.loaded.phases)
-pstats.Stats(prof).sort_stats("cumulative").print_stats(30)
+print({k: round(v, 3) for k, v in eng.loaded.phases.items()})
+pstats.Stats(prof).sort_stats("cumulative").print_stats(45)
 PY
