@@ -43,6 +43,10 @@ class Impl:
     fn: Callable
     supports: SupportsFn
     description: str = ""
+    # The same kernel in a form lowering can trace into the compiled graph (a Triton kernel
+    # launched through `torch.library.wrap_triton`): the artifact then holds the kernel itself
+    # instead of calling back into Python through the dispatcher. None: it stays a call.
+    in_graph: Callable | None = None
 
 
 @dataclass
@@ -120,22 +124,28 @@ def _library() -> torch.library.Library:
 
 
 def register_impl(
-    op_name: str, provider: str, supports: SupportsFn, description: str = ""
+    op_name: str,
+    provider: str,
+    supports: SupportsFn,
+    description: str = "",
+    in_graph: Callable | None = None,
 ) -> Callable[[Callable], Callable]:
-    """Register a faster implementation of `op_name`; its signature must equal the reference's."""
+    """Register a faster implementation of `op_name`; its signature must equal the reference's
+    (and so must `in_graph`'s, its traceable form; see `Impl`)."""
 
     def wrap(fn: Callable) -> Callable:
         opdef = get_op(op_name)
         if provider not in PROVIDER_ORDER:
             raise ValueError(f"unknown provider {provider!r}; known: {', '.join(PROVIDER_ORDER)}")
         ref_params = list(inspect.signature(opdef.reference).parameters)
-        impl_params = list(inspect.signature(fn).parameters)
-        if ref_params != impl_params:
-            raise TypeError(
-                f"{provider} implementation of kiln.{op_name} takes {impl_params}, "
-                f"but the reference takes {ref_params}"
-            )
-        opdef.impls.append(Impl(provider, fn, supports, description))
+        for f in (fn, in_graph) if in_graph is not None else (fn,):
+            impl_params = list(inspect.signature(f).parameters)
+            if ref_params != impl_params:
+                raise TypeError(
+                    f"{provider} implementation of kiln.{op_name} takes {impl_params}, "
+                    f"but the reference takes {ref_params}"
+                )
+        opdef.impls.append(Impl(provider, fn, supports, description, in_graph))
         return fn
 
     return wrap

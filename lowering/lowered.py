@@ -4,6 +4,7 @@ GPU (Triton cubins for an arch the host lacks)."""
 from __future__ import annotations
 
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -144,7 +145,8 @@ def _example_input(name: str, t: int, passed, seqs: int = EXAMPLE_SEQS):
 
 # IR ops whose chosen implementation is their plain-torch reference are inlined before
 # Inductor, so it generates (and fuses) code for them instead of calling back into Python.
-# Ops that write the KV cache or read tensor values to decide shapes stay calls.
+# Ops that write the KV cache or read tensor values to decide shapes stay calls, unless their
+# chosen kernel has an in-graph form (see `kernels_in_graph`).
 NOT_INLINED = ("attention", "attention_quant", "all_reduce", "all_reduce_add_rms_norm")
 
 
@@ -158,6 +160,44 @@ def inline_references(ep, impls: dict[str, str]):
         if provider == "reference" and op not in NOT_INLINED
     }
     return ep.run_decompositions(table) if table else ep, sorted(o.name() for o in table)
+
+
+@contextmanager
+def kernels_in_graph(gm, impls: dict[str, str]):
+    """While exporting: calls of ops whose chosen kernel has an in-graph form
+    (`ir.registry.Impl.in_graph`, e.g. a Triton launch through `wrap_triton`) call that form,
+    so export traces the launch itself and AOTInductor compiles the kernel into the package.
+    `attention_quant` without a fused kernel becomes that attention, then its quant reference.
+    (A mutating op cannot be decomposed after export: it is wrapped as auto_functionalized.)
+    Yields the rewritten ops' names; the graph is restored afterwards."""
+    from ir.ops.fused import attention_then_quant
+    from ir.registry import get_op
+
+    forms: dict = {}
+    for op, provider in impls.items():
+        impl = next((i for i in get_op(op).impls if i.provider == provider), None)
+        if impl is not None and impl.in_graph is not None:
+            forms[get_op(op).overload.overloadpacket] = impl.in_graph
+    attention = forms.get(get_op("attention").overload.overloadpacket)
+    if attention is not None and impls.get("attention_quant") == "reference":
+
+        def attention_quant_in_graph(*args):
+            return attention_then_quant(attention, *args)
+
+        forms[get_op("attention_quant").overload.overloadpacket] = attention_quant_in_graph
+    saved = {}
+    for node in gm.graph.nodes:  # a call names the op (packet) or its overload
+        packet = getattr(node.target, "overloadpacket", node.target)
+        if node.op == "call_function" and packet in forms:
+            saved[node] = node.target
+            node.target = forms[packet]
+    gm.recompile()
+    try:
+        yield sorted({getattr(t, "overloadpacket", t)._qualified_op_name for t in saved.values()})
+    finally:
+        for node, target in saved.items():
+            node.target = target
+        gm.recompile()
 
 
 # The IR references are the spec, rounding included (e.g. silu_and_mul rounds silu's output to the
@@ -175,15 +215,19 @@ def _lower_aoti(passed, staging: Path, options, runnable: dict[str, str]) -> dic
     from compile_cache.tool_caches import default_root
     from lowering.aoti_headers import regex_free_aoti_runtime
 
-    ep, inlined = inline_references(_export(passed, options), runnable)
+    with kernels_in_graph(passed.gm, runnable) as in_graph:
+        ep, inlined = inline_references(_export(passed, options), runnable)
+    inlined = sorted(inlined + in_graph)
     with config.patch(INDUCTOR_OPTIONS), regex_free_aoti_runtime(default_root()):
         aoti_compile_and_package(ep, package_path=str(staging / "model.pt2"))
     calls = sorted(op for op in runnable if f"kiln::{op}" not in inlined)
+    kernels = {runnable[op] for op in runnable if runnable[op] != "reference" or op in calls}
     return {
         "lowering": "aoti",
         "package": "model.pt2",
         "inlined_ops": inlined,
-        "kernels": {"inductor": 1, **{runnable[op]: 1 for op in calls}},
+        "calls": calls,  # IR ops the package still calls through the dispatcher
+        "kernels": {"inductor": 1, **{p: 1 for p in sorted(kernels)}},
     }
 
 
@@ -200,7 +244,9 @@ def _lower_native_gpu(passed, staging: Path, options, impls: dict[str, str]) -> 
         return _lower_aoti(passed, staging, options, runnable)
     from runtime.artifact import jit_program
 
-    ep, inlined = inline_references(_export(passed, options), runnable)
+    with kernels_in_graph(passed.gm, runnable) as in_graph:
+        ep, inlined = inline_references(_export(passed, options), runnable)
+    inlined = sorted(inlined + in_graph)
     torch.export.save(ep, str(staging / "program.pt2"))
     names = [p.target for p in passed.gm.graph.find_nodes(op="placeholder")]
     program = jit_program(ep, names)

@@ -73,11 +73,9 @@ def load_artifact_forward(artifact, model, phases: dict) -> ArtifactForward:
     head_name = man["weights"].get("__lm_head__")
     lm_head = params[head_name] if head_name else derived["__lm_head__"]
     phases["weights_bind"] = time.perf_counter() - t0
-    from ir.registry import bind_impls
-
     device = model.embed_tokens.device
-    runnable = ("native",) if device.type == "cpu" else ("triton",)  # never helion at run time
-    bind_impls({op: p for op, p in man.get("impls", {}).items() if p in runnable}, device.type)
+    if man.get("calls", True):  # the package calls IR ops (absent: built before this was kept)
+        bind_recorded_impls(man, device)
     t0 = time.perf_counter()
     if man["lowering"] == "inductor_jit":
         import torch.export
@@ -92,6 +90,19 @@ def load_artifact_forward(artifact, model, phases: dict) -> ArtifactForward:
     )
     forward.key = artifact.key
     return forward
+
+
+def bind_recorded_impls(man: dict, device: torch.device) -> None:
+    """Route the IR ops the package calls to the implementations the compile chose (native
+    on the CPU, Triton on a GPU; never Helion at run time). A package that calls none needs
+    nothing here, and a warm GPU start then never imports Triton (its first launch in a
+    process also hashes Triton's own library: ~0.5 s on the H200)."""
+    from ir.registry import bind_impls
+
+    if device.type == "cuda":
+        import lowering.kernels.attention  # noqa: F401  (registers the Triton implementation)
+    runnable = ("native",) if device.type == "cpu" else ("triton",)
+    bind_impls({op: p for op, p in man.get("impls", {}).items() if p in runnable}, device.type)
 
 
 def jit_program(ep, inputs: list[str]):

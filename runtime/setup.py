@@ -85,8 +85,6 @@ def load(config: EngineConfig, forward_factory: Callable | None = None) -> Loade
     _, cfg = read_config(path)
     with _timed(phases, "tokenizer"):
         tokenizer = load_tokenizer(path)
-    if device.type == "cuda":
-        _bind_cuda_kernels()
     with _timed(phases, "weights"):
         model = load_model(path, dtype, device)
     forward = model
@@ -100,6 +98,11 @@ def load(config: EngineConfig, forward_factory: Callable | None = None) -> Loade
         phases["compile"] = max(phases["compile"] - inner, 0.0)
         if phases["compile"] < 0.005:
             del phases["compile"]
+    if device.type == "cuda":
+        from runtime.artifact import ArtifactForward
+
+        if not isinstance(forward, ArtifactForward):
+            _bind_cuda_kernels()  # an artifact binds what its package calls itself
     max_len = config.max_model_len or cfg.max_position_embeddings
     if max_len > cfg.max_position_embeddings:
         raise KilnError(

@@ -81,19 +81,18 @@ def attention_quant(
     The attention step goes through the `attention` op, so where no fused kernel exists this
     composition still runs the attention kernel chosen for the device (on a GPU a Triton kernel
     that CUDA graphs can capture; attention's own reference reads sizes on the host)."""
-    out = torch.ops.kiln.attention(
-        q,
-        k,
-        v,
-        k_cache,
-        v_cache,
-        slot_mapping,
-        block_tables,
-        seq_lens,
-        query_start_loc,
-        scale,
-        sliding_window,
-    )  # [T, Hq, D]
+    return attention_then_quant(
+        torch.ops.kiln.attention,
+        q, k, v, k_cache, v_cache, slot_mapping, block_tables, seq_lens, query_start_loc,
+        scale, sliding_window, group_size,
+    )  # fmt: skip
+
+
+def attention_then_quant(attention, *args) -> tuple[torch.Tensor, torch.Tensor]:
+    """attention_quant's composition with `attention` as the attention step (the op, or a
+    kernel's in-graph form when lowering traces it): args are attention_quant's."""
+    *attention_args, group_size = args
+    out = attention(*attention_args)  # [T, Hq, D]
     return quant_fp8.reference(out.flatten(1), group_size)
 
 

@@ -161,8 +161,41 @@ def check_layout(q, k_cache) -> None:
     assert q.stride(-1) == 1 and k_cache.stride(-1) == 1, "head dim must be contiguous"
 
 
+def _graph_launcher(kernel, grid, *args, num_warps, num_stages, **kwargs):
+    """Launch through `torch.library.wrap_triton`: under tracing the launch becomes a graph
+    node, so AOTInductor compiles the kernel into the package (no Triton JIT at serve time)."""
+    from torch.library import wrap_triton
+
+    return wrap_triton(kernel)[grid](*args, num_warps=num_warps, num_stages=num_stages, **kwargs)
+
+
+def attention_in_graph(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    slot_mapping: torch.Tensor,
+    block_tables: torch.Tensor,
+    seq_lens: torch.Tensor,
+    query_start_loc: torch.Tensor,
+    scale: float,
+    sliding_window: int,
+) -> torch.Tensor:
+    """The Triton implementation as lowering traces it into the compiled graph (see
+    `ir.registry.Impl.in_graph`): the same kernels and pinned config, launched traceably."""
+    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+    config = runtime_config(NAME, "cuda")
+    args = (q, k, v, k_cache, v_cache, slot_mapping, block_tables, seq_lens, query_start_loc)
+    return attention_launch(*args, scale, sliding_window, config=config, _launcher=_graph_launcher)
+
+
 @register_impl(
-    NAME, provider="triton", supports=needs_cuda, description="Triton, paged, online softmax"
+    NAME,
+    provider="triton",
+    supports=needs_cuda,
+    description="Triton, paged, online softmax",
+    in_graph=attention_in_graph,
 )
 def attention(
     q: torch.Tensor,
