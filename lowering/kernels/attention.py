@@ -84,7 +84,7 @@ def _attention_kernel(
     kv_lo = tl.where(sliding_window > 0, tl.maximum(q_pos - sliding_window + 1, 0), 0)
     kv_head = h // group_size
     qv = tl.load(q + t.to(tl.int64) * q_stride_t + h * q_stride_h + d, mask=d_mask, other=0.0)
-    qv = qv.to(tl.float32) * scale
+    qv = (qv.to(tl.float32) * scale).to(tl.float32)  # scale arrives as fp64 from AOTInductor
     m_i = tl.full([], float("-inf"), tl.float32)
     l_i = tl.zeros([], tl.float32)
     acc = tl.zeros([BLOCK_D], tl.float32)
