@@ -106,3 +106,9 @@ def median_phases(runs: list[StartupRun]) -> dict[str, float]:
     for r in runs:
         names += [n for n in r.phases if n not in names]
     return {n: median([r.phases.get(n, 0.0) for r in runs]) for n in names}
+
+
+def ready_seconds(run: StartupRun, *, without: tuple[str, ...] = ()) -> float:
+    """Process start to ready (first token and exit left out), less the phases in `without`."""
+    skip = ("first_token", "exit", *without)
+    return sum(s for name, s in run.phases.items() if name not in skip)

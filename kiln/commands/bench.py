@@ -193,7 +193,7 @@ def throughput_table(rows: list[dict]) -> str:
 
 # --- startup ----------------------------------------------------------------------------------
 def run_startup(args: argparse.Namespace) -> int:
-    from benchmarks.startup import bench_startup, median_phases
+    from benchmarks.startup import bench_startup, median_phases, ready_seconds
     from benchmarks.stats import median
 
     model_label(args.model)  # a bad folder fails here, not in the first child
@@ -206,6 +206,9 @@ def run_startup(args: argparse.Namespace) -> int:
     phases = median_phases(runs)
     total = median([r.total for r in runs])
     print(startup_table(phases, total, len(runs)))
+    ready = median([ready_seconds(r) for r in runs])
+    no_weights = median([ready_seconds(r, without=("weights",)) for r in runs])
+    print(f"start -> ready {ready:.2f} s; without the weight read {no_weights:.2f} s (medians)")
     finish(_bench_record("startup", args.model, startup=phases), args.json_out, args.db)
     return 0
 

@@ -173,3 +173,13 @@ def test_format_table_aligns_and_shows_missing_as_dash():
     lines = text.splitlines()
     assert len({len(line) for line in lines}) == 1 and lines[2].split() == ["1", "-"]
     assert lines[3].split() == ["2.50", "1234"]
+
+
+def test_ready_time_leaves_out_first_token_exit_and_the_named_phases():
+    from benchmarks.startup import ready_seconds
+
+    run = StartupRun(
+        10.0, {"imports": 1.0, "weights": 3.0, "kv_alloc": 0.5, "first_token": 0.2, "exit": 5.3}
+    )
+    assert ready_seconds(run) == 4.5
+    assert ready_seconds(run, without=("weights",)) == 1.5
