@@ -46,20 +46,26 @@ def configure_bytecode_cache(root: Path | None = None, probe: str = "torch") -> 
 
     Then every process compiles torch's ~2,000 modules from source: on the lent H200 image
     `import torch` took 3.9-4.9 s, 2.2 s of it in `compile()`. This sets `sys.pycache_prefix`
-    to <root>/pycache and turns writing on for this process (site-packages is never written).
-    Returns the folder, or None when nothing changed: bytecode is already reusable, the user
-    set PYTHONPYCACHEPREFIX, or KILN_BYTECODE_CACHE=0. Call before the heavy imports.
+    to <root>/pycache, turns writing on for this process (site-packages is never written) and
+    exports PYTHONPYCACHEPREFIX, so child processes (workers, `kiln bench startup`'s children)
+    read the same bytecode. Returns the folder, or None when nothing changed: bytecode is
+    already reusable, the user set their own PYTHONPYCACHEPREFIX, or KILN_BYTECODE_CACHE=0.
+    Call before the heavy imports.
     """
-    if not env.bytecode_cache_enabled() or sys.pycache_prefix is not None:
+    if not env.bytecode_cache_enabled():
         return None
-    spec = importlib.util.find_spec(probe)
-    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
-        return None
-    if Path(importlib.util.cache_from_source(spec.origin)).is_file():
-        return None  # its own __pycache__ serves every start
-    if not sys.dont_write_bytecode and os.access(Path(spec.origin).parent, os.W_OK):
-        return None  # Python writes it there on this first import
     folder = (Path(root) if root is not None else default_root()) / BYTECODE_SUBDIR
+    if sys.pycache_prefix is not None and Path(sys.pycache_prefix) != folder:
+        return None  # the user's own prefix
+    if sys.pycache_prefix is None:  # else inherited from a Kiln parent: keep it, and write
+        spec = importlib.util.find_spec(probe)
+        if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+            return None
+        if Path(importlib.util.cache_from_source(spec.origin)).is_file():
+            return None  # its own __pycache__ serves every start
+        if not sys.dont_write_bytecode and os.access(Path(spec.origin).parent, os.W_OK):
+            return None  # Python writes it there on this first import
     sys.pycache_prefix = str(folder)
     sys.dont_write_bytecode = False
+    os.environ["PYTHONPYCACHEPREFIX"] = str(folder)
     return folder

@@ -62,8 +62,9 @@ import json, sys
 from pathlib import Path
 from compile_cache import configure_bytecode_cache
 folder = configure_bytecode_cache(Path(sys.argv[1]), probe="slowpkg")
-import slowpkg
-print(json.dumps([str(folder) if folder else None, sys.dont_write_bytecode]))
+import os, slowpkg
+print(json.dumps([str(folder) if folder else None, sys.dont_write_bytecode,
+                  os.environ.get("PYTHONPYCACHEPREFIX")]))
 """
 
 
@@ -86,16 +87,32 @@ def _bytecode_probe(tmp_path, extra_env: dict, *, with_pyc: bool = False) -> tup
 
 
 def test_bytecode_is_kept_in_the_cache_when_python_would_not_write_it(tmp_path):
-    (folder, dont_write), src = _bytecode_probe(tmp_path, {"PYTHONDONTWRITEBYTECODE": "1"})
+    (folder, dont_write, exported), src = _bytecode_probe(
+        tmp_path, {"PYTHONDONTWRITEBYTECODE": "1"}
+    )
     assert folder == str(tmp_path / "cache" / "pycache") and dont_write is False
+    assert exported == folder  # children read (and, under Kiln, write) the same bytecode
     assert list(Path(folder).rglob("__init__*.pyc")), "the import wrote no bytecode there"
     assert not (src / "__pycache__").exists()  # the package's own folder is never written
 
 
+def test_a_kiln_child_keeps_writing_to_the_inherited_prefix(tmp_path):
+    ours = str(tmp_path / "cache" / "pycache")
+    env = {"PYTHONDONTWRITEBYTECODE": "1", "PYTHONPYCACHEPREFIX": ours}
+    (folder, dont_write, _), _ = _bytecode_probe(tmp_path, env)
+    assert folder == ours and dont_write is False
+    assert list(Path(ours).rglob("__init__*.pyc"))
+    other = str(tmp_path / "users-own")
+    got, _ = _bytecode_probe(
+        tmp_path / "b", {"PYTHONDONTWRITEBYTECODE": "1", "PYTHONPYCACHEPREFIX": other}
+    )
+    assert got == [None, True, other]  # a prefix the user chose is left alone
+
+
 def test_bytecode_cache_left_alone_when_python_can_reuse_its_own(tmp_path):
     got, _ = _bytecode_probe(tmp_path, {"PYTHONDONTWRITEBYTECODE": "1"}, with_pyc=True)
-    assert got == [None, True]  # existing __pycache__ serves; the user's setting stands
+    assert got == [None, True, None]  # existing __pycache__ serves; the user's setting stands
     got, _ = _bytecode_probe(
         tmp_path / "b", {"PYTHONDONTWRITEBYTECODE": "1", "KILN_BYTECODE_CACHE": "0"}
     )
-    assert got == [None, True]
+    assert got == [None, True, None]
