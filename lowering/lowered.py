@@ -244,9 +244,9 @@ def _lower_native_gpu(passed, staging: Path, options, impls: dict[str, str]) -> 
         return _lower_aoti(passed, staging, options, runnable)
     from runtime.artifact import jit_program
 
-    with kernels_in_graph(passed.gm, runnable) as in_graph:
-        ep, inlined = inline_references(_export(passed, options), runnable)
-    inlined = sorted(inlined + in_graph)
+    # The fallback keeps attention a call into the bound Triton kernel, as it was validated
+    # (a saved program holding Triton launch nodes is not something it was ever run with).
+    ep, inlined = inline_references(_export(passed, options), runnable)
     torch.export.save(ep, str(staging / "program.pt2"))
     names = [p.target for p in passed.gm.graph.find_nodes(op="placeholder")]
     program = jit_program(ep, names)
