@@ -161,6 +161,15 @@ def check_layout(q, k_cache) -> None:
     assert q.stride(-1) == 1 and k_cache.stride(-1) == 1, "head dim must be contiguous"
 
 
+def _attend(launcher, q, k, v, k_cache, *rest) -> torch.Tensor:
+    """Both registered forms: contiguous q/k/v, the device's pinned config, then the launch
+    (eager through Triton's JIT, in-graph through `wrap_triton`)."""
+    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+    check_layout(q, k_cache)
+    config = runtime_config(NAME, q.device.type)
+    return attention_launch(q, k, v, k_cache, *rest, config=config, _launcher=launcher)
+
+
 def _graph_launcher(kernel, grid, *args, num_warps, num_stages, **kwargs):
     """Launch through `torch.library.wrap_triton`: under tracing the launch becomes a graph
     node, so AOTInductor compiles the kernel into the package (no Triton JIT at serve time)."""
@@ -184,10 +193,8 @@ def attention_in_graph(
 ) -> torch.Tensor:
     """The Triton implementation as lowering traces it into the compiled graph (see
     `ir.registry.Impl.in_graph`): the same kernels and pinned config, launched traceably."""
-    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
-    config = runtime_config(NAME, "cuda")
     args = (q, k, v, k_cache, v_cache, slot_mapping, block_tables, seq_lens, query_start_loc)
-    return attention_launch(*args, scale, sliding_window, config=config, _launcher=_graph_launcher)
+    return _attend(_graph_launcher, *args, scale, sliding_window)
 
 
 @register_impl(
@@ -210,11 +217,8 @@ def attention(
     scale: float,
     sliding_window: int,
 ) -> torch.Tensor:
-    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
-    check_layout(q, k_cache)
-    config = runtime_config(NAME, q.device.type)
     args = (q, k, v, k_cache, v_cache, slot_mapping, block_tables, seq_lens, query_start_loc)
-    return attention_launch(*args, scale, sliding_window, config=config)
+    return _attend(_default_launcher, *args, scale, sliding_window)
 
 
 def plain_source(config: dict, args: tuple, variant: str) -> PlainSource:
