@@ -100,6 +100,8 @@ def run_steps(engine_args: dict, keep: dict | None = None) -> list:
             warm_load_phases=engine.loaded.phases,
             forward=type(engine.loaded.runner.forward).__name__,
             graphs=engine.loaded.runner.graphs is not None,
+            activation_peak_bytes=engine.loaded.activation_peak_bytes,
+            warm_every_bucket=getattr(engine.loaded.runner.graphs, "warm_every_bucket", None),
         )
     rows = []
     for batch in check_steps(engine.loaded.vocab_size):

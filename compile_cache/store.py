@@ -145,12 +145,36 @@ class Store:
         log.info("compile cache: stored %s (%.1f s build)", key[:12], seconds)
         return Artifact(key, final, manifest)
 
+    # -- facts measured while loading an entry ------------------------------------------------
+
+    def measurement(self, key: str, name: str) -> Any:
+        """What `record_measurement` kept for this entry under `name`, or None."""
+        try:
+            record = self.index.get(key)
+        except (OSError, sqlite3.Error):
+            return None
+        return (record or {}).get("measured", {}).get(name)
+
+    def record_measurement(self, key: str, name: str, value: Any) -> None:
+        """Keep a fact about an entry that only a load can learn (say, the activation peak of
+        its warm-up step on one kind of GPU), so later loads can skip measuring it. It lives in
+        the entry's index row: it goes with the entry, and is measured again after the index
+        is rebuilt. Entries not in this store (an artifact run from a path) keep nothing."""
+        try:
+            record = self.index.get(key)
+            if record is None:
+                return
+            measured = {**record.get("measured", {}), name: value}
+            self.index[key] = {**record, "measured": measured}
+        except (OSError, sqlite3.Error) as e:  # a read-only cache measures again next time
+            log.debug("compile cache: measurement %s of %s not kept: %s", name, key[:12], e)
+
     # -- listing and maintenance -------------------------------------------------------------
 
     def ls(self) -> list[Entry]:
         """Every entry, most recently used first."""
         records = self._sync_index()
-        entries = [Entry(key=k, **r) for k, r in records.items()]
+        entries = [Entry(key=k, **{f: r[f] for f in _ENTRY_FIELDS}) for k, r in records.items()]
         return sorted(entries, key=lambda e: e.last_used, reverse=True)
 
     def total_size(self) -> int:
@@ -336,6 +360,9 @@ def _manifest(key: str, factors: KeyFactors, fields: Any, staging: Path, seconds
         "build_seconds": round(seconds, 3),
         "build_id": uuid.uuid4().hex,
     }
+
+
+_ENTRY_FIELDS = ("model", "target", "size", "created", "last_used")
 
 
 def _record(manifest: dict) -> dict:

@@ -37,10 +37,16 @@ def build_parser() -> argparse.ArgumentParser:
 # Verbs that may run Inductor/Triton: their caches must live inside Kiln's cache folder
 # (a fresh folder costs ~10 s of compiler probes), and be set before torch._inductor loads.
 TOOL_CACHE_VERBS = ("generate", "serve", "compile", "bench", "passes")
+# Verbs that build an engine in this process: their GPU's driver starts while torch imports.
+ENGINE_VERBS = ("generate", "serve")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in ENGINE_VERBS:
+        from runtime.cuda_driver import start_driver_init
+
+        start_driver_init(args.device)
     if args.command in TOOL_CACHE_VERBS:
         from compile_cache import configure_bytecode_cache, configure_tool_caches
 

@@ -32,6 +32,9 @@ class ArtifactForward:
         self.package, self.inputs, self.weights = package, inputs, weights
         self.lm_head, self.vocab_size, self.token_buckets = lm_head, vocab_size, token_buckets
         self.key: str | None = None  # the artifact's cache key, for logs
+        # Whether some kernel is compiled on first use of a shape: an IR op the package calls
+        # runs a JIT (Triton) kernel, or the whole program runs under Inductor's jit path.
+        self.compiles_per_shape = True
 
     def __call__(self, input_ids, positions, attn: AttnMetadata, kv_caches) -> torch.Tensor:
         n = input_ids.shape[0]
@@ -89,6 +92,7 @@ def load_artifact_forward(artifact, model, phases: dict) -> ArtifactForward:
         package, man["inputs"], weights, lm_head, man["vocab_size"], man.get("token_buckets", [])
     )
     forward.key = artifact.key
+    forward.compiles_per_shape = man["lowering"] == "inductor_jit" or bool(man.get("calls", True))
     return forward
 
 

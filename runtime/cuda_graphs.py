@@ -182,14 +182,22 @@ class CUDAGraphRunner:
     `compute_logits(hidden [N, H]) -> [N, V]` are the model runner's; `attention_provider` is
     the implementation `forward` uses for `kiln.attention` ("reference" for the eager module).
     Call `capture()` once (after the KV cache is allocated), then `execute()` every step.
+
+    Each bucket runs once outside capture before it is captured, because JIT kernels (Triton,
+    Inductor's jit path) compile on a new shape and compiling cannot be captured. A forward
+    whose every kernel was built ahead of time (an AOTInductor package calling no JIT kernel)
+    passes `warm_every_bucket=False`: only the first, largest bucket then runs outside capture,
+    which is enough to load its kernels and set up cuBLAS for the shared capture stream.
     """
 
     def __init__(self, forward: Callable, compute_logits: Callable, kv_caches: KVCaches,
                  config: CUDAGraphConfig, device: torch.device | str, *,
-                 attention_provider: str = "reference"):  # fmt: skip
+                 attention_provider: str = "reference", warm_every_bucket: bool = True):  # fmt: skip
         self.forward, self.compute_logits, self.kv_caches = forward, compute_logits, kv_caches
         self.config, self.device = config, torch.device(device)
         self.attention_provider = attention_provider
+        self.warm_every_bucket = warm_every_bucket
+        self.bucket_seconds: dict[int, float] = {}  # bucket -> seconds to warm up and capture
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.outputs: dict[int, torch.Tensor] = {}  # bucket -> static logits [bucket, V]
         self.static: StaticDecodeInputs | None = None
@@ -213,23 +221,28 @@ class CUDAGraphRunner:
         self.static = StaticDecodeInputs(cfg.max_batch_size, cfg.max_blocks_per_seq, self.device)
         pool = torch.cuda.graph_pool_handle()
         with self._capturable_attention():
-            for bucket in sorted(cfg.buckets, reverse=True):
-                self._capture_one(bucket, pool)
+            for i, bucket in enumerate(sorted(cfg.buckets, reverse=True)):
+                t1 = time.perf_counter()
+                self._capture_one(bucket, pool, warm_up=self.warm_every_bucket or i == 0)
+                self.bucket_seconds[bucket] = time.perf_counter() - t1
         torch.cuda.synchronize(self.device)
         self.capture_seconds = time.perf_counter() - t0
-        log.info("captured %d decode CUDA graphs %s in %.2f s", len(self.graphs), cfg.buckets,
-                 self.capture_seconds)  # fmt: skip
+        log.info("captured %d decode CUDA graphs in %.2f s (seconds per bucket: %s)",
+                 len(self.graphs), self.capture_seconds,
+                 {b: round(s, 3) for b, s in self.bucket_seconds.items()})  # fmt: skip
         return self.capture_seconds
 
-    def _capture_one(self, bucket: int, pool) -> None:
+    def _capture_one(self, bucket: int, pool, warm_up: bool = True) -> None:
         ids, pos, attn = self.static.views(bucket)
-        # Warm up outside capture: Triton compiles this bucket's specialisation, cuBLAS picks its
-        # kernels and workspace. The buffers hold only padding rows, so nothing touches the cache.
-        side = torch.cuda.Stream(self.device)
-        side.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(side):
-            self._logits(ids, pos, attn)
-        torch.cuda.current_stream(self.device).wait_stream(side)
+        if warm_up:
+            # Outside capture: JIT kernels compile this bucket's specialisation, kernels load,
+            # cuBLAS picks its kernels and workspace. The buffers hold only padding rows, so
+            # nothing touches the cache.
+            side = torch.cuda.Stream(self.device)
+            side.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(side):
+                self._logits(ids, pos, attn)
+            torch.cuda.current_stream(self.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=pool):
             self.outputs[bucket] = self._logits(ids, pos, attn)  # [bucket, V]

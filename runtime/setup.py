@@ -109,9 +109,10 @@ def load(config: EngineConfig, forward_factory: Callable | None = None) -> Loade
             f"max_model_len={max_len} exceeds the model's max_position_embeddings="
             f"{cfg.max_position_embeddings}"
         )
+    logits_fn = getattr(forward, "compute_logits", model.compute_logits)
+    with _timed(phases, "warmup"):
+        peak = _activation_peak(forward, logits_fn, config, cfg, dtype, device, max_len)
     with _timed(phases, "kv_alloc"):
-        logits_fn = getattr(forward, "compute_logits", model.compute_logits)
-        peak = _measure_activation_peak(forward, logits_fn, config, cfg, dtype, device, max_len)
         num_blocks = _num_kv_blocks(config, cfg, dtype, device, max_len, peak)
         kv = allocate_kv_caches(cfg, num_blocks, config.block_size, dtype, device)
     logits = getattr(forward, "compute_logits", model.compute_logits)
@@ -121,8 +122,9 @@ def load(config: EngineConfig, forward_factory: Callable | None = None) -> Loade
 
         gcfg = CUDAGraphConfig(config.max_num_seqs, -(-max_len // config.block_size))
         runner.graphs = CUDAGraphRunner(
-            forward, logits, kv, gcfg, device, attention_provider="triton"
-        )
+            forward, logits, kv, gcfg, device, attention_provider="triton",
+            warm_every_bucket=getattr(forward, "compiles_per_shape", True),
+        )  # fmt: skip
         with _timed(phases, "graph_capture"):
             runner.graphs.capture()
     sched = SchedulerConfig(
@@ -232,12 +234,35 @@ def _artifact_forward(config: EngineConfig, path: Path, model, phases):
     return load_artifact_forward(art, model, phases)
 
 
-def _measure_activation_peak(forward, logits_fn, config, cfg, dtype, device, max_len) -> int:
-    """GPU: run one warm-up step at the token budget (one prefill of that many tokens, logits
-    for max_num_seqs rows) on a scratch KV cache and return its peak activation bytes."""
+def _activation_peak(forward, logits_fn, config, cfg, dtype, device, max_len) -> int:
+    """GPU: the activation bytes a step at the token budget needs on top of the weights, 0 on
+    CPU. A compiled artifact's is measured by its first load on each kind of GPU and kept with
+    its cache entry (its key pins the graph, dtype and versions), so later starts skip the
+    warm-up step; the eager forward is measured every time."""
     if device.type != "cuda":
         return 0
     t = min(config.max_num_batched_tokens, max_len)
+    key = getattr(forward, "key", None)
+    if key is None:
+        return _measure_activation_peak(forward, logits_fn, config, cfg, dtype, device, t)
+    from compile_cache import Store
+
+    store = Store()
+    name = (
+        f"activation_peak/{torch.cuda.get_device_name(device)}/tokens={t}"
+        f"/seqs={config.max_num_seqs}/block={config.block_size}"
+    )
+    kept = store.measurement(key, name)
+    if isinstance(kept, int) and not isinstance(kept, bool) and kept >= 0:
+        return kept
+    peak = _measure_activation_peak(forward, logits_fn, config, cfg, dtype, device, t)
+    store.record_measurement(key, name, peak)
+    return peak
+
+
+def _measure_activation_peak(forward, logits_fn, config, cfg, dtype, device, t: int) -> int:
+    """Run one warm-up step of `t` tokens (one prefill, then logits for max_num_seqs rows) on
+    a scratch KV cache and return its peak activation bytes."""
     blocks = -(-t // config.block_size)
     scratch = allocate_kv_caches(cfg, blocks, config.block_size, dtype, device)
     torch.cuda.synchronize(device)

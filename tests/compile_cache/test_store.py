@@ -217,3 +217,26 @@ def test_large_blob_is_verified_piece_by_piece(store, monkeypatch, offset):
     assert store.get(key) is not None  # intact: every piece matches
     flip_byte(artifact.file(BLOB), offset)
     assert store.get(key) is None  # any piece, the last byte included, is checked
+
+
+def test_measurements_stay_with_their_entry_until_it_goes(store):
+    key, factors = key_and_factors("tiny-llama", seed=21)
+    store.get_or_build(key, factors, CountingBuilder())
+    assert store.measurement(key, "activation_peak/H200") is None
+    store.record_measurement(key, "activation_peak/H200", 123)
+    store.record_measurement(key, "activation_peak/H100", 456)
+    assert store.get(key) is not None  # a hit rewrites the row's last use ...
+    assert store.measurement(key, "activation_peak/H200") == 123  # ... and keeps the rest
+    assert store.measurement(key, "activation_peak/H100") == 456
+    (entry,) = store.ls()
+    assert entry.key == key
+    store.rm(key)
+    store.get_or_build(key, factors, CountingBuilder())  # rebuilt: measured afresh
+    assert store.measurement(key, "activation_peak/H200") is None
+
+
+def test_a_measurement_of_an_unknown_entry_is_not_kept(store):
+    key, _ = key_and_factors("elsewhere", seed=22)
+    store.record_measurement(key, "activation_peak/H200", 1)
+    assert store.measurement(key, "activation_peak/H200") is None
+    assert store.ls() == []

@@ -64,7 +64,8 @@ from compile_cache import configure_bytecode_cache
 folder = configure_bytecode_cache(Path(sys.argv[1]), probe="slowpkg")
 import os, slowpkg
 print(json.dumps([str(folder) if folder else None, sys.dont_write_bytecode,
-                  os.environ.get("PYTHONPYCACHEPREFIX")]))
+                  os.environ.get("PYTHONPYCACHEPREFIX"),
+                  os.environ.get("PYTHONDONTWRITEBYTECODE")]))
 """
 
 
@@ -87,11 +88,12 @@ def _bytecode_probe(tmp_path, extra_env: dict, *, with_pyc: bool = False) -> tup
 
 
 def test_bytecode_is_kept_in_the_cache_when_python_would_not_write_it(tmp_path):
-    (folder, dont_write, exported), src = _bytecode_probe(
+    (folder, dont_write, exported, child_dont_write), src = _bytecode_probe(
         tmp_path, {"PYTHONDONTWRITEBYTECODE": "1"}
     )
     assert folder == str(tmp_path / "cache" / "pycache") and dont_write is False
-    assert exported == folder  # children read (and, under Kiln, write) the same bytecode
+    assert exported == folder  # children read and write the same bytecode ...
+    assert child_dont_write is None  # ... from their first import on
     assert list(Path(folder).rglob("__init__*.pyc")), "the import wrote no bytecode there"
     assert not (src / "__pycache__").exists()  # the package's own folder is never written
 
@@ -99,20 +101,40 @@ def test_bytecode_is_kept_in_the_cache_when_python_would_not_write_it(tmp_path):
 def test_a_kiln_child_keeps_writing_to_the_inherited_prefix(tmp_path):
     ours = str(tmp_path / "cache" / "pycache")
     env = {"PYTHONDONTWRITEBYTECODE": "1", "PYTHONPYCACHEPREFIX": ours}
-    (folder, dont_write, _), _ = _bytecode_probe(tmp_path, env)
+    (folder, dont_write, _, _), _ = _bytecode_probe(tmp_path, env)
     assert folder == ours and dont_write is False
     assert list(Path(ours).rglob("__init__*.pyc"))
     other = str(tmp_path / "users-own")
     got, _ = _bytecode_probe(
         tmp_path / "b", {"PYTHONDONTWRITEBYTECODE": "1", "PYTHONPYCACHEPREFIX": other}
     )
-    assert got == [None, True, other]  # a prefix the user chose is left alone
+    assert got == [None, True, other, "1"]  # a prefix the user chose is left alone
 
 
 def test_bytecode_cache_left_alone_when_python_can_reuse_its_own(tmp_path):
     got, _ = _bytecode_probe(tmp_path, {"PYTHONDONTWRITEBYTECODE": "1"}, with_pyc=True)
-    assert got == [None, True, None]  # existing __pycache__ serves; the user's setting stands
+    assert got == [None, True, None, "1"]  # existing __pycache__ serves; the user's setting stands
     got, _ = _bytecode_probe(
         tmp_path / "b", {"PYTHONDONTWRITEBYTECODE": "1", "KILN_BYTECODE_CACHE": "0"}
     )
-    assert got == [None, True, None]
+    assert got == [None, True, None, "1"]
+
+
+def test_a_child_started_under_the_prefix_writes_its_startup_modules(tmp_path):
+    """The environment a Kiln process leaves lets a child it starts write bytecode for the
+    modules the child imports before any Kiln code runs (its next start reads them)."""
+    code = (
+        "import subprocess, sys; from pathlib import Path; "
+        "from compile_cache import configure_bytecode_cache; "
+        "configure_bytecode_cache(Path(sys.argv[1]), probe='slowpkg'); "
+        "subprocess.run([sys.executable, '-c', 'import argparse'], check=True)"
+    )
+    src = tmp_path / "src" / "slowpkg"  # a package without bytecode, as torch on the image
+    src.mkdir(parents=True)
+    (src / "__init__.py").write_text("VALUE = 1\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPYCACHEPREFIX"}
+    env.update(PYTHONPATH=f"{src.parent}{os.pathsep}{ROOT}", PYTHONDONTWRITEBYTECODE="1")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=env, check=True, timeout=120)
+    folder = tmp_path / "pycache"
+    # argparse is imported only by the child, and only before it could run any code of ours
+    assert list(folder.rglob("argparse*.pyc")), "the child compiled argparse without keeping it"

@@ -107,6 +107,11 @@ def test_compiled_logits_within_1e4_of_reference(cpu_compile):
     assert compiled.engine.loaded.artifact_key is not None
     got = compiled.engine.loaded.runner.execute(batch)
     assert ((got - ref).abs().max() / ref.abs().max()).item() <= 1e-4
+    # A package that calls no IR op compiles nothing per shape: CUDA graphs on a GPU would
+    # warm up only their first bucket (see CUDAGraphRunner).
+    forward = compiled.engine.loaded.runner.forward
+    man = json.loads((artifact_path(cpu_compile.stdout) / "manifest.json").read_text())
+    assert forward.compiles_per_shape == bool(man["calls"])
 
 
 def test_warm_load_path_imports_no_compiler(cpu_compile):
