@@ -71,8 +71,8 @@ def test_second_load_reuses_the_measured_activation_peak():
     skips the step, then still computes the same logits."""
     from compile_cache import Store
 
-    compile_demo("float32")
-    args = dict(model="demo", compile="cached", dtype="float32") | KW
+    compile_demo("bfloat16")  # a cache hit after the test above
+    args = dict(model="demo", compile="cached", dtype="bfloat16") | KW
     store = Store()
     for key in store.keys():  # forget what earlier loads measured
         record = store.index[key]
