@@ -60,3 +60,9 @@ def bytecode_cache_enabled() -> bool:
     """KILN_BYTECODE_CACHE=0 stops the CLI keeping torch's bytecode in the Kiln cache (see
     `compile_cache.tool_caches.configure_bytecode_cache`); anything else, or unset, allows it."""
     return os.environ.get("KILN_BYTECODE_CACHE", "1") != "0"
+
+
+def cuda_prewarm_enabled() -> bool:
+    """KILN_CUDA_PREWARM=0 stops `kiln generate`/`serve` starting the CUDA driver on a thread
+    while torch imports (see `runtime.cuda_driver`); anything else, or unset, allows it."""
+    return os.environ.get("KILN_CUDA_PREWARM", "1") != "0"

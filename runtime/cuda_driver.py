@@ -1,21 +1,24 @@
 """Start the CUDA driver while Python is still importing torch.
 
-Initialising the driver (`cuInit`) and creating the device's primary context cost a GPU start
-0.2-0.5 s, and nothing in Kiln can begin them before `import torch` has finished (about 1 s).
+Initialising the driver (`cuInit`) took 0.22 s of a warm start on the lent H100 (inside torch's
+first `is_available()`), and torch cannot begin it before `import torch` has finished (1.3-2.2 s
+there).
 Both are plain driver calls, though: a background thread can make them through ctypes, which
 releases the GIL for the call, so they run alongside the imports. When torch later initialises
 CUDA it finds the driver up and retains the same primary context instead of creating it.
 
 This is only ever a head start. Every failure (no driver, no GPU, a bad ordinal) is silent and
 leaves the work, and the error message, to torch. The module imports nothing but the standard
-library, so the CLI can call it before anything heavy loads.
+library (and `kiln.env`), so the CLI can call it before anything heavy loads.
+KILN_CUDA_PREWARM=0 turns it off, to measure it or rule it out.
 """
 
 from __future__ import annotations
 
 import ctypes
-import os
 import threading
+
+from kiln import env
 
 _LIBCUDA = "libcuda.so.1"
 _started: threading.Thread | None = None
@@ -35,16 +38,11 @@ def start_driver_init(device: str = "auto") -> threading.Thread | None:
     or None when there is nothing to start (a CPU device, KILN_CUDA_PREWARM=0, a second call)."""
     global _started
     ordinal = device_ordinal(device)
-    if ordinal is None or _started is not None or not prewarm_enabled():
+    if ordinal is None or _started is not None or not env.cuda_prewarm_enabled():
         return None
     _started = threading.Thread(target=_init, args=(ordinal,), name="kiln-cuda-init", daemon=True)
     _started.start()
     return _started
-
-
-def prewarm_enabled() -> bool:
-    """KILN_CUDA_PREWARM=0 turns the head start off (to measure it, or to rule it out)."""
-    return os.environ.get("KILN_CUDA_PREWARM", "1") != "0"
 
 
 def _init(ordinal: int) -> bool:
