@@ -48,8 +48,9 @@ def configure_bytecode_cache(root: Path | None = None, probe: str = "torch") -> 
     `import torch` took 3.9-4.9 s, 2.2 s of it in `compile()`. This sets `sys.pycache_prefix`
     to <root>/pycache, turns writing on for this process (site-packages is never written) and
     exports PYTHONPYCACHEPREFIX (and drops PYTHONDONTWRITEBYTECODE), so child processes
-    (workers, `kiln bench startup`'s children) read and write the same bytecode. Returns the folder, or None when nothing changed: bytecode is
-    already reusable, the user set their own PYTHONPYCACHEPREFIX, or KILN_BYTECODE_CACHE=0.
+    (workers, `kiln bench startup`'s children) read and write the same bytecode. Returns the
+    folder, or None when nothing changed: bytecode is already reusable, the user set their own
+    PYTHONPYCACHEPREFIX, or KILN_BYTECODE_CACHE=0.
     Call before the heavy imports.
     """
     if not env.bytecode_cache_enabled():

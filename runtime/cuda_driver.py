@@ -2,10 +2,10 @@
 
 Initialising the driver (`cuInit`) took 0.22 s of a warm start on the lent H100 (inside torch's
 first `is_available()`), and torch cannot begin it before `import torch` has finished (1.3-2.2 s
-there).
-Both are plain driver calls, though: a background thread can make them through ctypes, which
-releases the GIL for the call, so they run alongside the imports. When torch later initialises
-CUDA it finds the driver up and retains the same primary context instead of creating it.
+there). It and creating the device's primary context are plain driver calls, though: a
+background thread makes them through ctypes, which releases the GIL for the call, so they run
+alongside the imports. When torch later initialises CUDA it finds the driver up and retains the
+same primary context instead of creating it.
 
 This is only ever a head start. Every failure (no driver, no GPU, a bad ordinal) is silent and
 leaves the work, and the error message, to torch. The module imports nothing but the standard

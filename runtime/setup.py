@@ -39,7 +39,7 @@ class LoadedModel:
     phases: dict[str, float] = field(default_factory=dict)
     compile_seconds: float = 0.0
     artifact_key: str | None = None  # the compiled artifact running, None = eager
-    activation_peak_bytes: int = 0  # GPU: measured by the warm-up step before KV sizing
+    activation_peak_bytes: int = 0  # GPU: from the warm-up step (or kept by an earlier load)
 
     def describe(self) -> str:
         if self.artifact_key:
@@ -115,14 +115,13 @@ def load(config: EngineConfig, forward_factory: Callable | None = None) -> Loade
     with _timed(phases, "kv_alloc"):
         num_blocks = _num_kv_blocks(config, cfg, dtype, device, max_len, peak)
         kv = allocate_kv_caches(cfg, num_blocks, config.block_size, dtype, device)
-    logits = getattr(forward, "compute_logits", model.compute_logits)
-    runner = ModelRunner(forward, logits, kv, config.block_size, device)
+    runner = ModelRunner(forward, logits_fn, kv, config.block_size, device)
     if device.type == "cuda" and not config.enforce_eager:
         from runtime.cuda_graphs import CUDAGraphConfig, CUDAGraphRunner
 
         gcfg = CUDAGraphConfig(config.max_num_seqs, -(-max_len // config.block_size))
         runner.graphs = CUDAGraphRunner(
-            forward, logits, kv, gcfg, device, attention_provider="triton",
+            forward, logits_fn, kv, gcfg, device, attention_provider="triton",
             warm_every_bucket=getattr(forward, "compiles_per_shape", True),
         )  # fmt: skip
         with _timed(phases, "graph_capture"):
