@@ -16,6 +16,6 @@ check compile 400
 [ "$quant" = none ] && check refattn 200
 check check 300
 [ "$quant" = none ] || exit 0
-timeout 150 python3 -m kiln bench startup $ck --runs 3 --timeout 60 --json-out $OUT/$tag-startup.json 2>&1 | tail -14
+timeout 150 python3 -m kiln bench startup $ck --runs 3 --timeout 60 --json-out $OUT/$tag-startup.json 2>&1 | tail -18
 python3 -X importtime -c "import torch" 2> $OUT/importtime-torch.txt
 sort -t'|' -k2 -n -r $OUT/importtime-torch.txt | head -12
