@@ -11,6 +11,7 @@ import importlib
 import sys
 import time
 
+from kiln import startup
 from kiln.errors import KilnError
 
 # As early as Kiln's own code runs (wall clock, comparable across processes): the start-up report
@@ -47,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         from runtime.cuda_driver import start_driver_init
 
         start_driver_init(args.device)
+        startup.pause_gc()  # resumed once the engine is built (kiln/startup.py)
     if args.command in TOOL_CACHE_VERBS:
         from compile_cache import configure_bytecode_cache, configure_tool_caches
 
@@ -59,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    finally:
+        startup.resume_gc(freeze=False)  # the command failed before its engine was built
 
 
 if __name__ == "__main__":

@@ -66,3 +66,9 @@ def cuda_prewarm_enabled() -> bool:
     """KILN_CUDA_PREWARM=0 stops `kiln generate`/`serve` starting the CUDA driver on a thread
     while torch imports (see `runtime.cuda_driver`); anything else, or unset, allows it."""
     return os.environ.get("KILN_CUDA_PREWARM", "1") != "0"
+
+
+def startup_gc_pause_enabled() -> bool:
+    """KILN_STARTUP_GC_PAUSE=0 keeps Python's cyclic collector running while `kiln generate`/
+    `serve` start up (see `kiln.startup`); anything else, or unset, pauses it until ready."""
+    return os.environ.get("KILN_STARTUP_GC_PAUSE", "1") != "0"

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from kiln import env
+from kiln import env, startup
 from kiln.errors import KilnError
 
 
@@ -131,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
     )
     t_load_start = time.time()
     llm = LLM(args.model, **engine_kwargs(args))
+    startup.resume_gc()
     print(f"kiln generate: {llm.engine.loaded.describe()}", file=sys.stderr, flush=True)
     t_ready = time.time()
     completions = llm.generate(prompts, params)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from kiln import startup
 from kiln.commands.generate import add_engine_arguments, engine_kwargs
 
 
@@ -86,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
     from server.runner import serve
 
     engine = Engine.from_args(args.model, **engine_kwargs(args))
+    startup.resume_gc()
     app = create_app(engine, config)
     names = ", ".join(config.served_model_names or (engine.model_name,))
 

@@ -1,0 +1,63 @@
+"""kiln/startup.py: the cyclic collector pauses while `kiln generate`/`serve` build the engine,
+then what start-up made is frozen out of later collections."""
+
+from __future__ import annotations
+
+import gc
+
+import pytest
+
+import runtime.llm
+from kiln.cli import main
+
+
+@pytest.fixture
+def collector_seen_by_engine_build(monkeypatch):
+    """Records gc.isenabled() while the engine is built; restores the collector afterwards."""
+    seen: list[bool] = []
+    real_init = runtime.llm.LLM.__init__
+
+    def init(self, *args, **kwargs):
+        seen.append(gc.isenabled())
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(runtime.llm.LLM, "__init__", init)
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    yield seen
+    gc.unfreeze()
+    gc.enable()
+
+
+def test_generate_builds_its_engine_without_collections_then_freezes(
+    collector_seen_by_engine_build, capsys
+):
+    assert main(["generate", "demo", "--prompt", "hi", "--max-tokens", "1", "--device", "cpu"]) == 0
+    assert collector_seen_by_engine_build == [False]
+    assert gc.isenabled()
+    assert gc.get_freeze_count() > 1000  # the torch and model objects
+
+
+def test_pause_can_be_turned_off(collector_seen_by_engine_build, monkeypatch, capsys):
+    monkeypatch.setenv("KILN_STARTUP_GC_PAUSE", "0")
+    assert main(["generate", "demo", "--prompt", "hi", "--max-tokens", "1", "--device", "cpu"]) == 0
+    assert collector_seen_by_engine_build == [True]
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+
+
+def test_a_failed_start_turns_the_collector_back_on(
+    collector_seen_by_engine_build, tmp_path, capsys
+):
+    missing = tmp_path / "no-such-model"
+    assert main(["generate", str(missing), "--prompt", "hi", "--device", "cpu"]) != 0
+    assert "no-such-model" in capsys.readouterr().err
+    assert collector_seen_by_engine_build == [False]
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+
+
+def test_a_caller_that_turned_the_collector_off_keeps_it_off(collector_seen_by_engine_build):
+    from kiln import startup
+
+    gc.disable()
+    startup.pause_gc()
+    startup.resume_gc()
+    assert not gc.isenabled() and gc.get_freeze_count() == 0
