@@ -25,6 +25,9 @@ prof.enable()
 eng = Engine.from_args(sys.argv[1], compile="cached", quantization=sys.argv[2] or None)
 prof.disable()
 print({k: round(v, 3) for k, v in eng.loaded.phases.items()})
+graphs = eng.loaded.runner.graphs
+if graphs is not None:
+    print("graph capture seconds per bucket:", {b: round(s, 4) for b, s in graphs.bucket_seconds.items()})
 pstats.Stats(prof).sort_stats("cumulative").print_stats(45)
 pstats.Stats(prof).sort_stats("cumulative").print_stats("cuda_graphs|runtime/setup", 20)
 PY
