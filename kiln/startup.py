@@ -6,7 +6,9 @@ them. Python's cyclic collector still walks them again and again while they are 
 0.1 s of the 0.95 s `import torch` takes on the 2-core CPU machine (11%, measured 6 + 6 runs).
 So the collector pauses from argument parsing until the engine is built; then `gc.freeze` moves
 everything start-up made out of the collector's reach, so no later full collection walks the
-torch and model objects in the middle of a request.
+torch and model objects in the middle of a request. The cost: what start-up left in reference
+cycles is frozen too and never collected (on the demo, ~8k small objects and no tensor;
+tests/kiln/test_startup.py keeps tensors out of them).
 
 KILN_STARTUP_GC_PAUSE=0 leaves the collector alone, to measure this or rule it out.
 """
