@@ -202,17 +202,19 @@ class BenchRecord(_JsonRecord):
 
     `results` rows hold `engine` ("kiln", "hf", ...), `batch_size`, `input_len`, `output_len`,
     `tok_s`, and optionally `ttft_p50_ms`, `ttft_p99_ms`, `itl_p50_ms`, `itl_p99_ms`,
-    `peak_memory_gb` (null when not measured). `startup` maps load phase -> seconds.
+    `peak_memory_gb` (null when not measured). `startup` maps load phase -> seconds (the
+    median over the runs); `startup_runs` holds each run's own map, in run order.
     """
 
     kind: ClassVar[str] = "bench"
-    optional_fields: ClassVar[tuple[str, ...]] = ("results", "startup")
+    optional_fields: ClassVar[tuple[str, ...]] = ("results", "startup", "startup_runs")
 
     bench: str  # "throughput" | "startup" | "latency" | ...
     model: str
     card: str  # e.g. "NVIDIA H200" or "cpu"
     results: tuple[dict[str, Any], ...] = ()
     startup: dict[str, float] = field(default_factory=dict)
+    startup_runs: tuple[dict[str, float], ...] = ()
     host: str = field(default_factory=socket.gethostname)
     created: float = field(default_factory=time.time)
 
@@ -222,6 +224,10 @@ class BenchRecord(_JsonRecord):
         rows = check_list(self.results, "results")
         _set(self, "results", tuple(_check_row(r, f"results[{i}]") for i, r in enumerate(rows)))
         _set(self, "startup", check_seconds_map(self.startup, "startup"))
+        runs = check_list(self.startup_runs, "startup_runs")
+        _set(self, "startup_runs", tuple(check_seconds_map(r, f"startup_runs[{i}]") for i, r in enumerate(runs)))  # fmt: skip
+        if self.startup_runs and not self.startup:
+            raise RecordError("startup_runs", "is given without 'startup', their median")
         _set(self, "created", check_number(self.created, "created", minimum=1.0))
         if not self.results and not self.startup:
             raise RecordError("results", "is empty and so is 'startup': a bench record needs one")
@@ -230,6 +236,7 @@ class BenchRecord(_JsonRecord):
         data = super().to_dict()
         data["results"] = [dict(r) for r in self.results]
         data["startup"] = dict(self.startup)
+        data["startup_runs"] = [dict(r) for r in self.startup_runs]
         return data
 
 

@@ -207,9 +207,13 @@ def run_startup(args: argparse.Namespace) -> int:
     total = median([r.total for r in runs])
     print(startup_table(phases, total, len(runs)))
     ready = median([ready_seconds(r) for r in runs])
-    no_weights = median([ready_seconds(r, without=("weights",)) for r in runs])
-    print(f"start -> ready {ready:.2f} s; without the weight read {no_weights:.2f} s (medians)")
-    finish(_bench_record("startup", args.model, startup=phases), args.json_out, args.db)
+    no_weights = [ready_seconds(r, without=("weights",)) for r in runs]
+    print(
+        f"start -> ready {ready:.2f} s; without the weight read {median(no_weights):.2f} s "
+        f"(medians; each run: {' '.join(f'{s:.2f}' for s in no_weights)})"
+    )
+    record = _bench_record("startup", args.model, startup=phases, startup_runs=[r.phases for r in runs])  # fmt: skip
+    finish(record, args.json_out, args.db)
     return 0
 
 

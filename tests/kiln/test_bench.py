@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 
 import pytest
 
@@ -69,6 +70,12 @@ def test_startup_reports_phases_that_add_up(db, tmp_path, capsys):
     assert sum(startup.values()) == pytest.approx(total, rel=0.25)
     stored = DashboardStore(db).benches()
     assert [r.bench for r in stored] == ["startup"] and stored[0].startup == startup
+    runs = json.loads(json_out.read_text())["startup_runs"]
+    assert len(runs) == 2 and list(stored[0].startup_runs) == runs
+    for phase, median_s in startup.items():  # the median of two runs is their mean
+        assert median_s == pytest.approx(sum(r.get(phase, 0.0) for r in runs) / 2)
+    each = re.search(r"each run: ([\d. ]+)\)", out).group(1).split()
+    assert len(each) == 2
 
 
 def test_generate_writes_the_startup_report(tmp_path, monkeypatch, capsys):

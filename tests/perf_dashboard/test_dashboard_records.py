@@ -89,6 +89,12 @@ def test_compile_validation_names_the_bad_field(rng, mutate, field):
         (lambda d: d["startup"].update(weights=None), "startup.weights"),
         (lambda d: d.update(results=[], startup={}), "results"),
         (lambda d: d.update(results={"engine": "kiln"}), "results"),
+        (
+            lambda d: d.update(startup_runs=[{"imports": 0.5}, {"imports": "x"}]),
+            "startup_runs[1].imports",
+        ),
+        (lambda d: d.update(startup_runs={"imports": 0.5}), "startup_runs"),
+        (lambda d: d.update(startup={}, startup_runs=[{"imports": 0.5}]), "startup_runs"),
     ],
 )
 def test_bench_validation_names_the_bad_field(rng, mutate, field):
