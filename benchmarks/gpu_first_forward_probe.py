@@ -30,9 +30,9 @@ def main(ckpt: str) -> None:
     torch.cuda.synchronize(device)
     out: dict[str, float] = {}
 
-    def timed(name, fn):
+    def timed(name, fn, *args):
         t0 = time.perf_counter()
-        fn()
+        fn(*args)
         torch.cuda.synchronize(device)
         out[name] = round(time.perf_counter() - t0, 4)
 
@@ -45,7 +45,7 @@ def main(ckpt: str) -> None:
     for bucket in (64, 1):
         ids, pos, attn = static.views(bucket)
         for n in ("1st", "2nd"):
-            timed(f"forward_{bucket}_{n}", lambda: runner.forward(ids, pos, attn, runner.kv_caches))
+            timed(f"forward_{bucket}_{n}", runner.forward, ids, pos, attn, runner.kv_caches)
     print(json.dumps({"card": torch.cuda.get_device_name(device), "seconds": out}))
 
 
