@@ -72,3 +72,9 @@ def startup_gc_pause_enabled() -> bool:
     """KILN_STARTUP_GC_PAUSE=0 keeps Python's cyclic collector running while `kiln generate`/
     `serve` start up (see `kiln.startup`); anything else, or unset, pauses it until ready."""
     return os.environ.get("KILN_STARTUP_GC_PAUSE", "1") != "0"
+
+
+def blas_prewarm_enabled() -> bool:
+    """KILN_BLAS_PREWARM=0 stops an engine's load running cuBLAS's first GEMM on a side thread
+    (see `runtime.blas_warmup`); anything else, or unset, allows it."""
+    return os.environ.get("KILN_BLAS_PREWARM", "1") != "0"
