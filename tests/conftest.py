@@ -13,3 +13,15 @@ def _isolated_kiln_cache(tmp_path_factory):
     if "KILN_CACHE_DIR" not in os.environ:
         os.environ["KILN_CACHE_DIR"] = str(tmp_path_factory.mktemp("kiln-cache"))
     yield
+
+
+@pytest.fixture(autouse=True)
+def _collector_restored():
+    """An in-process `kiln generate`/`serve` freezes every live object once its engine is built
+    (kiln/startup.py): give them back to the collector so no test inherits that."""
+    yield
+    import gc
+
+    if gc.get_freeze_count():
+        gc.unfreeze()
+    gc.enable()

@@ -22,6 +22,7 @@ def collector_seen_by_engine_build(monkeypatch):
         real_init(self, *args, **kwargs)
 
     monkeypatch.setattr(runtime.llm.LLM, "__init__", init)
+    gc.unfreeze()  # in case an earlier in-process command froze the test process
     assert gc.isenabled() and gc.get_freeze_count() == 0
     yield seen
     gc.unfreeze()
