@@ -83,4 +83,6 @@ print(sum(isinstance(o, torch.Tensor) for o in gc.garbage), len(gc.garbage))
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     tensors, garbage = map(int, proc.stdout.split())
-    assert tensors == 0, f"{tensors} of {garbage} objects in start-up's reference cycles are tensors"
+    assert tensors == 0, (
+        f"{tensors} of {garbage} objects in start-up's reference cycles are tensors"
+    )
