@@ -38,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
 # Verbs that may run Inductor/Triton: their caches must live inside Kiln's cache folder
 # (a fresh folder costs ~10 s of compiler probes), and be set before torch._inductor loads.
 TOOL_CACHE_VERBS = ("generate", "serve", "compile", "bench", "passes")
-# Verbs that build an engine in this process: their GPU's driver starts while torch imports.
+# Verbs that build an engine in this process: their GPU's driver starts while torch imports,
+# and the cyclic collector pauses until the engine is built (kiln/startup.py).
 ENGINE_VERBS = ("generate", "serve")
 
 
