@@ -24,7 +24,7 @@ PROVIDER_ORDER = ("helion", "triton", "library", "native", "reference")
 
 
 class TargetLike(Protocol):
-    """What the dispatch table needs of a target (see `lowering.targets.Target`)."""
+    """What the dispatch table needs of a target (see `ir.targets.Target`)."""
 
     name: str
     device_type: str  # "cpu" | "cuda"

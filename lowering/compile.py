@@ -70,7 +70,7 @@ def lookup_key(options: CompileOptions, path: Path, target) -> tuple[str, dict]:
 
 def compile_model(options: CompileOptions, store=None, progress=print) -> CompileResult:
     from compile_cache import Store
-    from lowering.targets import get_target
+    from ir.targets import get_target
     from model_defs.registry import resolve_model_path
 
     store = store or Store()

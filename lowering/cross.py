@@ -31,8 +31,7 @@ from typing import Any
 
 import torch
 
-from kiln.errors import KilnError
-from lowering.kernels.base import (
+from ir.kernels.base import (
     KernelSpec,
     PlainSource,
     all_kernels,
@@ -40,7 +39,8 @@ from lowering.kernels.base import (
     load_config,
     variant_config,
 )
-from lowering.targets import Target, get_target
+from ir.targets import Target, get_target
+from kiln.errors import KilnError
 
 _DTYPES = {
     torch.float32: "fp32",

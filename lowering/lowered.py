@@ -42,7 +42,7 @@ def ir_ops_in(gm) -> Counter:
 def lower(passed, model, target, staging: Path, options) -> dict:
     from safetensors.torch import save_file
 
-    import lowering.kernels  # noqa: F401  (registers kernel implementations)
+    import ir.kernels  # noqa: F401  (registers kernel implementations)
     from ir.registry import choose
 
     plan, derived = weight_plan(passed, model)
@@ -280,8 +280,8 @@ def gpu_lowering() -> str:
 
 
 def _lower_cross(ops: Counter, impls: dict, target, staging: Path) -> dict:
+    from ir.kernels.base import all_kernels
     from lowering.cross import compile_kernel, write_kernels
-    from lowering.kernels.base import all_kernels
 
     specs = {s.name: s for s in all_kernels()}
     compiled, providers = [], Counter()

@@ -104,7 +104,7 @@ def bind_recorded_impls(man: dict, device: torch.device) -> None:
     from ir.registry import bind_impls
 
     if device.type == "cuda":
-        import lowering.kernels.attention  # noqa: F401  (registers the Triton implementation)
+        import ir.kernels.attention  # noqa: F401  (registers the Triton implementation)
     runnable = ("native",) if device.type == "cpu" else ("triton",)
     bind_impls({op: p for op, p in man.get("impls", {}).items() if p in runnable}, device.type)
 

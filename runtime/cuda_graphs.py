@@ -22,7 +22,7 @@ implementation. With attention_provider="triton" (or "helion") the forward's own
 trusted to be one (an artifact lowered to the kernel, or the eager module after
 `ir.registry.bind_device_impls` bound the Triton kernel to CUDA). With "reference", warm-up and
 capture run under a dispatch mode that routes those ops to the Triton kernel
-(`lowering/kernels/attention.py`); that is also harmless when the kernel is already bound.
+(`ir/kernels/attention.py`); that is also harmless when the kernel is already bound.
 Without the kernel, the runner stays eager and logs why, once.
 """
 
@@ -132,9 +132,9 @@ class _RouteOps(TorchDispatchMode):
 def _triton_attention() -> tuple[Callable | None, str | None]:
     """The Triton attention implementation, or None and why it can't be used."""
     try:
-        from lowering.kernels.attention import attention
+        from ir.kernels.attention import attention
     except ImportError as e:
-        return None, f"the Triton attention kernel (lowering/kernels/attention.py) is unavailable: {e}"  # fmt: skip
+        return None, f"the Triton attention kernel (ir/kernels/attention.py) is unavailable: {e}"  # fmt: skip
     return attention, None
 
 

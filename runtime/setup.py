@@ -159,9 +159,9 @@ def load(config: EngineConfig, forward_factory: Callable | None = None) -> Loade
 
 def _bind_cuda_kernels() -> None:
     """Eager CUDA calls of IR ops use their Triton kernels (attention) where one is chosen."""
+    from ir.kernels import attention  # noqa: F401  (plain Triton; registers its impl)
     from ir.registry import bind_device_impls
-    from lowering.kernels import attention  # noqa: F401  (plain Triton; registers its impl)
-    from lowering.targets import get_target
+    from ir.targets import get_target
 
     bind_device_impls(get_target("auto"), providers=("triton",))
 
@@ -206,8 +206,8 @@ def compile_options(config: EngineConfig):
 
 def _artifact_forward(config: EngineConfig, path: Path, model, phases):
     from compile_cache import Store
+    from ir.targets import get_target
     from lowering.compile import host_check, lookup_key
-    from lowering.targets import get_target
     from runtime.artifact import load_artifact_forward
 
     store = Store()

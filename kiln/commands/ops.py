@@ -15,10 +15,10 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ir.registry import dispatch_table
-    from lowering.targets import get_target
+    from ir.targets import get_target
 
     try:
-        import lowering.kernels  # noqa: F401  (registers the Helion/Triton implementations)
+        import ir.kernels  # noqa: F401  (registers the Helion/Triton implementations)
     except ModuleNotFoundError:
         pass
     target = get_target(args.target)

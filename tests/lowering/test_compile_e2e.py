@@ -206,8 +206,8 @@ def test_concurrent_compiles_of_one_key_build_once():
 
 
 def test_key_factors_change_and_explain_names_them(cpu_compile, monkeypatch):
+    from ir.targets import get_target
     from lowering.compile import CompileOptions, lookup_key
-    from lowering.targets import get_target
     from model_defs.registry import resolve_model_path
 
     path, cpu = resolve_model_path("demo"), get_target("cpu")

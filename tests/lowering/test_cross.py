@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from ir.kernels.base import CONFIG_TARGETS, all_kernels, load_config
 from lowering.cross import cross_compile, signature_of, write_kernels
 from lowering.cubin import cubin_arch, sm_number, tkinfo_arch
-from lowering.kernels.base import CONFIG_TARGETS, all_kernels, load_config
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ DTYPES = (torch.float32, torch.bfloat16)
 
 
 def impl(op: str, provider: str = "helion"):
-    import lowering.kernels  # noqa: F401
+    import ir.kernels  # noqa: F401
 
     return next(i.fn for i in get_op(op).impls if i.provider == provider)
 
@@ -28,7 +28,7 @@ def test_helion_is_not_imported_by_registration():
     import subprocess
     import sys
 
-    code = "import sys, lowering.kernels; sys.exit('helion' in sys.modules)"
+    code = "import sys, ir.kernels; sys.exit('helion' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
@@ -104,8 +104,8 @@ def test_quant_kernels(tokens, dtype, group_size, rand):
 
 
 def test_quant_kernels_spell_the_ir_constants():
+    from ir.kernels.quant_fp8 import KERNEL_CONSTANTS
     from ir.ops.quant import FP8_MAX, MIN_SCALE
-    from lowering.kernels.quant_fp8 import KERNEL_CONSTANTS
 
     assert KERNEL_CONSTANTS == {"FP8_MAX": FP8_MAX, "MIN_SCALE": MIN_SCALE}
 

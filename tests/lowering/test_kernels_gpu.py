@@ -5,8 +5,8 @@ import copy
 import pytest
 import torch
 
+from ir.kernels.attention_inputs import paged_inputs
 from ir.registry import get_op
-from lowering.kernels.attention_inputs import paged_inputs
 from tests.lowering.conftest import close, close_quant
 
 pytestmark = pytest.mark.gpu
@@ -15,7 +15,7 @@ DTYPES = (torch.float32, torch.bfloat16)
 
 
 def impl(op: str):
-    import lowering.kernels  # noqa: F401
+    import ir.kernels  # noqa: F401
 
     return next(i.fn for i in get_op(op).impls if i.provider in ("helion", "triton"))
 

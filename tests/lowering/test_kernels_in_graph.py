@@ -9,8 +9,8 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.export import export
 
-import lowering.kernels.attention  # noqa: F401  (registers the Triton implementation)
-from lowering.kernels.attention_inputs import paged_inputs
+import ir.kernels.attention  # noqa: F401  (registers the Triton implementation)
+from ir.kernels.attention_inputs import paged_inputs
 from lowering.lowered import kernels_in_graph
 
 GPU_IMPLS = {"attention": "triton", "attention_quant": "reference", "quant_fp8": "reference"}

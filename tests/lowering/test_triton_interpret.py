@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from ir.kernels.attention_inputs import paged_inputs
+from ir.kernels.base import get_kernel, load_config, variant_config
 from ir.registry import get_op
-from lowering.kernels.attention_inputs import paged_inputs
-from lowering.kernels.base import get_kernel, load_config, variant_config
 from tests.lowering.conftest import close
 
 WORKER = Path(__file__).with_name("triton_interpret_worker.py")

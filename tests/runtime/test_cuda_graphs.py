@@ -111,8 +111,8 @@ def test_attention_quant_route_is_quant_of_the_routed_attention(monkeypatch):
     """The fused op's stand-in keeps its spec: quant_fp8(attention(...).flatten(1))."""
     import copy
 
+    from ir.kernels.attention_inputs import paged_inputs
     from ir.registry import get_op
-    from lowering.kernels.attention_inputs import paged_inputs
 
     calls = []
     reference = get_op("attention").reference

@@ -2,7 +2,7 @@
 
 Helion reads a kernel's globals (it rejects closures), so a kernel file keeps `helion` and
 `hl` as module globals set to None and `import_helion` binds them on first use. That keeps
-`import lowering.kernels` free of helion (about 7 s to import here), as the serve path needs.
+`import ir.kernels` free of helion (about 7 s to import here), as the serve path needs.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Callable
 from functools import cache
 from typing import Any
 
-from lowering.kernels.base import KernelSpec, PlainSource, register_kernel
+from ir.kernels.base import KernelSpec, PlainSource, register_kernel
 
 # Replaces `from helion.runtime import default_launcher as _default_launcher` in generated
 # code: the same contract (launch `kernel[grid]`), with no helion import.

@@ -12,16 +12,16 @@ from typing import Any
 
 import torch
 
-from ir.registry import register_impl
-from kiln.errors import KilnError
-from lowering.kernels.base import (
+from ir.kernels.base import (
     KernelSpec,
     needs_cuda,
     register_kernel,
     runtime_config,
     variant_config,
 )
-from lowering.kernels.helion_util import helion_plain_source, run_helion
+from ir.kernels.helion_util import helion_plain_source, run_helion
+from ir.registry import register_impl
+from kiln.errors import KilnError
 
 helion: Any = None  # bound to the helion modules on first use (see helion_util.import_helion)
 hl: Any = None

@@ -4,7 +4,7 @@ Registration is metadata only: no kernel file imports helion at module level, so
 stays cheap (the serve path must never import helion).
 """
 
-from lowering.kernels import (  # noqa: F401
+from ir.kernels import (  # noqa: F401
     attention,
     fused_add_rms_norm,
     fused_add_rms_norm_quant,

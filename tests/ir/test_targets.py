@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from ir.registry import TargetLike, choose
+from ir.targets import TARGETS, Target, get_target, target_for_device
 from kiln.errors import KilnError
-from lowering.targets import TARGETS, Target, get_target, target_for_device
 
 
 def test_known_targets_describe_their_hardware():
@@ -55,7 +55,7 @@ def test_to_json_is_canonical_and_distinguishes_targets():
 
 def test_satisfies_target_like_and_drives_dispatch():
     target: TargetLike = get_target("h100")
-    import lowering.kernels  # noqa: F401
+    import ir.kernels  # noqa: F401
 
     assert choose("rms_norm", target).chosen.provider == "helion"
     cpu_choice = choose("rms_norm", get_target("cpu"))

@@ -6,9 +6,9 @@ from typing import Any
 
 import torch
 
+from ir.kernels.base import needs_cuda, runtime_config
+from ir.kernels.helion_util import register_helion_kernel, run_helion
 from ir.registry import register_impl
-from lowering.kernels.base import needs_cuda, runtime_config
-from lowering.kernels.helion_util import register_helion_kernel, run_helion
 
 helion: Any = None  # bound to the helion modules on first use (see helion_util.import_helion)
 hl: Any = None

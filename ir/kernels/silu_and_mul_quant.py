@@ -10,14 +10,14 @@ from typing import Any
 
 import torch
 
-from ir.registry import register_impl
-from lowering.kernels.base import (
+from ir.kernels.base import (
     needs_fp8,
     runtime_config,
     variant_config,
 )
-from lowering.kernels.helion_util import register_helion_kernel, run_helion
-from lowering.kernels.quant_fp8 import group_width
+from ir.kernels.helion_util import register_helion_kernel, run_helion
+from ir.kernels.quant_fp8 import group_width
+from ir.registry import register_impl
 
 helion: Any = None  # bound to the helion modules on first use (see helion_util.import_helion)
 hl: Any = None

@@ -15,14 +15,14 @@ import torch
 import triton
 import triton.language as tl
 
-from ir.registry import register_impl
-from lowering.kernels.base import (
+from ir.kernels.base import (
     KernelSpec,
     PlainSource,
     needs_cuda,
     register_kernel,
     runtime_config,
 )
+from ir.registry import register_impl
 
 NAME = "attention"
 
@@ -236,7 +236,7 @@ def plain_source(config: dict, args: tuple, variant: str) -> PlainSource:
 
 def example_args(device: str, variant: str = "default") -> tuple:
     """Llama-3-8B heads (32 q, 8 kv, head size 128), 16-token blocks, a mixed batch of 13."""
-    from lowering.kernels.attention_inputs import paged_inputs
+    from ir.kernels.attention_inputs import paged_inputs
 
     return paged_inputs(
         [(5, 9), (1, 40), (7, 7)], num_heads=32, num_kv_heads=8, head_size=128,

@@ -2,7 +2,7 @@
 
 A kernel file defines its kernel, registers it on its IR op with `register_impl`, and calls
 `register_kernel(KernelSpec(...))` so the cross-compiler can find it. Nothing here imports
-helion or triton: registration must stay cheap, because `import lowering.kernels` happens on
+helion or triton: registration must stay cheap, because `import ir.kernels` happens on
 paths (such as `kiln ops`) that never run a kernel.
 
 Kernel sources follow one launch convention so the cross-compiler and the artifact loader can
@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ir.registry import TargetLike
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 # Targets with pinned configs; a CPU run (interpret mode) borrows the first one's.
 CONFIG_TARGETS = ("h100", "h200", "b200")
 
@@ -72,13 +72,13 @@ def register_kernel(spec: KernelSpec) -> KernelSpec:
 
 
 def all_kernels() -> list[KernelSpec]:
-    import lowering.kernels  # noqa: F401  (importing the package registers every kernel)
+    import ir.kernels  # noqa: F401  (importing the package registers every kernel)
 
     return [_KERNELS[name] for name in sorted(_KERNELS)]
 
 
 def get_kernel(name: str) -> KernelSpec:
-    import lowering.kernels  # noqa: F401
+    import ir.kernels  # noqa: F401
     from kiln.errors import KilnError
 
     try:
@@ -111,7 +111,7 @@ def runtime_config(kernel: str, device_type: str) -> dict:
     """Config for an eager call on this host: its own target's, or h100's on the CPU."""
     if device_type != "cuda":
         return load_config(kernel, CONFIG_TARGETS[0])
-    from lowering.targets import detect_host_target
+    from ir.targets import detect_host_target
 
     return load_config(kernel, detect_host_target().name)
 

@@ -10,14 +10,14 @@ from typing import Any
 
 import torch
 
-from ir.ops.quant import FP8_MAX, MIN_SCALE
-from ir.registry import register_impl
-from lowering.kernels.base import (
+from ir.kernels.base import (
     needs_fp8,
     runtime_config,
     variant_config,
 )
-from lowering.kernels.helion_util import register_helion_kernel, run_helion
+from ir.kernels.helion_util import register_helion_kernel, run_helion
+from ir.ops.quant import FP8_MAX, MIN_SCALE
+from ir.registry import register_impl
 
 helion: Any = None  # bound to the helion modules on first use (see helion_util.import_helion)
 hl: Any = None
