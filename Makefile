@@ -15,7 +15,9 @@ $(STAMP): pyproject.toml
 serve: $(STAMP)
 	$(VENV)/bin/kiln serve $(ARGS)
 
+# The layer contract (pyproject.toml [tool.importlinter]) first: the architecture is a test.
 test: $(STAMP)
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/pytest $(ARGS)
 
 lint: $(STAMP)

@@ -55,9 +55,9 @@ def main() -> None:
         # The noise floor of the dtype: the same eager engine with one op swapped for a
         # mathematically equal implementation (attention's IR reference, fp32 inside like the
         # Triton kernel). Its own process: kernel bindings last for the whole process.
-        import runtime.setup
+        import runtime.loaders.eager
 
-        runtime.setup._bind_cuda_kernels = lambda: None
+        runtime.loaders.eager._bind_cuda_kernels = lambda: None
         eager = dict(model=args.model, compile="never", dtype=args.dtype, enforce_eager=True)
         torch.save(run_steps(eager | kw), args.rows)
         return
@@ -87,18 +87,19 @@ def main() -> None:
 
 
 def run_steps(engine_args: dict, keep: dict | None = None) -> list:
-    """Logits rows of every check step on `Engine.from_args(**engine_args)`, which is built and
+    """Logits rows of every check step on the engine `kiln.resolve.build_engine` builds for `engine_args`, which is built and
     freed here (nothing else holds it, so its GPU memory is back before the next one is built).
     `keep`, when given, receives the engine's load phases and forward type."""
     import gc
 
-    from runtime.engine import Engine
+    from kiln.config import EngineConfig
+    from kiln.resolve import build_engine
 
-    engine = Engine.from_args(**engine_args)
+    engine = build_engine(EngineConfig(**engine_args))
     if keep is not None:
         keep.update(
             warm_load_phases=engine.loaded.phases,
-            forward=type(engine.loaded.runner.forward).__name__,
+            artifact_key=engine.loaded.artifact_key,
             graphs=engine.loaded.runner.graphs is not None,
             activation_peak_bytes=engine.loaded.activation_peak_bytes,
             warm_every_bucket=getattr(engine.loaded.runner.graphs, "warm_every_bucket", None),
@@ -126,7 +127,7 @@ STEP_TOKENS = [137, 2, 1]
 def check_steps(vocab: int):
     """A mixed prefill of two sequences, a two-sequence decode, then a one-sequence decode:
     the token counts (139, 2, 1) cover the general, multi-sequence and single-token graphs."""
-    from runtime.model_runner import StepSeq
+    from model_defs.step_inputs import StepSeq
 
     a, b = [(1000 + i) % vocab for i in range(100)], [(2000 + 3 * i) % vocab for i in range(37)]
     blocks_a, blocks_b = list(range(0, 8)), list(range(8, 12))

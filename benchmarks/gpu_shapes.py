@@ -103,10 +103,11 @@ def bench_hf(model, batch: int, in_len: int, out_len: int) -> dict:
 
 
 def logits_check(folder: Path, hf_model) -> float:
+    from model_defs.kv_cache import allocate_kv_caches
     from model_defs.loader import load_model
-    from runtime.kv_cache import allocate_kv_caches
-    from runtime.model_runner import ModelRunner, StepSeq
-    from runtime.setup import _bind_cuda_kernels
+    from model_defs.step_inputs import StepSeq
+    from runtime.loaders.eager import _bind_cuda_kernels
+    from runtime.model_runner import ModelRunner
 
     _bind_cuda_kernels()
     model = load_model(folder, torch.bfloat16, "cuda")
@@ -150,14 +151,17 @@ def main() -> None:
         hf = load_hf(folder)
         res["rows"] = [bench_hf(hf, b, args.input_len, args.output_len) for b in batches]
     else:
-        from runtime.engine import Engine
+        from kiln.config import EngineConfig
+        from kiln.resolve import build_engine
 
-        eng = Engine.from_args(
-            str(folder),
-            compile=args.compile,
-            max_num_seqs=max(batches),
-            gpu_memory_utilization=args.gpu_mem,
-            max_model_len=2048,
+        eng = build_engine(
+            EngineConfig(
+                str(folder),
+                compile=args.compile,
+                max_num_seqs=max(batches),
+                gpu_memory_utilization=args.gpu_mem,
+                max_model_len=2048,
+            )
         )
         res["startup_phases"] = eng.loaded.phases
         res["activation_peak_bytes"] = eng.loaded.activation_peak_bytes

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: `python benchmarks/load_test.py`
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.stats import percentile  # noqa: E402
+from kiln.benchmarking.stats import percentile  # noqa: E402
 
 WORDS = "the model engine kiln token text write code python data test world house".split()
 

@@ -9,14 +9,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-import time
 
 from kiln import startup
 from kiln.errors import KilnError
-
-# As early as Kiln's own code runs (wall clock, comparable across processes): the start-up report
-# of `kiln generate` measures its "imports" phase from here.
-PROCESS_START = time.time()
 
 COMMANDS = ("generate", "serve", "compile", "ops", "passes", "bench", "cache", "dashboard")
 

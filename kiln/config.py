@@ -9,6 +9,14 @@ from kiln.errors import KilnError
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
+def resolve_dtype(dtype: str, device_type: str) -> str:
+    """The torch dtype name `dtype` means on a device type: auto is float32 on the CPU and
+    bfloat16 on a GPU. Compile and run resolve it alike, so an artifact matches its engine."""
+    if dtype == "auto":
+        return "float32" if device_type == "cpu" else "bfloat16"
+    return dtype
+
+
 @dataclass(frozen=True)
 class EngineConfig:
     model: str = "demo"

@@ -16,14 +16,16 @@ from __future__ import annotations
 import json
 import socket
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
+from compile_cache.formats import ARTIFACT_FORMAT
+from kiln.config import resolve_dtype
 from kiln.errors import KilnError
-
-ARTIFACT_FORMAT = 1
+from kiln.timing import timed
 
 
 @dataclass(frozen=True)
@@ -52,12 +54,6 @@ class CompileResult:
     built: bool
     key: str
     record: dict  # compile record (perf_dashboard CompileRecord fields)
-
-
-def resolve_dtype(dtype: str, target) -> torch.dtype:
-    if dtype == "auto":
-        return torch.float32 if target.device_type == "cpu" else torch.bfloat16
-    return getattr(torch, dtype)
 
 
 def lookup_key(options: CompileOptions, path: Path, target) -> tuple[str, dict]:
@@ -116,18 +112,13 @@ def _explain_miss(store, key: str, factors: dict, progress) -> None:
     progress(f"[kiln compile] cache miss; closest entry {other[:12]} differs in: {paths}")
 
 
-def _timed(phases: dict, name: str, progress):
-    class _T:
-        def __enter__(self):
-            progress(f"[kiln compile] {name} ...")
-            self.t = time.perf_counter()
-
-        def __exit__(self, *exc):
-            phases[name] = time.perf_counter() - self.t
-            if exc[0] is None:
-                progress(f"[kiln compile] {name} done in {phases[name]:.2f}s")
-
-    return _T()
+@contextmanager
+def _phase(phases: dict, name: str, progress):
+    """Time one compile phase into `phases`, announcing its start and end."""
+    progress(f"[kiln compile] {name} ...")
+    with timed(phases, name):
+        yield
+    progress(f"[kiln compile] {name} done in {phases[name]:.2f}s")
 
 
 def _build(staging: Path, options: CompileOptions, path: Path, target, phases, progress) -> dict:
@@ -136,19 +127,19 @@ def _build(staging: Path, options: CompileOptions, path: Path, target, phases, p
     from model_defs.registry import read_config
     from passes.compile import compile_graph
 
-    dtype = resolve_dtype(options.dtype, target)
+    dtype = getattr(torch, resolve_dtype(options.dtype, target.device_type))
     _, cfg = read_config(path)
-    with _timed(phases, "load", progress):
+    with _phase(phases, "load", progress):
         from model_defs.decoder import ParallelConfig
 
         on_gpu = target.is_cuda and torch.cuda.is_available()
         # Every rank runs the same graph; rank 0's shards stand in for the rest.
         par = ParallelConfig(options.tensor_parallel_size, 0)
         model = load_model(path, dtype, "cuda" if on_gpu else "cpu", par)
-    with _timed(phases, "capture+passes", progress):
+    with _phase(phases, "capture+passes", progress):
         pcfg = pass_config(options.passes, options.quantization)
         passed, trace = compile_graph(model, pcfg, max_num_tokens=options.max_num_tokens)
-    with _timed(phases, "lower", progress):
+    with _phase(phases, "lower", progress):
         lowered = lower(passed, model, target, staging, options)
     graph_factors = {
         "graph_hash": trace.graph_hash,
@@ -188,25 +179,3 @@ def pass_config(passes: str | None, quantization: str | None):
         return PassConfig(quantization=quantization or "none", toggles=parse_toggles(passes))
     except ValueError as e:
         raise KilnError(str(e)) from None
-
-
-def write_json(path: Path, data) -> None:
-    path.write_text(json.dumps(data, indent=2, sort_keys=True))
-
-
-def host_check(manifest: dict) -> None:
-    """Refuse an artifact built for another GPU, naming both."""
-    tgt = manifest.get("target", {})
-    if tgt.get("device_type") != "cuda":
-        return
-    if not torch.cuda.is_available():
-        raise KilnError(
-            f"artifact targets {tgt.get('name')} ({tgt.get('arch')}), but this host has no GPU"
-        )
-    major, minor = torch.cuda.get_device_capability()
-    host = f"sm_{major}{minor}"
-    if not str(tgt.get("arch", "")).startswith(host):
-        raise KilnError(
-            f"artifact targets {tgt.get('name')} ({tgt.get('arch')}), but this GPU is "
-            f"{torch.cuda.get_device_name()} ({host}); compile with --target auto on this host"
-        )

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from compile_cache.formats import AOTI, CROSS, INDUCTOR_JIT, INDUCTOR_OPTIONS, jit_program
 from kiln.errors import KilnError
 
 USER_INPUTS_DYNAMIC_T = ("input_ids", "positions", "attn_slot_mapping")
@@ -200,12 +201,6 @@ def kernels_in_graph(gm, impls: dict[str, str]):
         gm.recompile()
 
 
-# The IR references are the spec, rounding included (e.g. silu_and_mul rounds silu's output to the
-# activation dtype before the product). Inductor keeps fused intermediates in fp32 unless told to
-# round where eager code would (CPU demo, bf16: compiled vs reference 0.0199 -> 0.0174).
-INDUCTOR_OPTIONS = {"emulate_precision_casts": True}
-
-
 def _lower_aoti(passed, staging: Path, options, runnable: dict[str, str]) -> dict:
     """AOTInductor: the post-pass graph (references inlined) compiled into a `.pt2` package
     that a warm start loads through the C++ loader. `runnable` is `impls` with every provider
@@ -223,7 +218,7 @@ def _lower_aoti(passed, staging: Path, options, runnable: dict[str, str]) -> dic
     calls = sorted(op for op in runnable if f"kiln::{op}" not in inlined)
     kernels = {runnable[op] for op in runnable if runnable[op] != "reference" or op in calls}
     return {
-        "lowering": "aoti",
+        "lowering": AOTI,
         "package": "model.pt2",
         "inlined_ops": inlined,
         "calls": calls,  # IR ops the package still calls through the dispatcher
@@ -242,10 +237,8 @@ def _lower_native_gpu(passed, staging: Path, options, impls: dict[str, str]) -> 
     runnable = {op: p if p == "triton" else "reference" for op, p in impls.items()}
     if gpu_lowering() == "aoti":
         return _lower_aoti(passed, staging, options, runnable)
-    from runtime.artifact import jit_program
-
-    # The fallback keeps attention a call into the bound Triton kernel, as it was validated
-    # (a saved program holding Triton launch nodes is not something it was ever run with).
+    # The fallback keeps attention a call into the bound Triton kernel: the saved program holds
+    # no Triton launch nodes, so loading it needs only the dispatcher and the bound kernel.
     ep, inlined = inline_references(_export(passed, options), runnable)
     torch.export.save(ep, str(staging / "program.pt2"))
     names = [p.target for p in passed.gm.graph.find_nodes(op="placeholder")]
@@ -258,7 +251,7 @@ def _lower_native_gpu(passed, staging: Path, options, impls: dict[str, str]) -> 
         program(*example)  # Dynamo specialises sizes 0/1: fill the cache for each variant
     torch.cuda.synchronize()
     return {
-        "lowering": "inductor_jit",
+        "lowering": INDUCTOR_JIT,
         "program": "program.pt2",
         "inlined_ops": inlined,
         "kernels": {"inductor": 1, **{p: 1 for p in set(runnable.values()) if p != "reference"}},
@@ -294,7 +287,7 @@ def _lower_cross(ops: Counter, impls: dict, target, staging: Path) -> dict:
             providers["library" if op == "scaled_mm" else provider] += 1
     write_kernels(compiled, staging / "kernels")
     return {
-        "lowering": "cross",
+        "lowering": CROSS,
         "kernels": dict(providers),
         "cubins": sorted(f"kernels/{k.name}.cubin" for k in compiled),
         "arch": target.arch,

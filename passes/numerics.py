@@ -11,10 +11,10 @@ from dataclasses import dataclass
 import torch
 
 from model_defs.decoder import DecoderForCausalLM
+from model_defs.kv_cache import allocate_kv_caches
+from model_defs.step_inputs import StepInputs, StepSeq, prepare_inputs
 from passes.config import PassConfig
 from passes.manager import CompileTrace
-from runtime.kv_cache import allocate_kv_caches
-from runtime.model_runner import StepInputs, StepSeq, prepare_inputs
 
 BLOCK_SIZE = 4
 

@@ -40,8 +40,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from model_defs.attn_metadata import AttnMetadata
-from runtime.kv_cache import KVCaches
-from runtime.model_runner import StepInputs, StepSeq
+from model_defs.kv_cache import KVCaches
+from model_defs.step_inputs import StepInputs, StepSeq
 
 log = logging.getLogger("kiln.runtime")
 

@@ -14,12 +14,12 @@ import torch
 
 from kiln.config import EngineConfig
 from kiln.errors import KilnError
+from model_defs.step_inputs import StepSeq
 from runtime.detokenizer import IncrementalDetokenizer
-from runtime.model_runner import StepSeq
 from runtime.outputs import RequestOutput, TokenLogprob
 from runtime.sampler import make_generator, sample
 from runtime.sampling_params import SamplingParams
-from runtime.setup import LoadedModel, load
+from runtime.startup import LoadedModel
 from scheduler.scheduler import Scheduler, SchedulerOutput
 from scheduler.sequence import Sequence
 
@@ -36,9 +36,9 @@ class _Request:
 
 
 class Engine:
-    def __init__(self, config: EngineConfig, loaded: LoadedModel | None = None):
+    def __init__(self, config: EngineConfig, loaded: LoadedModel):
         self.config = config
-        self.loaded = loaded or load(config)
+        self.loaded = loaded
         self.tokenizer = self.loaded.tokenizer
         self.model_name = self.loaded.name
         self.max_model_len = self.loaded.max_model_len
@@ -46,10 +46,6 @@ class Engine:
         self.eos_token_ids = set(self.loaded.eos_token_ids)
         self._requests: dict[str, _Request] = {}
         self.num_preemptions = 0
-
-    @classmethod
-    def from_args(cls, model: str = "demo", **kw) -> Engine:
-        return cls(EngineConfig(model=model, **kw))
 
     # --- requests -----------------------------------------------------------------------
     def add_request(self, request_id: str, prompt: str | list[int], params: SamplingParams) -> None:

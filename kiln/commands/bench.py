@@ -6,7 +6,7 @@
 
 Every run prints a table, stores one `BenchRecord` in the dashboard database, and with
 `--json-out FILE` writes that record as JSON (what `--record` imports on another machine).
-The measuring lives in `benchmarks/`; this module parses flags and prints.
+The measuring lives in `kiln/benchmarking/`; this module parses flags and prints.
 """
 
 from __future__ import annotations
@@ -133,7 +133,7 @@ def progress(total: int, desc: str):
 
 # --- throughput -------------------------------------------------------------------------------
 def run_throughput(args: argparse.Namespace) -> int:
-    from benchmarks.workload import Workload, parse_batch_sizes
+    from kiln.benchmarking.workload import Workload, parse_batch_sizes
 
     workload = Workload(parse_batch_sizes(args.batch_sizes), args.input_len, args.output_len,
                         args.seed)  # fmt: skip
@@ -146,25 +146,27 @@ def run_throughput(args: argparse.Namespace) -> int:
 
 def measure_throughput(model: str, workload, vs: str | None, kw: dict) -> list[dict]:
     """Baseline first (it frees its memory before the engine sizes its KV cache), then Kiln."""
-    from benchmarks.hf_baseline import bench_hf
-    from benchmarks.throughput import bench_kiln
-    from kiln.config import EngineConfig
+    import torch
+
+    from kiln.benchmarking.hf_baseline import bench_hf
+    from kiln.benchmarking.throughput import bench_kiln
+    from kiln.config import EngineConfig, resolve_dtype
+    from kiln.resolve import build_engine
     from model_defs.registry import read_config, resolve_model_path
-    from runtime.engine import Engine
-    from runtime.setup import pick_device, pick_dtype
+    from runtime.startup import pick_device
 
     config = EngineConfig(model=model, **kw)
     path = resolve_model_path(model)
     _, cfg = read_config(path)
     device = pick_device(config)
-    dtype = pick_dtype(config, device)
+    dtype = getattr(torch, resolve_dtype(config.dtype, device.type))
     n = len(workload.batch_sizes)
     hf_rows: list[dict] = []
     if vs == "hf":
         pad_id = cfg.eos_token_ids[0] if cfg.eos_token_ids else 0
         with progress(n, "hf") as bar:
             hf_rows = bench_hf(path, workload, cfg.vocab_size, dtype, device, pad_id, bar)
-    engine = Engine(config)
+    engine = build_engine(config)
     with progress(n, "kiln") as bar:
         kiln_rows = bench_kiln(engine, workload, cfg.vocab_size, bar)
     return [
@@ -177,7 +179,7 @@ def measure_throughput(model: str, workload, vs: str | None, kw: dict) -> list[d
 
 def throughput_table(rows: list[dict]) -> str:
     """One line per (batch size, engine); kiln lines carry tok/s relative to the baseline."""
-    from benchmarks.stats import format_table
+    from kiln.benchmarking.stats import format_table
 
     base = {r["batch_size"]: r["tok_s"] for r in rows if r["engine"] != "kiln"}
     headers = ["batch", "engine", "in", "out", "tok/s", "vs hf", "TTFT p50 ms", "TTFT p99 ms",
@@ -193,8 +195,8 @@ def throughput_table(rows: list[dict]) -> str:
 
 # --- startup ----------------------------------------------------------------------------------
 def run_startup(args: argparse.Namespace) -> int:
-    from benchmarks.startup import bench_startup, median_phases, ready_seconds
-    from benchmarks.stats import median
+    from kiln.benchmarking.startup import bench_startup, median_phases, ready_seconds
+    from kiln.benchmarking.stats import median
 
     model_label(args.model)  # a bad folder fails here, not in the first child
     if args.model == "demo":
@@ -218,7 +220,7 @@ def run_startup(args: argparse.Namespace) -> int:
 
 
 def startup_table(phases: dict[str, float], total: float, runs: int) -> str:
-    from benchmarks.stats import format_table
+    from kiln.benchmarking.stats import format_table
 
     rows = [[name, s, f"{100 * s / total:.0f}%"] for name, s in phases.items()]
     rows.append([f"total (median of {runs})", total, "100%"])
@@ -229,7 +231,7 @@ def startup_table(phases: dict[str, float], total: float, runs: int) -> str:
 
 
 def _bench_record(bench: str, model: str, **fields):
-    from benchmarks.stats import card_name
+    from kiln.benchmarking.stats import card_name
     from perf_dashboard.records import BenchRecord
 
     return BenchRecord(bench=bench, model=model_label(model), card=card_name(), **fields)

@@ -116,7 +116,7 @@ def read_prompts(args: argparse.Namespace) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     prompts = read_prompts(args)
-    from runtime.llm import LLM
+    from kiln.llm import LLM
     from runtime.sampling_params import SamplingParams
 
     params = SamplingParams(
@@ -162,10 +162,10 @@ def write_startup_report(
 ) -> None:
     """For `kiln bench startup`: wall-clock marks plus the engine's load phases (seconds).
 
-    `imports` runs from `kiln.cli.PROCESS_START` to the start of the load; `t_first_token` is
+    `imports` runs from `kiln.startup.PROCESS_START` to the start of the load; `t_first_token` is
     when generation ended (the first token, as the benchmark runs `--max-tokens 1`).
     """
-    from kiln.cli import PROCESS_START
+    from kiln.startup import PROCESS_START
 
     report = {
         "phases": {"imports": t_load_start - PROCESS_START, **phases},

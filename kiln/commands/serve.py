@@ -82,11 +82,12 @@ def run(args: argparse.Namespace) -> int:
     )
     config = server_config(args)  # bad flags fail before the (slow) engine build
 
-    from runtime.engine import Engine
+    from kiln.config import EngineConfig
+    from kiln.resolve import build_engine
     from server.app import create_app
     from server.runner import serve
 
-    engine = Engine.from_args(args.model, **engine_kwargs(args))
+    engine = build_engine(EngineConfig(model=args.model, **engine_kwargs(args)))
     startup.resume_gc()
     app = create_app(engine, config)
     names = ", ".join(config.served_model_names or (engine.model_name,))

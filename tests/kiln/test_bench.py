@@ -8,10 +8,10 @@ import re
 
 import pytest
 
-from benchmarks.startup import StartupRun, median_phases, split_phases
-from benchmarks.stats import format_table, percentile
-from benchmarks.throughput import BatchTimings
-from benchmarks.workload import Workload, parse_batch_sizes
+from kiln.benchmarking.startup import StartupRun, median_phases, split_phases
+from kiln.benchmarking.stats import format_table, percentile
+from kiln.benchmarking.throughput import BatchTimings
+from kiln.benchmarking.workload import Workload, parse_batch_sizes
 from kiln.cli import main
 from kiln.commands.bench import engine_argv
 from kiln.commands.generate import add_engine_arguments
@@ -183,7 +183,7 @@ def test_format_table_aligns_and_shows_missing_as_dash():
 
 
 def test_ready_time_leaves_out_first_token_exit_and_the_named_phases():
-    from benchmarks.startup import ready_seconds
+    from kiln.benchmarking.startup import ready_seconds
 
     run = StartupRun(
         10.0, {"imports": 1.0, "weights": 3.0, "kv_alloc": 0.5, "first_token": 0.2, "exit": 5.3}

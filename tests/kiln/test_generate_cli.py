@@ -29,7 +29,7 @@ def test_generate_json_round_trips_prompt():
     assert set(out) == {"prompt_token_ids", "token_ids", "text"}
     assert len(out["token_ids"]) <= 16 and out["token_ids"]
     from model_defs.demo import ensure_demo_checkpoint
-    from runtime.setup import load_tokenizer
+    from runtime.startup import load_tokenizer
 
     tok = load_tokenizer(ensure_demo_checkpoint())
     assert tok.decode(out["prompt_token_ids"], skip_special_tokens=True) == "héllo ✓"

@@ -7,7 +7,7 @@ import gc
 
 import pytest
 
-import runtime.llm
+import kiln.llm
 from kiln.cli import main
 
 
@@ -15,13 +15,13 @@ from kiln.cli import main
 def collector_seen_by_engine_build(monkeypatch):
     """Records gc.isenabled() while the engine is built; restores the collector afterwards."""
     seen: list[bool] = []
-    real_init = runtime.llm.LLM.__init__
+    real_init = kiln.llm.LLM.__init__
 
     def init(self, *args, **kwargs):
         seen.append(gc.isenabled())
         real_init(self, *args, **kwargs)
 
-    monkeypatch.setattr(runtime.llm.LLM, "__init__", init)
+    monkeypatch.setattr(kiln.llm.LLM, "__init__", init)
     gc.unfreeze()  # in case an earlier in-process command froze the test process
     assert gc.isenabled() and gc.get_freeze_count() == 0
     yield seen
@@ -73,7 +73,7 @@ def test_start_up_leaves_no_tensor_in_a_reference_cycle():
     code = """
 import gc
 gc.disable()
-from runtime.llm import LLM
+from kiln.llm import LLM
 import torch
 llm = LLM("demo", device="cpu")
 gc.set_debug(gc.DEBUG_SAVEALL)

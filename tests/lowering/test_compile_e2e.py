@@ -74,7 +74,7 @@ def assert_same_greedy_tokens(prompt, ref_tokens, got_tokens):
     model has top-2 logit gaps near 1e-3, below fp32 reassociation noise of fused code)."""
     if got_tokens == ref_tokens:
         return
-    from runtime.llm import LLM
+    from kiln.llm import LLM
     from runtime.sampling_params import SamplingParams
 
     i = next(j for j, (a, b) in enumerate(zip(ref_tokens, got_tokens)) if a != b)
@@ -97,8 +97,8 @@ def test_package_loads_without_std_regex(cpu_compile):
 
 
 def test_compiled_logits_within_1e4_of_reference(cpu_compile):
-    from runtime.llm import LLM
-    from runtime.model_runner import StepSeq
+    from kiln.llm import LLM
+    from model_defs.step_inputs import StepSeq
 
     batch = [StepSeq(list(range(3, 40)), 0, [0, 1, 2], True), StepSeq([5, 6, 7], 0, [3], True)]
     # The reference first: loading an artifact binds its chosen kernels for the process.
@@ -116,7 +116,7 @@ def test_compiled_logits_within_1e4_of_reference(cpu_compile):
 
 def test_warm_load_path_imports_no_compiler(cpu_compile):
     code = (
-        "import sys, json; from runtime.llm import LLM; from runtime.sampling_params import "
+        "import sys, json; from kiln.llm import LLM; from runtime.sampling_params import "
         "SamplingParams as S; llm = LLM('demo'); assert llm.engine.loaded.artifact_key; "
         "llm.generate(['hi'], S(max_tokens=2)); "
         "bad = [m for m in sys.modules if m.split('.')[0] in ('helion', 'passes', 'sympy') or "
@@ -158,7 +158,7 @@ def test_cross_compile_on_cpu_host_has_target_cubins(target, arch):
         assert cubin_arch((path / rel).read_bytes()) == arch, rel
     if not torch.cuda.is_available():  # loading a GPU artifact here fails, naming both sides
         from kiln.errors import KilnError
-        from lowering.compile import host_check
+        from runtime.loaders import host_check
 
         with pytest.raises(KilnError, match=f"targets {target}.*no GPU"):
             host_check(manifest)

@@ -33,7 +33,7 @@ def compiled_rows(keep: dict | None = None, **kw) -> list:
     """The cached artifact's logits rows, after checking it is what runs (graphs included)."""
     loaded = keep if keep is not None else {}
     rows = run_steps(dict(model="demo", compile="cached", **kw) | KW, keep=loaded)
-    assert loaded["forward"] == "ArtifactForward" and loaded["graphs"], loaded
+    assert loaded["artifact_key"] and loaded["graphs"], loaded
     return rows
 
 

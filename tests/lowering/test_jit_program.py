@@ -6,15 +6,15 @@ from __future__ import annotations
 import pytest
 import torch
 
+from compile_cache.formats import jit_program
 from lowering.compile import CompileOptions, pass_config
 from lowering.lowered import EXAMPLE_T, _example_input, _export, inline_references
 from model_defs.attn_metadata import graph_inputs
+from model_defs.kv_cache import allocate_kv_caches
 from model_defs.loader import load_model
 from model_defs.registry import resolve_model_path
+from model_defs.step_inputs import StepSeq, prepare_inputs
 from passes.compile import compile_graph
-from runtime.artifact import jit_program
-from runtime.kv_cache import allocate_kv_caches
-from runtime.model_runner import StepSeq, prepare_inputs
 
 pytestmark = pytest.mark.slow  # Inductor compiles a few specialisations (~30 s on 2 cores)
 

@@ -6,9 +6,10 @@ import pytest
 import torch
 from hf_models import make_checkpoint
 
+from model_defs.kv_cache import allocate_kv_caches
 from model_defs.loader import load_model
-from runtime.kv_cache import allocate_kv_caches
-from runtime.model_runner import ModelRunner, StepSeq
+from model_defs.step_inputs import StepSeq
+from runtime.model_runner import ModelRunner
 
 FAMILIES = ["llama", "llama3", "qwen2", "qwen3", "mistral"]
 # Other shapes: multi-head (no GQA), GQA 8:1 with odd sizes, tied qwen2, a wide head.

@@ -6,13 +6,14 @@ import pytest
 import torch
 from pass_checks import counts, min_cosine, passed
 
+from model_defs.kv_cache import allocate_kv_caches
 from model_defs.loader import load_model
 from model_defs.registry import resolve_model_path
+from model_defs.step_inputs import StepSeq
 from passes.compile import compile_graph
 from passes.config import PassConfig
 from passes.pipeline import parse_toggles
-from runtime.kv_cache import allocate_kv_caches
-from runtime.model_runner import ModelRunner, StepSeq
+from runtime.model_runner import ModelRunner
 
 BLOCK = 4
 PROMPTS = [[5, 17, 3, 99, 42, 7, 250], [11, 2]]

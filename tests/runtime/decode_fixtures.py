@@ -7,10 +7,11 @@ import random
 import torch
 
 from model_defs.demo import ensure_demo_checkpoint
+from model_defs.kv_cache import allocate_kv_caches
 from model_defs.loader import load_model
 from model_defs.registry import read_config
-from runtime.kv_cache import allocate_kv_caches
-from runtime.model_runner import ModelRunner, StepSeq
+from model_defs.step_inputs import StepSeq
+from runtime.model_runner import ModelRunner
 
 BLOCK = 16
 NUM_BLOCKS = 64

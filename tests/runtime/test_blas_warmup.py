@@ -34,9 +34,10 @@ def _warmup_threads() -> list[threading.Thread]:
 
 
 def test_cpu_engine_load_records_no_wait():
-    from runtime.engine import Engine
+    from kiln.config import EngineConfig
+    from kiln.resolve import build_engine
 
-    eng = Engine.from_args("demo", device="cpu", compile="never")
+    eng = build_engine(EngineConfig("demo", device="cpu", compile="never"))
     assert "blas_wait" not in eng.loaded.phases and not _warmup_threads()
 
 
@@ -53,7 +54,8 @@ def test_gpu_warmup_finishes_and_a_gemm_follows(dtype):
 
 @pytest.mark.gpu
 def test_gpu_engine_load_joins_it_before_the_first_forward():
-    from runtime.engine import Engine
+    from kiln.config import EngineConfig
+    from kiln.resolve import build_engine
 
-    eng = Engine.from_args("demo", compile="never")
+    eng = build_engine(EngineConfig("demo", compile="never"))
     assert eng.loaded.phases["blas_wait"] >= 0.0 and not _warmup_threads()

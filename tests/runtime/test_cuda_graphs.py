@@ -20,6 +20,7 @@ from decode_fixtures import (
     restore_kv,
 )
 
+from model_defs.step_inputs import StepSeq, prepare_inputs
 from runtime import cuda_graphs
 from runtime.cuda_graphs import (
     CUDAGraphConfig,
@@ -29,7 +30,6 @@ from runtime.cuda_graphs import (
     batch_buckets,
     graphs_unavailable_reason,
 )
-from runtime.model_runner import StepSeq, prepare_inputs
 
 WORKER = Path(__file__).with_name("graph_padding_worker.py")
 

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from runtime.llm import LLM
+from kiln.llm import LLM
 from runtime.sampling_params import SamplingParams
 
 BLOCK = 16

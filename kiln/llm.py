@@ -1,4 +1,5 @@
-"""The offline API: `LLM(model).generate(prompts, SamplingParams)`."""
+"""The offline API: `LLM(model).generate(prompts, SamplingParams)`, running what
+`kiln.resolve` chooses for the model (the cached artifact, or the eager reference)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from kiln.config import EngineConfig
-from runtime.engine import Engine
+from kiln.resolve import build_engine
 from runtime.outputs import TokenLogprob
 from runtime.sampling_params import SamplingParams
 
@@ -22,7 +23,7 @@ class Completion:
 
 class LLM:
     def __init__(self, model: str = "demo", **engine_kwargs):
-        self.engine = Engine(EngineConfig(model=model, **engine_kwargs))
+        self.engine = build_engine(EngineConfig(model=model, **engine_kwargs))
 
     def generate(
         self,

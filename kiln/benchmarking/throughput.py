@@ -11,8 +11,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from benchmarks.stats import ms, percentile
-from benchmarks.workload import Workload
+from kiln.benchmarking.stats import ms, percentile
+from kiln.benchmarking.workload import Workload
 from kiln.errors import KilnError
 
 

@@ -12,9 +12,9 @@ import gc
 import time
 from pathlib import Path
 
-from benchmarks.stats import median, ms
-from benchmarks.throughput import device_sync
-from benchmarks.workload import Workload
+from kiln.benchmarking.stats import median, ms
+from kiln.benchmarking.throughput import device_sync
+from kiln.benchmarking.workload import Workload
 
 TTFT_REPEATS = 3
 

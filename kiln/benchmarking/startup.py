@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.stats import median
+from kiln.benchmarking.stats import median
 from kiln.errors import KilnError
 
 REPORT_MARKS = ("t_process_start", "t_ready", "t_first_token")
