@@ -13,20 +13,14 @@ import sys
 from kiln import startup
 from kiln.errors import KilnError
 
-COMMANDS = ("generate", "serve", "compile", "ops", "passes", "bench", "cache", "dashboard")
+COMMANDS = ("generate", "serve", "compile", "ops", "passes", "bench", "cache", "dashboard", "env")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kiln", description="Compile and serve LLMs.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"kiln.commands.{name}")
-        except ModuleNotFoundError as e:
-            if e.name == f"kiln.commands.{name}":
-                continue  # verb not built yet
-            raise
-        module.add_parser(sub)
+        importlib.import_module(f"kiln.commands.{name}").add_parser(sub)
     return parser
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from kiln.errors import KilnError
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+COMPILE_MODES = ("cached", "on_miss", "never")
+QUANTIZATIONS = ("fp8",)
 
 
 def resolve_dtype(dtype: str, device_type: str) -> str:
@@ -17,27 +19,45 @@ def resolve_dtype(dtype: str, device_type: str) -> str:
     return dtype
 
 
+def _opt(default, help: str, **flag):
+    """A field with its CLI help (and argparse extras): `kiln.commands.flags` derives the
+    engine flags of generate/serve/bench from these fields, defaults included."""
+    return field(default=default, metadata={"help": help, **flag})
+
+
 @dataclass(frozen=True)
 class EngineConfig:
     model: str = "demo"
-    dtype: str = "auto"  # auto: float32 on CPU, bfloat16 on GPU
-    device: str = "auto"  # auto: cuda if available, else cpu
-    max_model_len: int | None = None  # default: the model's max_position_embeddings
-    max_num_seqs: int = 64
-    max_num_batched_tokens: int = 512  # per-step token budget (prefill chunk size)
-    block_size: int = 16
-    kv_cache_memory: int = 256 * 2**20  # bytes, on CPU
-    gpu_memory_utilization: float = 0.90  # fraction of GPU memory Kiln may use, on GPU
-    enable_prefix_caching: bool = True
-    enforce_eager: bool = False  # GPU: no CUDA graphs
-    passes: str | None = None  # pass toggles ("none", "-fuse_x,+y"); None = run the eager module
-    target: str = "auto"
-    quantization: str | None = None  # None | "fp8"
-    tensor_parallel_size: int = 1
-    # cached: run the compiled artifact when the cache has it, else the eager reference;
-    # on_miss: compile on a cache miss; never: always the eager reference.
-    compile: str = "cached"
-    artifact: str | None = None  # an artifact folder to run, bypassing the cache lookup
+    dtype: str = _opt(
+        "auto", "auto (float32 on CPU, bfloat16 on GPU), float32, bfloat16 or float16"
+    )
+    device: str = _opt("auto", "auto (cuda if available, else cpu), cpu or cuda[:N]")
+    max_model_len: int | None = _opt(
+        None, "context length; default: the model's max_position_embeddings"
+    )
+    max_num_seqs: int = _opt(64, "most sequences in one step")
+    max_num_batched_tokens: int = _opt(
+        512, "per-step token budget (prefill chunk size); the compiled graph's largest step"
+    )
+    block_size: int = _opt(16, "tokens per KV cache block")
+    kv_cache_memory: int = _opt(256 * 2**20, "KV cache bytes on CPU (e.g. 256M, 1G)", size=True)
+    gpu_memory_utilization: float = _opt(0.90, "fraction of GPU memory Kiln may use")
+    enable_prefix_caching: bool = _opt(
+        True, "reuse KV blocks of shared prompt prefixes", negate="--no-prefix-caching"
+    )
+    enforce_eager: bool = _opt(False, "GPU: no CUDA graphs")
+    passes: str | None = _opt(
+        None, "run the captured graph with these pass toggles: 'all', 'none', '-name,+name'"
+    )
+    target: str = _opt("auto", "cpu, h100, h200, b200 or auto")
+    quantization: str | None = _opt(None, "weight/activation quantization", choices=QUANTIZATIONS)
+    tensor_parallel_size: int = _opt(1, "GPUs one model is split over")
+    compile: str = _opt(
+        "cached",
+        "cached: run the compiled artifact if the cache has it; on_miss: compile it first; never: the eager reference",
+        choices=COMPILE_MODES,
+    )
+    artifact: str | None = _opt(None, "run this artifact folder, bypassing the cache lookup")
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
@@ -67,7 +87,7 @@ class EngineConfig:
                 "multi-GPU execution is not built yet (`kiln compile --tensor-parallel-size N` "
                 "captures the TP graph)"
             )
-        if self.compile not in ("cached", "on_miss", "never"):
+        if self.compile not in COMPILE_MODES:
             raise KilnError(f"compile={self.compile!r} is invalid; use cached, on_miss or never")
-        if self.quantization not in (None, "fp8"):
+        if self.quantization is not None and self.quantization not in QUANTIZATIONS:
             raise KilnError(f"quantization={self.quantization!r} is not supported; use fp8 or none")

@@ -1,31 +1,149 @@
-"""Every environment variable Kiln reads, in one place."""
+"""Every environment variable Kiln reads, declared once: name, type, default and help.
+
+`SETTINGS` is the registry (`kiln env` prints it); the functions below are the typed getters
+the rest of the code calls. Nothing else in Kiln reads `os.environ` for a KILN_* variable.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from kiln.errors import KilnError
+
+_OFF, _ON = ("0", "false", "no", "off"), ("1", "true", "yes", "on")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One KILN_* variable. `kind` is str, path, flag (1/0) or choice (one of `choices`)."""
+
+    name: str
+    kind: str
+    default: Any
+    help: str
+    choices: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.kind not in _PARSERS:
+            raise ValueError(f"Setting.kind={self.kind!r}: use one of {', '.join(_PARSERS)}")
+        if self.kind == "choice" and self.default not in self.choices:
+            raise ValueError(f"Setting {self.name}: default {self.default!r} not in choices")
+
+    def raw(self) -> str | None:
+        """The variable's text, None when unset or empty."""
+        return os.environ.get(self.name) or None
+
+    def get(self) -> Any:
+        """The typed value in effect: parsed from the environment, else the default."""
+        text = self.raw()
+        return self.default if text is None else _PARSERS[self.kind](self, text)
+
+
+def _parse_path(setting: Setting, text: str) -> Path:
+    return Path(text).expanduser()
+
+
+def _parse_flag(setting: Setting, text: str) -> bool:
+    value = text.strip().lower()
+    if value not in _OFF + _ON:
+        raise KilnError(f"{setting.name}={text!r}: use 1 (on) or 0 (off)")
+    return value in _ON
+
+
+def _parse_choice(setting: Setting, text: str) -> str:
+    if text not in setting.choices:
+        raise KilnError(f"{setting.name}={text!r}: choose one of {', '.join(setting.choices)}")
+    return text
+
+
+_PARSERS: dict[str, Callable[[Setting, str], Any]] = {
+    "str": lambda setting, text: text,
+    "path": _parse_path,
+    "flag": _parse_flag,
+    "choice": _parse_choice,
+}
+
+SETTINGS: dict[str, Setting] = {
+    s.name: s
+    for s in (
+        Setting("KILN_CACHE_DIR", "path", None,
+                "Kiln's cache folder (artifacts, tool caches, demo model); default "
+                "$XDG_CACHE_HOME/kiln or ~/.cache/kiln"),
+        Setting("KILN_DASHBOARD_DB", "path", None,
+                "the dashboard's SQLite database; default <cache dir>/dashboard.sqlite"),
+        Setting("KILN_DUMP_GRAPHS", "path", None,
+                "write the graph before and after each pass into this folder"),
+        Setting("KILN_STARTUP_REPORT", "path", None,
+                "`kiln generate` writes its start-up phase timings (JSON) here; `kiln bench "
+                "startup` sets it for each process it times"),
+        Setting("KILN_API_KEY", "str", None,
+                "the bearer key `kiln serve` requires on /v1/* (same as --api-key)"),
+        Setting("KILN_GPU_LOWERING", "choice", "aoti",
+                "GPU-native lowering: aoti (AOTInductor package) or jit (exported program run "
+                "under torch.compile at load, for hosts whose AOTInductor packages cannot load)",
+                ("aoti", "jit")),
+        Setting("KILN_BYTECODE_CACHE", "flag", True,
+                "keep torch's Python bytecode in the Kiln cache (the CLI's first import then "
+                "compiles nothing)"),
+        Setting("KILN_CUDA_PREWARM", "flag", True,
+                "`kiln generate`/`serve` start the CUDA driver on a thread while torch imports"),
+        Setting("KILN_STARTUP_GC_PAUSE", "flag", True,
+                "`kiln generate`/`serve` pause Python's cyclic collector until the engine is "
+                "built (kiln/startup.py)"),
+        Setting("KILN_BLAS_PREWARM", "flag", True,
+                "an engine's load runs cuBLAS's first GEMM on a side thread (runtime/blas_warmup.py)"),
+    )
+}  # fmt: skip
 
 
 def cache_dir() -> Path:
     """KILN_CACHE_DIR, else $XDG_CACHE_HOME/kiln, else ~/.cache/kiln."""
-    explicit = os.environ.get("KILN_CACHE_DIR")
-    if explicit:
-        return Path(explicit).expanduser()
+    explicit = SETTINGS["KILN_CACHE_DIR"].get()
+    if explicit is not None:
+        return explicit
     xdg = os.environ.get("XDG_CACHE_HOME")
     base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
     return base / "kiln"
 
 
 def dump_graphs_dir() -> Path | None:
-    """KILN_DUMP_GRAPHS=DIR: write the graph before and after each pass."""
-    value = os.environ.get("KILN_DUMP_GRAPHS")
-    return Path(value) if value else None
+    return SETTINGS["KILN_DUMP_GRAPHS"].get()
 
 
 def dashboard_db() -> Path:
-    """KILN_DASHBOARD_DB, else <cache dir>/dashboard.sqlite."""
-    value = os.environ.get("KILN_DASHBOARD_DB")
-    return Path(value) if value else cache_dir() / "dashboard.sqlite"
+    return SETTINGS["KILN_DASHBOARD_DB"].get() or cache_dir() / "dashboard.sqlite"
+
+
+def api_key() -> str | None:
+    return SETTINGS["KILN_API_KEY"].get()
+
+
+def startup_report_path() -> Path | None:
+    return SETTINGS["KILN_STARTUP_REPORT"].get()
+
+
+def gpu_lowering() -> str:
+    return SETTINGS["KILN_GPU_LOWERING"].get()
+
+
+def bytecode_cache_enabled() -> bool:
+    return SETTINGS["KILN_BYTECODE_CACHE"].get()
+
+
+def cuda_prewarm_enabled() -> bool:
+    return SETTINGS["KILN_CUDA_PREWARM"].get()
+
+
+def startup_gc_pause_enabled() -> bool:
+    return SETTINGS["KILN_STARTUP_GC_PAUSE"].get()
+
+
+def blas_prewarm_enabled() -> bool:
+    return SETTINGS["KILN_BLAS_PREWARM"].get()
 
 
 # Inductor's and Triton's own caches; `compile_cache.configure_tool_caches` points them inside
@@ -42,39 +160,3 @@ def export_default(name: str, value: Path, *, override: bool = False) -> Path:
         return Path(current).expanduser()
     os.environ[name] = str(value)
     return value
-
-
-def api_key() -> str | None:
-    """KILN_API_KEY: the bearer key `kiln serve` requires (same as --api-key)."""
-    return os.environ.get("KILN_API_KEY") or None
-
-
-def startup_report_path() -> Path | None:
-    """KILN_STARTUP_REPORT=PATH: `kiln generate` writes its start-up phase timings (JSON) there;
-    `kiln bench startup` sets it for each child process it times."""
-    value = os.environ.get("KILN_STARTUP_REPORT")
-    return Path(value) if value else None
-
-
-def bytecode_cache_enabled() -> bool:
-    """KILN_BYTECODE_CACHE=0 stops the CLI keeping torch's bytecode in the Kiln cache (see
-    `compile_cache.tool_caches.configure_bytecode_cache`); anything else, or unset, allows it."""
-    return os.environ.get("KILN_BYTECODE_CACHE", "1") != "0"
-
-
-def cuda_prewarm_enabled() -> bool:
-    """KILN_CUDA_PREWARM=0 stops `kiln generate`/`serve` starting the CUDA driver on a thread
-    while torch imports (see `runtime.cuda_driver`); anything else, or unset, allows it."""
-    return os.environ.get("KILN_CUDA_PREWARM", "1") != "0"
-
-
-def startup_gc_pause_enabled() -> bool:
-    """KILN_STARTUP_GC_PAUSE=0 keeps Python's cyclic collector running while `kiln generate`/
-    `serve` start up (see `kiln.startup`); anything else, or unset, pauses it until ready."""
-    return os.environ.get("KILN_STARTUP_GC_PAUSE", "1") != "0"
-
-
-def blas_prewarm_enabled() -> bool:
-    """KILN_BLAS_PREWARM=0 stops an engine's load running cuBLAS's first GEMM on a side thread
-    (see `runtime.blas_warmup`); anything else, or unset, allows it."""
-    return os.environ.get("KILN_BLAS_PREWARM", "1") != "0"

@@ -23,28 +23,30 @@ from pathlib import Path
 import torch
 
 from compile_cache.formats import ARTIFACT_FORMAT
-from kiln.config import resolve_dtype
+from kiln import env
+from kiln.config import EngineConfig, resolve_dtype
 from kiln.errors import KilnError
 from kiln.timing import timed
 
 
 @dataclass(frozen=True)
 class CompileOptions:
-    model: str = "demo"
-    target: str = "auto"
-    dtype: str = "auto"
-    quantization: str | None = None
-    tensor_parallel_size: int = 1
-    passes: str | None = None  # toggles text; None = default pipeline
-    max_num_tokens: int = 512  # largest step (token budget) the graph is built for
+    """What a compile depends on besides the checkpoint; defaults are the engine's."""
+
+    model: str = EngineConfig.model
+    target: str = EngineConfig.target
+    dtype: str = EngineConfig.dtype
+    quantization: str | None = EngineConfig.quantization
+    tensor_parallel_size: int = EngineConfig.tensor_parallel_size
+    passes: str | None = EngineConfig.passes  # toggles text; None = default pipeline
+    # The largest step (token budget) the graph is built for.
+    max_num_tokens: int = EngineConfig.max_num_batched_tokens
 
     def lookup_options(self) -> dict:
-        from lowering.lowered import gpu_lowering
-
         d = asdict(self)
         d.pop("model")
         d.pop("target")
-        d["gpu_lowering"] = gpu_lowering()  # shapes GPU artifacts
+        d["gpu_lowering"] = env.gpu_lowering()  # shapes GPU artifacts
         return d
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from compile_cache.formats import AOTI, CROSS, INDUCTOR_JIT, INDUCTOR_OPTIONS, jit_program
+from kiln import env
 from kiln.errors import KilnError
 
 USER_INPUTS_DYNAMIC_T = ("input_ids", "positions", "attn_slot_mapping")
@@ -235,7 +236,7 @@ def _lower_native_gpu(passed, staging: Path, options, impls: dict[str, str]) -> 
     under torch.compile at load (its code in Kiln's Inductor cache; slow to load, Dynamo
     traces it again), for a host whose AOTInductor packages cannot load."""
     runnable = {op: p if p == "triton" else "reference" for op, p in impls.items()}
-    if gpu_lowering() == "aoti":
+    if env.gpu_lowering() == "aoti":
         return _lower_aoti(passed, staging, options, runnable)
     # The fallback keeps attention a call into the bound Triton kernel: the saved program holds
     # no Triton launch nodes, so loading it needs only the dispatcher and the bound kernel.
@@ -256,20 +257,6 @@ def _lower_native_gpu(passed, staging: Path, options, impls: dict[str, str]) -> 
         "inlined_ops": inlined,
         "kernels": {"inductor": 1, **{p: 1 for p in set(runnable.values()) if p != "reference"}},
     }
-
-
-GPU_LOWERING_ENV = "KILN_GPU_LOWERING"
-GPU_LOWERINGS = ("aoti", "jit")
-
-
-def gpu_lowering() -> str:
-    """The GPU-native lowering in effect: `aoti` unless KILN_GPU_LOWERING says `jit`."""
-    import os
-
-    value = os.environ.get(GPU_LOWERING_ENV, "aoti")
-    if value not in GPU_LOWERINGS:
-        raise KilnError(f"{GPU_LOWERING_ENV}={value!r}: choose one of {', '.join(GPU_LOWERINGS)}")
-    return value
 
 
 def _lower_cross(ops: Counter, impls: dict, target, staging: Path) -> dict:

@@ -19,12 +19,14 @@ from scheduler.sequence import Sequence, SequenceStatus
 
 @dataclass(frozen=True)
 class SchedulerConfig:
-    max_num_seqs: int = 256
-    max_num_batched_tokens: int = 8192  # token budget of one step
-    block_size: int = 16
-    num_blocks: int = 1024
-    enable_prefix_caching: bool = True
-    max_model_len: int = 8192
+    """Sized by the engine (`kiln.config.EngineConfig` holds the defaults) once the KV cache is."""
+
+    max_num_seqs: int
+    max_num_batched_tokens: int  # token budget of one step
+    block_size: int
+    num_blocks: int
+    enable_prefix_caching: bool
+    max_model_len: int
     # A sequence preempted this many times is spared while any less-preempted one can go.
     max_preemptions: int = 3
 

@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from kiln.commands.generate import add_engine_arguments, engine_kwargs
+from kiln.commands.flags import add_engine_arguments, engine_kwargs
 from kiln.errors import KilnError
 
 DB_HELP = "dashboard database (default: KILN_DASHBOARD_DB or <cache dir>/dashboard.sqlite)"
@@ -105,7 +105,8 @@ def engine_argv(args: argparse.Namespace) -> list[str]:
         if value == action.default:
             continue
         flag = action.option_strings[0]
-        words += [flag] if isinstance(action, argparse._StoreTrueAction) else [flag, str(value)]
+        switch = isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction))
+        words += [flag] if switch else [flag, str(value)]
     return words
 
 

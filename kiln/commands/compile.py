@@ -5,45 +5,32 @@ from __future__ import annotations
 import argparse
 import sys
 
+from kiln.commands.flags import add_engine_arguments
+
+COMPILE_FLAGS = (
+    "target", "dtype", "quantization", "tensor_parallel_size", "passes", "max_num_batched_tokens"
+)  # fmt: skip
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("compile", help="compile a model for a target into the cache")
     p.add_argument("model", nargs="?", default="demo", help="checkpoint folder or 'demo'")
-    p.add_argument("--target", default="auto", help="cpu, h100, h200, b200 or auto")
-    p.add_argument("--dtype", default="auto")
-    p.add_argument("--quantization", default=None, choices=["fp8"])
-    p.add_argument("--tensor-parallel-size", type=int, default=1)
-    p.add_argument("--passes", default=None, help="pass toggles: 'none', '-name,+name'")
-    p.add_argument("--max-model-len", type=int, default=None)
-    p.add_argument(
-        "--max-num-batched-tokens",
-        type=int,
-        default=512,
-        help="largest step the graph is built for (must match serve/generate)",
-    )
+    # The engine's own flags (defaults, choices, help): an artifact is found again only when
+    # serve/generate pass the same values.
+    add_engine_arguments(p, COMPILE_FLAGS)
     p.add_argument("--no-record", action="store_true", help="do not write a dashboard record")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from kiln.config import DTYPES
     from kiln.errors import KilnError
     from lowering.compile import CompileOptions, compile_model
 
     if args.tensor_parallel_size < 1:
         raise KilnError(f"--tensor-parallel-size={args.tensor_parallel_size} must be >= 1")
-    if args.dtype not in ("auto", "float32", "bfloat16", "float16"):
-        raise KilnError(
-            f"--dtype={args.dtype!r} is not supported; use auto, float32, bfloat16 or float16"
-        )
-    if args.max_model_len is not None:
-        from model_defs.registry import read_config, resolve_model_path
-
-        _, cfg = read_config(resolve_model_path(args.model))
-        if not 2 <= args.max_model_len <= cfg.max_position_embeddings:
-            raise KilnError(
-                f"--max-model-len={args.max_model_len} must be in [2, "
-                f"{cfg.max_position_embeddings}] (the model's max_position_embeddings)"
-            )
+    if args.dtype not in DTYPES:
+        raise KilnError(f"--dtype={args.dtype!r} is not supported; use {', '.join(DTYPES)}")
     options = CompileOptions(
         model=args.model,
         target=args.target,

@@ -9,71 +9,8 @@ import time
 from pathlib import Path
 
 from kiln import env, startup
+from kiln.commands.flags import add_engine_arguments, engine_kwargs
 from kiln.errors import KilnError
-
-
-def add_engine_arguments(p: argparse.ArgumentParser) -> None:
-    """Flags shared by every verb that builds an engine (generate, serve, bench)."""
-    p.add_argument("--max-model-len", type=int, default=None)
-    p.add_argument("--max-num-seqs", type=int, default=64)
-    p.add_argument("--max-num-batched-tokens", type=int, default=512)
-    p.add_argument("--block-size", type=int, default=16)
-    p.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
-    p.add_argument(
-        "--kv-cache-memory",
-        type=_size,
-        default=256 * 2**20,
-        help="KV cache bytes on CPU (e.g. 256M, 1G)",
-    )
-    p.add_argument("--gpu-memory-utilization", type=float, default=0.90)
-    p.add_argument("--no-prefix-caching", action="store_true")
-    p.add_argument("--enforce-eager", action="store_true", help="GPU: no CUDA graphs")
-    p.add_argument("--target", default="auto")
-    p.add_argument("--quantization", default=None, choices=["fp8"])
-    p.add_argument(
-        "--compile",
-        default="cached",
-        choices=["cached", "on_miss", "never"],
-        help="cached: run the compiled artifact if the cache has it; on_miss: "
-        "compile it first; never: the eager reference",
-    )
-    p.add_argument("--artifact", default=None, help="run this artifact folder")
-    p.add_argument(
-        "--passes",
-        default=None,
-        help="run the captured graph with these pass toggles: 'all', 'none', '-name,+name'",
-    )
-
-
-def engine_kwargs(args: argparse.Namespace) -> dict:
-    return dict(
-        max_model_len=args.max_model_len,
-        max_num_seqs=args.max_num_seqs,
-        max_num_batched_tokens=args.max_num_batched_tokens,
-        block_size=args.block_size,
-        dtype=args.dtype,
-        device=args.device,
-        kv_cache_memory=args.kv_cache_memory,
-        gpu_memory_utilization=args.gpu_memory_utilization,
-        enable_prefix_caching=not args.no_prefix_caching,
-        enforce_eager=args.enforce_eager,
-        target=args.target,
-        quantization=args.quantization,
-        passes=args.passes,
-        compile=args.compile,
-        artifact=args.artifact,
-    )
-
-
-def _size(text: str) -> int:
-    units = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30}
-    t = text.strip().upper().removesuffix("B").removesuffix("I")
-    unit = t[-1] if t and t[-1] in "KMG" else ""
-    try:
-        return int(float(t[: len(t) - len(unit)]) * units[unit])
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a size like 512M or 2G") from None
 
 
 def add_parser(sub) -> None:

@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from kiln import startup
-from kiln.commands.generate import add_engine_arguments, engine_kwargs
+from kiln.commands.flags import add_engine_arguments, engine_kwargs
 
 
 def add_parser(sub) -> None:

@@ -22,3 +22,42 @@ from kiln.errors import KilnError
 def test_bad_engine_config(kw, message):
     with pytest.raises(KilnError, match=message.replace("(", r"\(").replace(")", r"\)")):
         EngineConfig(**kw)
+
+
+@pytest.mark.parametrize(
+    "verb, overrides",
+    [(["generate"], {}), (["serve"], {"compile": "on_miss"}), (["bench", "throughput"], {})],
+)
+def test_engine_flags_default_to_engine_config(verb, overrides):
+    """The engine flags of every verb that builds an engine come from EngineConfig, so an
+    unflagged run is the default engine (serve alone compiles on a miss by default)."""
+    from kiln.cli import build_parser
+    from kiln.commands.flags import engine_kwargs
+
+    args = build_parser().parse_args(verb)
+    assert EngineConfig(model=args.model, **engine_kwargs(args)) == EngineConfig(**overrides)
+
+
+def test_compile_defaults_match_the_engine():
+    """`kiln compile` with no flags builds the artifact a default engine looks up."""
+    from kiln.cli import build_parser
+    from kiln.resolve import compile_options
+    from lowering.compile import CompileOptions
+
+    args = build_parser().parse_args(["compile"])
+    flagged = CompileOptions(
+        model=args.model, target=args.target, dtype=args.dtype, quantization=args.quantization,
+        tensor_parallel_size=args.tensor_parallel_size, passes=args.passes,
+        max_num_tokens=args.max_num_batched_tokens,
+    )  # fmt: skip
+    assert flagged == compile_options(EngineConfig())
+
+
+def test_scheduler_config_has_no_defaults_of_its_own():
+    """Engine sizes are defined once (EngineConfig); the scheduler is always told them."""
+    from dataclasses import MISSING, fields
+
+    from scheduler import SchedulerConfig
+
+    defaulted = {f.name for f in fields(SchedulerConfig) if f.default is not MISSING}
+    assert defaulted == {"max_preemptions"}

@@ -13,7 +13,12 @@ from scheduler import Scheduler, SchedulerConfig, Sequence, SequenceStatus
 
 def make(**overrides) -> tuple[Scheduler, FakeRunner]:
     cfg = dict(
-        max_num_seqs=8, max_num_batched_tokens=64, block_size=4, num_blocks=64, max_model_len=256
+        max_num_seqs=8,
+        max_num_batched_tokens=64,
+        block_size=4,
+        num_blocks=64,
+        max_model_len=256,
+        enable_prefix_caching=True,
     )
     cfg.update(overrides)
     return Scheduler(SchedulerConfig(**cfg)), FakeRunner(cfg["block_size"])

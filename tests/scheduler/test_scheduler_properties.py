@@ -44,6 +44,7 @@ def scenarios(draw) -> tuple[SchedulerConfig, list[Request]]:
         max_model_len=draw(
             st.integers(max(2, num_blocks * block_size // 2), num_blocks * block_size)
         ),
+        enable_prefix_caching=True,
         max_preemptions=draw(st.integers(0, 3)),
     )
     shared = draw(st.lists(st.integers(1, 4), min_size=24, max_size=24))  # prefix-hit fodder
