@@ -194,17 +194,12 @@ def bind_device_impls(
 
     Only providers in `providers` are bound (Helion kernels need Helion at run time, which the
     serve path must not import; they reach the device through lowering instead).
-    Returns {op: provider} for what was bound.
+    Returns {op: provider} for what is bound.
     """
-    bound = {}
+    chosen = {c.op: c.chosen.provider for c in dispatch_table(target) if c.chosen.provider in providers}  # fmt: skip
+    bind_impls(chosen, target.device_type)
     key = "CUDA" if target.device_type == "cuda" else "CPU"
-    for choice in dispatch_table(target):
-        if choice.chosen.provider in providers:
-            if (choice.op, key) not in _BOUND:  # a dispatch key takes one kernel per library
-                get_op(choice.op).op.impl(choice.op, choice.chosen.fn, key)
-                _BOUND[(choice.op, key)] = choice.chosen.provider
-            bound[choice.op] = _BOUND[(choice.op, key)]
-    return bound
+    return {op: _BOUND[(op, key)] for op in chosen if (op, key) in _BOUND}
 
 
 def bind_impls(chosen: dict[str, str], device_type: str) -> dict[str, str]:
@@ -215,7 +210,7 @@ def bind_impls(chosen: dict[str, str], device_type: str) -> dict[str, str]:
     for op, provider in chosen.items():
         impl = next((i for i in get_op(op).impls if i.provider == provider), None)
         if impl is None or provider == "reference" or (op, key) in _BOUND:
-            continue
+            continue  # a dispatch key takes one kernel per library
         get_op(op).op.impl(op, impl.fn, key)
         _BOUND[(op, key)] = bound[op] = provider
     return bound

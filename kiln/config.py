@@ -10,6 +10,11 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 COMPILE_MODES = ("cached", "on_miss", "never")
 QUANTIZATIONS = ("fp8",)
 
+# The EngineConfig fields a compiled artifact depends on (`kiln compile` takes these flags).
+COMPILE_FIELDS = (
+    "target", "dtype", "quantization", "tensor_parallel_size", "passes", "max_num_batched_tokens"
+)  # fmt: skip
+
 
 def resolve_dtype(dtype: str, device_type: str) -> str:
     """The torch dtype name `dtype` means on a device type: auto is float32 on the CPU and

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kiln.config import EngineConfig
+from kiln.config import COMPILE_FIELDS, EngineConfig
 from kiln.timing import timed
 from runtime.engine import Engine
 from runtime.loaders import EagerLoader, Loader, loader_for, read_artifact
@@ -34,18 +34,18 @@ def build_engine(config: EngineConfig) -> Engine:
     return Engine(config, load(config, loader, phases))
 
 
-def compile_options(config: EngineConfig):
+def compile_options(model: str, **fields):
+    """The compiler's options for `model` from the COMPILE_FIELDS given (others default)."""
     from lowering.compile import CompileOptions
 
-    return CompileOptions(
-        model=config.model,
-        target=config.target,
-        dtype=config.dtype,
-        quantization=config.quantization,
-        tensor_parallel_size=config.tensor_parallel_size,
-        passes=config.passes,
-        max_num_tokens=config.max_num_batched_tokens,
-    )
+    if "max_num_batched_tokens" in fields:
+        fields["max_num_tokens"] = fields.pop("max_num_batched_tokens")
+    return CompileOptions(model=model, **fields)
+
+
+def engine_compile_options(config: EngineConfig):
+    """The options the artifact of `config` was (or will be) compiled with."""
+    return compile_options(config.model, **{f: getattr(config, f) for f in COMPILE_FIELDS})
 
 
 def _cached_artifact(config: EngineConfig, phases: dict[str, float]):
@@ -58,11 +58,11 @@ def _cached_artifact(config: EngineConfig, phases: dict[str, float]):
     store = Store()
     with timed(phases, "manifest"):
         path = resolve_model_path(config.model)
-        key, _ = lookup_key(compile_options(config), path, get_target(config.target))
+        key, _ = lookup_key(engine_compile_options(config), path, get_target(config.target))
         artifact = store.get(key)
     if artifact is None and config.compile == "on_miss":
         with timed(phases, "compile"):
-            artifact = compile_model(compile_options(config), store).artifact
+            artifact = compile_model(engine_compile_options(config), store).artifact
     return artifact
 
 

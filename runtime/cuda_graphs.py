@@ -142,17 +142,15 @@ def capturable_routes() -> dict[object, Callable]:
     """Capturable stand-ins for the IR ops whose references sync with the host: `attention`
     (the Triton kernel) and the fused `attention_quant` (its spec, quant_fp8 of attention,
     with the Triton kernel inside). Call only when `_triton_attention()` found the kernel."""
+    from ir.ops.fused import attention_then_quant
     from ir.registry import get_op
 
     attention, why = _triton_attention()
     assert attention is not None, why
-    quant = get_op("quant_fp8").reference
     signature = inspect.signature(get_op("attention_quant").reference)
 
     def attention_quant(*args, **kwargs):
-        bound = signature.bind(*args, **kwargs).arguments
-        group_size = bound.pop("group_size")
-        return quant(attention(**bound).flatten(1), group_size)
+        return attention_then_quant(attention, *signature.bind(*args, **kwargs).args)
 
     kiln = torch.ops.kiln
     return {kiln.attention.default: attention, kiln.attention_quant.default: attention_quant}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import html
 import logging
 
 from aiohttp import web
@@ -47,24 +46,12 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def dashboard(request: web.Request) -> web.Response:
-    """The compile/bench dashboard if `perf_dashboard.report` is installed, else a stub."""
-    try:
-        from perf_dashboard.report import render_html
-        from perf_dashboard.store import DashboardStore
-    except ImportError:
-        return web.Response(text=_placeholder(request), content_type="text/html")
+    """The compile/bench dashboard (`kiln dashboard` renders the same page to a file)."""
+    from perf_dashboard.report import render_html
+    from perf_dashboard.store import DashboardStore
+
     page = await asyncio.to_thread(lambda: render_html(DashboardStore(), show_path=False))
     return web.Response(text=page, content_type="text/html")
-
-
-def _placeholder(request: web.Request) -> str:
-    names = ", ".join(html.escape(n) for n in request.app[STATE].served_names)
-    return (
-        "<!doctype html><html><head><title>Kiln dashboard</title></head><body>"
-        "<h1>Kiln dashboard</h1><p>The dashboard module (perf_dashboard.report) is not "
-        f"installed. Serving: {names}. Live numbers: <a href='/metrics'>/metrics</a>.</p>"
-        "</body></html>"
-    )
 
 
 ROUTES = [

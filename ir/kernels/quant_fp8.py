@@ -16,7 +16,7 @@ from ir.kernels.base import (
     variant_config,
 )
 from ir.kernels.helion_util import register_helion_kernel, run_helion
-from ir.ops.quant import FP8_MAX, MIN_SCALE
+from ir.ops.quant import FP8_MAX, MIN_SCALE, check_group_size
 from ir.registry import register_impl
 
 helion: Any = None  # bound to the helion modules on first use (see helion_util.import_helion)
@@ -48,12 +48,9 @@ def quant_fp8_kernel(x: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.T
 
 
 def group_width(k: int, group_size: int) -> int:
-    """The kernel's group: the whole row for per-token (group_size 0); checked like the IR op."""
-    if group_size < 0 or (group_size > 0 and k % group_size):
-        raise ValueError(
-            f"group_size={group_size} must be 0 (per token) or a positive divisor of the "
-            f"last dimension {k}"
-        )
+    """The kernel's group: the whole row for per-token (group_size 0); checked by the IR op's
+    own rule."""
+    check_group_size(k, group_size)
     return k if group_size == 0 else group_size
 
 

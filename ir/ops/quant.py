@@ -39,12 +39,6 @@ def quant_fp8(x: torch.Tensor, group_size: int) -> tuple[torch.Tensor, torch.Ten
     return xq.flatten(-2), scale
 
 
-@ir_op("quant_fp8_static")
-def quant_fp8_static(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """Static per-tensor fp8 quantization with a calibrated scale [1]: clamp(x / scale) in e4m3."""
-    return (x.float() / scale).clamp(-FP8_MAX, FP8_MAX).to(FP8_DTYPE)
-
-
 def expand_scale(scale: torch.Tensor, k: int) -> torch.Tensor:
     """Broadcastable fp32 scale for a [T, K] tensor from a [T, K // g], [T, 1] or [1] scale."""
     if scale.dim() == 2 and scale.shape[1] > 1:
@@ -53,7 +47,7 @@ def expand_scale(scale: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def dequant_fp8(xq: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """fp32 values of a quantized [T, K] tensor under any scale layout `quant_fp8*` produce."""
+    """fp32 values of a quantized [T, K] tensor under a [T, K // g], [T, 1] or [1] scale."""
     return xq.float() * expand_scale(scale, xq.shape[-1])
 
 

@@ -5,11 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from kiln.commands.flags import add_engine_arguments
-
-COMPILE_FLAGS = (
-    "target", "dtype", "quantization", "tensor_parallel_size", "passes", "max_num_batched_tokens"
-)  # fmt: skip
+from kiln.commands.flags import add_engine_arguments, engine_kwargs
+from kiln.config import COMPILE_FIELDS
 
 
 def add_parser(sub) -> None:
@@ -17,7 +14,7 @@ def add_parser(sub) -> None:
     p.add_argument("model", nargs="?", default="demo", help="checkpoint folder or 'demo'")
     # The engine's own flags (defaults, choices, help): an artifact is found again only when
     # serve/generate pass the same values.
-    add_engine_arguments(p, COMPILE_FLAGS)
+    add_engine_arguments(p, COMPILE_FIELDS)
     p.add_argument("--no-record", action="store_true", help="do not write a dashboard record")
     p.set_defaults(run=run)
 
@@ -25,21 +22,14 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from kiln.config import DTYPES
     from kiln.errors import KilnError
-    from lowering.compile import CompileOptions, compile_model
+    from kiln.resolve import compile_options
+    from lowering.compile import compile_model
 
     if args.tensor_parallel_size < 1:
         raise KilnError(f"--tensor-parallel-size={args.tensor_parallel_size} must be >= 1")
     if args.dtype not in DTYPES:
         raise KilnError(f"--dtype={args.dtype!r} is not supported; use {', '.join(DTYPES)}")
-    options = CompileOptions(
-        model=args.model,
-        target=args.target,
-        dtype=args.dtype,
-        quantization=args.quantization,
-        tensor_parallel_size=args.tensor_parallel_size,
-        passes=args.passes,
-        max_num_tokens=args.max_num_batched_tokens,
-    )
+    options = compile_options(args.model, **engine_kwargs(args, COMPILE_FIELDS))
     result = compile_model(options, progress=lambda m: print(m, file=sys.stderr, flush=True))
     print_summary(result)
     if not args.no_record:

@@ -41,7 +41,6 @@ OPCHECK_CASES = {
     "attention": _attention_args,
     "all_reduce": lambda: (torch.randn(T, 32), 1),
     "quant_fp8": lambda: (torch.randn(T, 256), 128),
-    "quant_fp8_static": lambda: (torch.randn(T, 64), torch.tensor([0.01])),
     "scaled_mm": lambda: (
         _fp8((T, 64)),
         torch.rand(T, 2) + 0.1,

@@ -41,16 +41,14 @@ def test_engine_flags_default_to_engine_config(verb, overrides):
 def test_compile_defaults_match_the_engine():
     """`kiln compile` with no flags builds the artifact a default engine looks up."""
     from kiln.cli import build_parser
-    from kiln.resolve import compile_options
+    from kiln.commands.flags import engine_kwargs
+    from kiln.config import COMPILE_FIELDS
+    from kiln.resolve import compile_options, engine_compile_options
     from lowering.compile import CompileOptions
 
     args = build_parser().parse_args(["compile"])
-    flagged = CompileOptions(
-        model=args.model, target=args.target, dtype=args.dtype, quantization=args.quantization,
-        tensor_parallel_size=args.tensor_parallel_size, passes=args.passes,
-        max_num_tokens=args.max_num_batched_tokens,
-    )  # fmt: skip
-    assert flagged == compile_options(EngineConfig())
+    flagged = compile_options(args.model, **engine_kwargs(args, COMPILE_FIELDS))
+    assert flagged == engine_compile_options(EngineConfig()) == CompileOptions()
 
 
 def test_scheduler_config_has_no_defaults_of_its_own():
@@ -61,3 +59,13 @@ def test_scheduler_config_has_no_defaults_of_its_own():
 
     defaulted = {f.name for f in fields(SchedulerConfig) if f.default is not MISSING}
     assert defaulted == {"max_preemptions"}
+
+
+def test_building_the_cli_parser_imports_no_torch():
+    """`kiln --help` stays instant: command modules and the flags they derive import no torch."""
+    import subprocess
+    import sys
+
+    code = "import sys, kiln.cli; kiln.cli.build_parser(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
