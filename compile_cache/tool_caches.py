@@ -44,8 +44,8 @@ def configure_bytecode_cache(root: Path | None = None, probe: str = "torch") -> 
     reuse any for `probe`'s package: it has no cached bytecode and either bytecode writing is
     off (PYTHONDONTWRITEBYTECODE, common in container images) or its folder is read-only.
 
-    Then every process compiles torch's ~2,000 modules from source: on the lent H200 image
-    `import torch` took 3.9-4.9 s, 2.2 s of it in `compile()`. This sets `sys.pycache_prefix`
+    Then every process compiles torch's ~2,000 modules from source: on an H200 image that
+    ships no bytecode, `import torch` costs 3.9-4.9 s, 2.2 s of it in `compile()`. This sets `sys.pycache_prefix`
     to <root>/pycache, turns writing on for this process (site-packages is never written) and
     exports PYTHONPYCACHEPREFIX (and drops PYTHONDONTWRITEBYTECODE), so child processes
     (workers, `kiln bench startup`'s children) read and write the same bytecode. Returns the

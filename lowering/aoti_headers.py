@@ -1,9 +1,9 @@
 """AOTInductor's runtime headers, with `parse_device_str` made regex-free.
 
-On the lent GPU image (torch 2.11, g++ 13.3) every AOTInductor CUDA package crashes while it
-loads: the model constructor parses its device string with `std::regex`, and the regex
-compiler faults inside a locale facet lookup (`regex_traits::transform_primary`), even for a
-one-op model (benchmarks/aoti_cuda_probe*.py, cuda-gdb backtrace in benchmarks/results).
+With torch 2.11 built by g++ 13.3 (the GPU image Kiln runs on) every AOTInductor CUDA package
+crashes while it loads: the model constructor parses its device string with `std::regex`, and
+the regex compiler faults inside a locale facet lookup (`regex_traits::transform_primary`),
+even for a one-op model.
 Parsing "cuda" or "cuda:1" needs no regex. At compile time Kiln copies the installed
 `aoti_runtime` headers into its cache, replaces that one function, and puts the copy first on
 the include path, so the package it builds has no regex on its load path. Nothing else in the

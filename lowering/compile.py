@@ -1,7 +1,7 @@
 """`compile_model`: checkpoint -> captured graph -> passes -> lowering -> cached artifact.
 
 Phases (each timed into the compile record): load, capture+passes, lower, cache write.
-Lowering takes one of two paths (DESIGN.md "Two lowering paths"):
+Lowering takes one of two paths (docs/architecture.md):
 - native (the CPU, or the GPU of the target itself): AOTInductor compiles the post-pass graph
   (weights as inputs, step sizes dynamic) to a `.pt2` package that a warm start loads through
   the C++ loader;

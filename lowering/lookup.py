@@ -1,6 +1,6 @@
 """The lookup key: what a warm start can compute without capturing or importing passes.
 
-The cache key proper (DESIGN.md "Cache key") hashes the captured graph, pass uuids and
+The cache key proper (docs/cache.md) hashes the captured graph, pass uuids and
 implementation choices, which take a capture to know. A warm start must not pay for that, so
 each artifact is also filed under a lookup key made of cheap inputs that determine the graph:
 the checkpoint's config and weight files, the compile options, the target, the tool versions

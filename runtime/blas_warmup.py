@@ -1,8 +1,8 @@
 """Pay cuBLAS's first-GEMM cost on a side thread while the model loads.
 
-The first GEMM of a process costs 0.10-0.17 s on the lent H100, whatever its shape: a 16x16
-bf16 product costs as much as the 8B model's lm_head, and after it every new shape costs only
-4-20 ms (cuBLAS loads its kernels on that first call; `benchmarks/gpu_blas_probe.py`). A warm
+The first GEMM of a process costs 0.10-0.17 s on an H100, whatever its shape: a 16x16 bf16
+product costs as much as the 8B model's lm_head, and after it every new shape costs only
+4-20 ms (cuBLAS loads its kernels on that first call). A warm
 start otherwise pays it inside its first forward, on the critical path.
 
 `BlasWarmup` runs one small GEMM on a side thread (torch releases the GIL while cuBLAS works)

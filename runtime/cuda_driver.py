@@ -1,6 +1,6 @@
 """Start the CUDA driver while Python is still importing torch.
 
-Initialising the driver (`cuInit`) took 0.22 s of a warm start on the lent H100 (inside torch's
+Initialising the driver (`cuInit`) costs 0.22 s of a warm start on an H100 (inside torch's
 first `is_available()`), and torch cannot begin it before `import torch` has finished (1.3-2.2 s
 there). It and creating the device's primary context are plain driver calls, though: a
 background thread makes them through ctypes, which releases the GIL for the call, so they run

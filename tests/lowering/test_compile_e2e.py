@@ -86,8 +86,8 @@ def assert_same_greedy_tokens(prompt, ref_tokens, got_tokens):
 
 
 def test_package_loads_without_std_regex(cpu_compile):
-    """AOTInductor's own device-string parser builds a std::regex, which crashes on load on the
-    lent GPU image; Kiln compiles against patched headers, so no regex code is in the package."""
+    """AOTInductor's own device-string parser builds a std::regex, which crashes on load with the
+    GPU image's torch; Kiln compiles against patched headers, so no regex code is in the package."""
     import zipfile
 
     package = artifact_path(cpu_compile.stdout) / "model.pt2"
