@@ -6,6 +6,7 @@ the naive dense reference uses.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -118,3 +119,30 @@ def dense_attention(case: PagedCase, scale: float, sliding_window: int) -> torch
                 probs = torch.softmax(keys @ case.q[row, h].double() * scale, dim=0)
                 out[row, h] = probs @ vals
     return out
+
+
+def naive_rotary(positions, x, rot_dim, is_neox, base=10000.0):
+    """Per element: pair (a, b) at angle pos * base^(-2i/rot_dim) -> (a cos - b sin, b cos + a sin)."""
+    out = x.double().clone()
+    half = rot_dim // 2
+    for t in range(x.shape[0]):
+        for i in range(half):
+            angle = int(positions[t]) * base ** (-2 * i / rot_dim)
+            c, s = math.cos(angle), math.sin(angle)
+            a_idx, b_idx = (i, i + half) if is_neox else (2 * i, 2 * i + 1)
+            a, b = x[t, :, a_idx].double(), x[t, :, b_idx].double()
+            out[t, :, a_idx] = a * c - b * s
+            out[t, :, b_idx] = b * c + a * s
+    return out
+
+
+def naive_rms_norm(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
+    """x / sqrt(mean(x^2) + eps) * w over the last dimension, in fp64."""
+    xd = x.double()
+    return xd / (xd.pow(2).mean(-1, keepdim=True) + eps).sqrt() * w.double()
+
+
+def naive_silu_and_mul(x: torch.Tensor) -> torch.Tensor:
+    """gate / (1 + e^-gate) * up, the halves of the last dimension, in fp64."""
+    gate, up = x.double().chunk(2, dim=-1)
+    return gate / (1 + torch.exp(-gate)) * up

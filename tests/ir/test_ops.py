@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import math
 import os
 
 import pytest
 import torch
-from op_cases import dense_attention, make_paged_case, rope_cache
+from op_cases import dense_attention, make_paged_case, naive_rotary, rope_cache
 
 import ir.ops  # noqa: F401  (registers torch.ops.kiln.*)
 from ir.registry import all_ops, get_op
@@ -124,21 +123,6 @@ def test_fused_add_rms_norm_matches_naive():
     expected = s / (s.pow(2).mean(-1, keepdim=True) + 1e-5).sqrt() * w.double()
     torch.testing.assert_close(new_res.double(), s)
     torch.testing.assert_close(out.double(), expected, rtol=1e-5, atol=1e-5)
-
-
-def naive_rotary(positions, x, rot_dim, is_neox, base=10000.0):
-    """Per element: pair (a, b) at angle pos * base^(-2i/rot_dim) -> (a cos - b sin, b cos + a sin)."""
-    out = x.double().clone()
-    half = rot_dim // 2
-    for t in range(x.shape[0]):
-        for i in range(half):
-            angle = int(positions[t]) * base ** (-2 * i / rot_dim)
-            c, s = math.cos(angle), math.sin(angle)
-            a_idx, b_idx = (i, i + half) if is_neox else (2 * i, 2 * i + 1)
-            a, b = x[t, :, a_idx].double(), x[t, :, b_idx].double()
-            out[t, :, a_idx] = a * c - b * s
-            out[t, :, b_idx] = b * c + a * s
-    return out
 
 
 @pytest.mark.parametrize("is_neox", [True, False], ids=["neox", "gptj"])

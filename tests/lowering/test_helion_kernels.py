@@ -103,11 +103,30 @@ def test_quant_kernels(tokens, dtype, group_size, rand):
         close_quant(impl(op)(*args), ref(op)(*args))
 
 
-def test_quant_kernels_spell_the_ir_constants():
-    from ir.kernels.quant_fp8 import KERNEL_CONSTANTS
+def test_quant_kernels_use_the_ir_constants(rand):
+    """Every quant kernel's scale is amax / FP8_MAX, floored at MIN_SCALE for a zero row: the
+    kernels spell both as literals, so a drifted literal fails here."""
     from ir.ops.quant import FP8_MAX, MIN_SCALE
 
-    assert KERNEL_CONSTANTS == {"FP8_MAX": FP8_MAX, "MIN_SCALE": MIN_SCALE}
+    x, w = rand(4, 64) * 3, rand(64)
+    x[1] = 0
+    cases = {
+        "quant_fp8": ((x, 0), x),
+        "rms_norm_quant": ((x, w, 1e-6, 0), ref("rms_norm")(x, w, 1e-6)),
+        "fused_add_rms_norm_quant": (
+            (x, torch.zeros_like(x), w, 1e-6, 0),
+            ref("rms_norm")(x, w, 1e-6),
+        ),
+        "silu_and_mul_quant": (
+            (torch.cat([x, x], 1), 0),
+            ref("silu_and_mul")(torch.cat([x, x], 1)),
+        ),
+    }
+    for op, (args, value) in cases.items():
+        scale = impl(op)(*args)[1][:, 0]
+        want = value.float().abs().amax(dim=1) / FP8_MAX
+        assert scale[1] == MIN_SCALE, op
+        torch.testing.assert_close(scale[[0, 2, 3]], want[[0, 2, 3]], rtol=1e-5, atol=0)
 
 
 def test_quant_rejects_a_bad_group_size(rand):
