@@ -52,7 +52,12 @@ class EngineConfig:
     )
     enforce_eager: bool = _opt(False, "GPU: no CUDA graphs")
     passes: str | None = _opt(
-        None, "run the captured graph with these pass toggles: 'all', 'none', '-name,+name'"
+        None,
+        "pass toggles: comma list of -name, +name, or 'none' (all optional passes off), applied "
+        "left to right, e.g. 'none,+fuse_add_rms_norm'; a list that starts with '-' needs '=': "
+        "--passes=-fuse_attn_quant. Given to generate/serve/bench (without a cached artifact), "
+        "the captured graph runs eagerly after these passes",
+        metavar="TOGGLES",
     )
     target: str = _opt("auto", "cpu, h100, h200, b200 or auto")
     quantization: str | None = _opt(None, "weight/activation quantization", choices=QUANTIZATIONS)

@@ -36,7 +36,7 @@ def add_engine_arguments(p: argparse.ArgumentParser, names: Iterable[str] | None
         kind = _size if meta.get("size") else _TYPES[f.type.split(" | ")[0]]
         shown = "" if f.default is None else f" (default: {_show(f.default)})"
         p.add_argument(flag, type=kind, default=f.default, choices=meta.get("choices"),
-                       help=meta["help"] + shown)  # fmt: skip
+                       metavar=meta.get("metavar"), help=meta["help"] + shown)  # fmt: skip
 
 
 def engine_kwargs(args: argparse.Namespace, names: Iterable[str] | None = None) -> dict:

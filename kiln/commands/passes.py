@@ -1,23 +1,13 @@
 """`kiln passes`: list the pass pipeline, or check each pass's numerics on a model.
 
-Also home of the `--passes` option shared by `generate` and `compile`:
-`add_passes_argument(parser)` adds it, `parse_pass_toggles(text)` turns it into `PassToggles`.
+Its `--passes` is the engine's flag (`EngineConfig.passes`), as in `generate` and `compile`.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 
-PASSES_HELP = (
-    "turn optional passes on/off: comma list of -name, +name, or 'none' (all optional passes "
-    "off), applied left to right, e.g. 'none,+fuse_add_rms_norm'; a list that starts with "
-    "'-' needs '=': --passes=-fuse_attn_quant"
-)
-
-
-def add_passes_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--passes", default=None, metavar="TOGGLES", help=PASSES_HELP)
+from kiln.commands.flags import add_engine_arguments
 
 
 def parse_pass_toggles(text: str | None):
@@ -32,7 +22,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--json", action="store_true", help="print the pipeline as JSON")
     parser.add_argument("--quantization", choices=("none", "fp8"), default="none")
     parser.add_argument("--fp8-group-size", type=int, default=0, help="0 = per-token scales")
-    add_passes_argument(parser)
+    add_engine_arguments(parser, ["passes"])
     parser.add_argument(
         "--check-numerics",
         metavar="MODEL",

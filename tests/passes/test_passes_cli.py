@@ -6,7 +6,8 @@ import argparse
 import json
 
 from kiln.cli import main
-from kiln.commands.passes import add_passes_argument, parse_pass_toggles
+from kiln.commands.flags import add_engine_arguments
+from kiln.commands.passes import parse_pass_toggles
 from passes.pipeline import pass_names
 
 
@@ -34,7 +35,7 @@ def test_unknown_pass_exits_2_listing_valid_names(capsys):
 
 def test_passes_argument_is_reusable():
     parser = argparse.ArgumentParser()
-    add_passes_argument(parser)
+    add_engine_arguments(parser, ["passes"])
     toggles = parse_pass_toggles(parser.parse_args(["--passes", "none,+fuse_qk_norm_rope"]).passes)
     assert toggles.all_off and toggles.is_on("fuse_qk_norm_rope")
     assert not toggles.is_on("fuse_add_rms_norm")
