@@ -13,17 +13,19 @@ import hashlib
 from pathlib import Path
 
 SOURCE_DIRS = ("ir", "model_defs", "passes", "lowering", "compile_cache")
+# Compiler inputs outside those folders: how `auto` dtypes resolve and the option defaults.
+SOURCE_FILES = ("kiln/config.py",)
 _ROOT = Path(__file__).resolve().parent.parent
 
 
 def kiln_source_hash() -> str:
     """sha256 over Kiln's compiler source files (read, not imported)."""
     h = hashlib.sha256()
-    for folder in SOURCE_DIRS:
-        for f in sorted((_ROOT / folder).rglob("*")):
-            if f.suffix in (".py", ".json") and "__pycache__" not in f.parts:
-                h.update(str(f.relative_to(_ROOT)).encode())
-                h.update(f.read_bytes())
+    files = [f for folder in SOURCE_DIRS for f in sorted((_ROOT / folder).rglob("*"))]
+    for f in files + [_ROOT / name for name in SOURCE_FILES]:
+        if f.suffix in (".py", ".json") and "__pycache__" not in f.parts:
+            h.update(str(f.relative_to(_ROOT)).encode())
+            h.update(f.read_bytes())
     return h.hexdigest()
 
 
