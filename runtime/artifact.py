@@ -101,12 +101,9 @@ def bind_recorded_impls(man: dict, device: torch.device) -> None:
     on the CPU, Triton on a GPU; never Helion at run time). A package that calls none needs
     nothing here, and a warm GPU start then never imports Triton (its first launch in a
     process also hashes Triton's own library: ~0.5 s on the H200)."""
-    from ir.registry import bind_impls
+    from ir.registry import bind_for
 
-    if device.type == "cuda":
-        import ir.kernels.attention  # noqa: F401  (registers the Triton implementation)
-    runnable = ("native",) if device.type == "cpu" else ("triton",)
-    bind_impls({op: p for op, p in man.get("impls", {}).items() if p in runnable}, device.type)
+    bind_for(device.type, man.get("impls", {}))
 
 
 def jit_program(ep, inputs: list[str]):
