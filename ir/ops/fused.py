@@ -16,7 +16,6 @@ from ir.ops.quant import FP8_DTYPE, check_group_size, quant_fp8
 from ir.ops.rotary import rotary_embedding
 from ir.registry import ir_op
 
-
 kiln = torch.ops.kiln
 
 
