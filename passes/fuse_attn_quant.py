@@ -28,7 +28,7 @@ class FuseAttnQuant(Fusion):
         op(
             kiln.quant_fp8.default,
             op(
-                (aten.reshape.default, aten.view.default),
+                (aten.reshape.default, aten.view.default, aten.flatten.using_ints),
                 op(kiln.attention.default, *map(Var, ATTENTION_ARGS), name="attention"),
                 Var("shape"),
                 name="flatten",
