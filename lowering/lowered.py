@@ -212,13 +212,15 @@ def _lower_aoti(passed, staging: Path, options, runnable: dict[str, str]) -> dic
 
     from compile_cache.tool_caches import default_root
     from lowering.aoti_headers import regex_free_aoti_runtime
+    from lowering.package_calls import package_calls
 
     with kernels_in_graph(passed.gm, runnable) as in_graph:
         ep, inlined = inline_references(_export(passed, options), runnable)
     inlined = sorted(inlined + in_graph)
     with config.patch(INDUCTOR_OPTIONS), regex_free_aoti_runtime(default_root()):
         aoti_compile_and_package(ep, package_path=str(staging / "model.pt2"))
-    calls = sorted(op for op in runnable if f"kiln::{op}" not in inlined)
+    # Read from the package itself, so the manifest cannot disagree with what it calls.
+    calls = sorted(package_calls(staging / "model.pt2"))
     kernels = {runnable[op] for op in runnable if runnable[op] != "reference" or op in calls}
     return {
         "lowering": "aoti",

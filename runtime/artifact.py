@@ -103,7 +103,9 @@ def bind_recorded_impls(man: dict, device: torch.device) -> None:
     process also hashes Triton's own library: ~0.5 s on the H200)."""
     from ir.registry import bind_for
 
-    bind_for(device.type, man.get("impls", {}))
+    impls = man.get("impls", {})
+    calls = man.get("calls", impls)  # the ops the package calls (read from it at build time)
+    bind_for(device.type, {op: impls[op] for op in calls if op in impls})
 
 
 def jit_program(ep, inputs: list[str]):

@@ -26,7 +26,7 @@ KERNELS = [k.name for k in all_kernels()]
 
 
 def _cases() -> dict[str, tuple]:
-    """"kernel.case" -> (spec, case) for every interpretable kernel."""
+    """ "kernel.case" -> (spec, case) for every interpretable kernel."""
     found = {}
     for spec in all_kernels():
         if spec.cases is not None and not spec.no_triton_interpreter:
