@@ -146,7 +146,7 @@ def ir_op(
 
 
 _LIB: list[torch.library.Library] = []
-_BOUND: dict[tuple[str, str], str] = {}  # (op, dispatch key) -> provider bound by bind_device_impls
+_BOUND: dict[tuple[str, str], str] = {}  # (op, dispatch key) -> provider bound by bind_for
 
 
 def _library() -> torch.library.Library:

@@ -20,7 +20,7 @@ Capture needs an attention op that never reads tensors on the host. The IR refer
 a device sync that is illegal during capture, so graphs run only with a capturable
 implementation. With attention_provider="triton" (or "helion") the forward's own attention is
 trusted to be one (an artifact lowered to the kernel, or the eager module after
-`ir.registry.bind_device_impls` bound the Triton kernel to CUDA). With "reference", warm-up and
+`ir.registry.bind_for("cuda")` bound the Triton kernel to CUDA). With "reference", warm-up and
 capture run under a dispatch mode that routes those ops to the capturable implementation the
 IR registry holds (`ir.registry.capture_routes`: the Triton attention kernel); that is also
 harmless when the kernel is already bound.
