@@ -10,6 +10,7 @@ candidate was rejected.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,6 +48,8 @@ class Impl:
     # launched through `torch.library.wrap_triton`): the artifact then holds the kernel itself
     # instead of calling back into Python through the dispatcher. None: it stays a call.
     in_graph: Callable | None = None
+    # Whether a CUDA graph can capture it: it never reads a device tensor on the host.
+    capturable: bool = True
 
 
 @dataclass
@@ -59,10 +62,26 @@ class OpDef:
     mutates: tuple[str, ...]
     doc: str
     impls: list[Impl] = field(default_factory=list)
+    # The reference reads device tensors on the host (`int(seq_lens[i])`): a CUDA graph cannot
+    # capture it, so capture needs a capturable implementation (see `capturable_impl`).
+    syncs_host: bool = False
+    opaque: bool = False  # see `ir_op`
+    # Small random arguments: every op is opchecked on them (tests/ir/test_ops.py).
+    example: Callable[[], tuple] | None = None
+    # For a fused op: the graph of unfused ops it replaces, as a function of its arguments
+    # (tests/ir/test_fused_ops.py runs the fusion passes on it and compares).
+    unfused: Callable | None = None
 
     @property
     def overload(self) -> torch._ops.OpOverload:
         return getattr(getattr(torch.ops, NAMESPACE), self.name).default
+
+    @property
+    def stays_call(self) -> bool:
+        """Lowering keeps the op one call in the compiled graph instead of inlining its
+        reference: it writes an input (a mutation cannot be decomposed after export), or its
+        reference cannot be traced (host reads of tensor values, collectives)."""
+        return bool(self.mutates) or self.opaque or self.syncs_host
 
 
 @dataclass(frozen=True)
@@ -80,12 +99,20 @@ def ir_op(
     *,
     mutates_args: tuple[str, ...] = (),
     fake: Callable | None = None,
+    syncs_host: bool = False,
+    opaque: bool = False,
+    example: Callable[[], tuple] | None = None,
+    unfused: Callable | None = None,
 ) -> Callable[[Callable], OpDef]:
     """Define `torch.ops.kiln.<name>` from its reference function.
 
     The reference is the eager kernel on every device and, unless `fake` is given, the fake
     (meta) implementation too. Ops whose reference reads tensor values to decide shapes (paged
-    attention walks block tables) pass a `fake` that only computes the output's shape.
+    attention walks block tables) pass a `fake` that only computes the output's shape and set
+    `syncs_host`. `opaque`: the reference must not be traced into a compiled graph (it talks
+    to other ranks). Both, and `mutates_args`, keep the op a call (`OpDef.stays_call`).
+    `example()` returns small random arguments; a fused op gives `unfused`, the same
+    computation written with the unfused ops it replaces (`torch.ops.kiln.*`).
     """
 
     def wrap(reference: Callable) -> OpDef:
@@ -105,8 +132,13 @@ def ir_op(
             op=lib,
             mutates=tuple(mutates_args),
             doc=(inspect.getdoc(reference) or "").split("\n")[0],
+            syncs_host=syncs_host,
+            opaque=opaque,
+            example=example,
+            unfused=unfused,
         )
-        opdef.impls.append(Impl("reference", reference, lambda target: None, "plain-torch spec"))
+        spec = Impl("reference", reference, lambda target: None, "plain-torch spec")
+        opdef.impls.append(dataclasses.replace(spec, capturable=not syncs_host))
         _OPS[name] = opdef
         return opdef
 
@@ -114,7 +146,7 @@ def ir_op(
 
 
 _LIB: list[torch.library.Library] = []
-_BOUND: dict[tuple[str, str], str] = {}  # (op, dispatch key) -> provider bound by bind_device_impls
+_BOUND: dict[tuple[str, str], str] = {}  # (op, dispatch key) -> provider bound by bind_for
 
 
 def _library() -> torch.library.Library:
@@ -129,9 +161,11 @@ def register_impl(
     supports: SupportsFn,
     description: str = "",
     in_graph: Callable | None = None,
+    capturable: bool = True,
 ) -> Callable[[Callable], Callable]:
     """Register a faster implementation of `op_name`; its signature must equal the reference's
-    (and so must `in_graph`'s, its traceable form; see `Impl`)."""
+    (and so must `in_graph`'s, its traceable form; see `Impl`). `capturable=False` if it reads
+    device tensors on the host (CUDA graphs then avoid it)."""
 
     def wrap(fn: Callable) -> Callable:
         opdef = get_op(op_name)
@@ -145,7 +179,7 @@ def register_impl(
                     f"{provider} implementation of kiln.{op_name} takes {impl_params}, "
                     f"but the reference takes {ref_params}"
                 )
-        opdef.impls.append(Impl(provider, fn, supports, description, in_graph))
+        opdef.impls.append(Impl(provider, fn, supports, description, in_graph, capturable))
         return fn
 
     return wrap
@@ -187,30 +221,80 @@ def _load_builtin_ops() -> None:
     import ir.ops  # noqa: F401
 
 
-def bind_device_impls(
-    target: TargetLike, providers: tuple[str, ...] = ("triton", "library")
-) -> dict:
-    """Make eager calls on `target`'s device run the chosen implementation of each op.
+# Providers whose kernels may run at serve time, per device type: Helion kernels need Helion
+# at run time, which the serve path never imports (they reach a GPU through lowering instead).
+SERVE_PROVIDERS = {"cpu": ("native",), "cuda": ("triton", "library")}
 
-    Only providers in `providers` are bound (Helion kernels need Helion at run time, which the
-    serve path must not import; they reach the device through lowering instead).
+
+def bind_for(device_type: str, chosen: dict[str, str] | None = None) -> dict[str, str]:
+    """Make eager calls of IR ops on `device_type` run registered implementations.
+
+    `chosen` is {op: provider}: an artifact's recorded choices (the ops its package calls);
+    None means the dispatch table's choices for this host's target (an engine running the
+    model eagerly). Only `SERVE_PROVIDERS` are bound; kernel modules are imported only when a
+    choice names a provider not registered yet (a warm CPU start never imports Triton).
     Returns {op: provider} for what is bound.
     """
-    chosen = {c.op: c.chosen.provider for c in dispatch_table(target) if c.chosen.provider in providers}  # fmt: skip
-    bind_impls(chosen, target.device_type)
-    key = "CUDA" if target.device_type == "cuda" else "CPU"
-    return {op: _BOUND[(op, key)] for op in chosen if (op, key) in _BOUND}
+    runnable = SERVE_PROVIDERS.get(device_type, ())
+    if chosen is None:
+        from ir.targets import get_target
 
-
-def bind_impls(chosen: dict[str, str], device_type: str) -> dict[str, str]:
-    """Bind recorded choices {op: provider} (an artifact's manifest) to the device's dispatch
-    key, so the compiled graph's calls into IR ops run what the compile chose."""
+        load_kernels()
+        chosen = {c.op: c.chosen.provider for c in dispatch_table(get_target("auto"))}
+    wanted = {op: p for op, p in chosen.items() if p in runnable}
+    if any(_impl(op, p) is None for op, p in wanted.items()):
+        load_kernels()
     key = "CUDA" if device_type == "cuda" else "CPU"
     bound = {}
-    for op, provider in chosen.items():
-        impl = next((i for i in get_op(op).impls if i.provider == provider), None)
-        if impl is None or provider == "reference" or (op, key) in _BOUND:
-            continue  # a dispatch key takes one kernel per library
-        get_op(op).op.impl(op, impl.fn, key)
-        _BOUND[(op, key)] = bound[op] = provider
+    for op, provider in wanted.items():
+        impl = _impl(op, provider)
+        if impl is None:
+            raise KeyError(f"no {provider} implementation of kiln.{op} is registered")
+        if (op, key) not in _BOUND:  # a dispatch key takes one kernel per library
+            get_op(op).op.impl(op, impl.fn, key)
+            _BOUND[(op, key)] = provider
+        bound[op] = _BOUND[(op, key)]
     return bound
+
+
+def load_kernels() -> None:
+    """Import every kernel module (`ir/kernels/`), registering their implementations."""
+    import ir.kernels  # noqa: F401
+
+
+def _impl(op: str, provider: str) -> Impl | None:
+    return next((i for i in get_op(op).impls if i.provider == provider), None)
+
+
+CAPTURE_PROVIDERS = ("triton", "library")  # may stand in for a host-syncing op under capture
+
+
+def capturable_impl(op: str) -> Impl | None:
+    """The first registered implementation of `op` that a CUDA graph can capture and the
+    serve path can run, or None."""
+    load_kernels()
+    ranked = sorted(get_op(op).impls, key=lambda i: PROVIDER_ORDER.index(i.provider))
+    return next((i for i in ranked if i.capturable and i.provider in CAPTURE_PROVIDERS), None)
+
+
+def uncapturable_ops() -> list[str]:
+    """Ops whose reference syncs the host and that have no capturable implementation."""
+    return [op.name for op in all_ops() if op.syncs_host and capturable_impl(op.name) is None]
+
+
+def capture_routes(reenter: Callable[[Callable], Callable]) -> dict:
+    """{op overload: stand-in} that make an eager forward capturable: an op whose reference
+    syncs the host runs its capturable implementation; an op that stays a call without a
+    capturable implementation runs its reference through `reenter(fn)` (the routing mode
+    re-entered, so the ops its reference calls are routed too: `attention_quant` calls
+    `attention`). Ops left out run as bound."""
+    routes = {}
+    for op in all_ops():
+        impl = capturable_impl(op.name)
+        if impl is not None and impl.provider != "reference" and (op.syncs_host or op.stays_call):
+            routes[op.overload] = impl.fn
+        elif op.syncs_host:
+            raise KeyError(f"kiln.{op.name} syncs the host and has no capturable implementation")
+        elif op.stays_call:
+            routes[op.overload] = reenter(op.reference)
+    return routes

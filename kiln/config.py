@@ -54,7 +54,8 @@ class EngineConfig:
     passes: str | None = _opt(
         None,
         "pass toggles: comma list of -name, +name, or 'none' (all optional passes off), applied "
-        "left to right, e.g. 'none,+fuse_add_rms_norm'; a list that starts with '-' needs '=': "
+        "left to right, e.g. 'none,+fuse_add_rms_norm'; +name also turns on a pass that is off by "
+        "default; a list that starts with '-' needs '=': "
         "--passes=-fuse_attn_quant. Given to generate/serve/bench (without a cached artifact), "
         "the captured graph runs eagerly after these passes",
         metavar="TOGGLES",

@@ -167,6 +167,7 @@ def _build(staging: Path, options: CompileOptions, path: Path, target, phases, p
             if p.enabled
         ],
         "missed_fusions": trace.missed,
+        "pass_interactions": trace.interactions,
         "token_buckets": list(passed.token_buckets),
         "compile_phases": dict(phases),
         **lowered["manifest"],

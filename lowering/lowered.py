@@ -147,11 +147,9 @@ def _example_input(name: str, t: int, passed, seqs: int = EXAMPLE_SEQS):
 
 # IR ops whose chosen implementation is their plain-torch reference are inlined before
 # Inductor, so it generates (and fuses) code for them instead of calling back into Python.
-# Ops that write the KV cache or read tensor values to decide shapes stay calls, unless their
-# chosen kernel has an in-graph form (see `kernels_in_graph`).
-NOT_INLINED = ("attention", "attention_quant", "all_reduce", "all_reduce_add_rms_norm")
-
-
+# Ops whose definition says they stay calls (`OpDef.stays_call`: they write the KV cache, read
+# tensor values on the host, or talk to other ranks) are not, unless their chosen kernel has
+# an in-graph form (see `kernels_in_graph`).
 def inline_references(ep, impls: dict[str, str]):
     """Decompose each inlinable IR op (chosen provider: reference) into its reference."""
     from ir.registry import get_op
@@ -159,7 +157,7 @@ def inline_references(ep, impls: dict[str, str]):
     table = {
         get_op(op).overload: get_op(op).reference
         for op, provider in impls.items()
-        if provider == "reference" and op not in NOT_INLINED
+        if provider == "reference" and not get_op(op).stays_call
     }
     return ep.run_decompositions(table) if table else ep, sorted(o.name() for o in table)
 
@@ -210,13 +208,15 @@ def _lower_aoti(passed, staging: Path, options, runnable: dict[str, str]) -> dic
 
     from compile_cache.tool_caches import default_root
     from lowering.aoti_headers import regex_free_aoti_runtime
+    from lowering.package_calls import package_calls
 
     with kernels_in_graph(passed.gm, runnable) as in_graph:
         ep, inlined = inline_references(_export(passed, options), runnable)
     inlined = sorted(inlined + in_graph)
     with config.patch(INDUCTOR_OPTIONS), regex_free_aoti_runtime(default_root()):
         aoti_compile_and_package(ep, package_path=str(staging / "model.pt2"))
-    calls = sorted(op for op in runnable if f"kiln::{op}" not in inlined)
+    # Read from the package itself, so the manifest cannot disagree with what it calls.
+    calls = sorted(package_calls(staging / "model.pt2"))
     kernels = {runnable[op] for op in runnable if runnable[op] != "reference" or op in calls}
     return {
         "lowering": AOTI,

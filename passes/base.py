@@ -1,9 +1,10 @@
 """The Pass contract, the context passes share, and `Fusion`: a pass declared as patterns.
 
-A pass has a `name`, a one-line `description`, `uuid()` (hash of its source file and its
-config: it goes into the compile-cache key), `enabled(cfg)`, and `__call__(gm, ctx) -> int`
-(how many rewrites it made). Passes edit `ctx.gm` in place; they never touch targets or
-devices beyond what `PassContext` says.
+A pass has a `name`, a one-line `description`, a `phase` (see `passes.pipeline.PHASES`),
+`default_on`, `uuid()` (hash of its source file and its config: it goes into the
+compile-cache key), `enabled(cfg)`, and `__call__(gm, ctx) -> int` (how many rewrites it
+made). It joins the pipeline with `@register_pass`. Passes edit the graph in place; they never
+touch targets or devices beyond what `PassContext` says.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ class PassContext:
 class Pass:
     name: ClassVar[str]
     description: ClassVar[str]
+    phase: ClassVar[str]  # one of passes.pipeline.PHASES
+    default_on: ClassVar[bool] = True  # False: runs only when `--passes +name` asks for it
     optional: ClassVar[bool] = True  # False: `--passes none` cannot turn it off
     # True if the pass changes weight shapes: the manager then re-propagates every node's
     # meta['val']. Passes that only add nodes set meta['val'] on them (`infer_meta`).
@@ -49,7 +52,9 @@ class Pass:
         return True
 
     def enabled(self, cfg: PassConfig) -> bool:
-        return self.applies(cfg) and (not self.optional or cfg.toggles.is_on(self.name))
+        if not self.applies(cfg):
+            return False
+        return not self.optional or cfg.toggles.is_on(self.name, self.default_on)
 
     def uuid(self) -> str:
         source = inspect.getsource(sys.modules[type(self).__module__])

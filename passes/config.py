@@ -22,10 +22,11 @@ class PassToggles:
         if both:
             raise ValueError(f"passes {sorted(both)} are both enabled and disabled; pick one")
 
-    def is_on(self, name: str) -> bool:
+    def is_on(self, name: str, default_on: bool = True) -> bool:
+        """`+name` / `-name` win; otherwise the pass's default, unless `none` turned it off."""
         if name in self.off:
             return False
-        return name in self.on or not self.all_off
+        return name in self.on or (default_on and not self.all_off)
 
 
 @dataclass(frozen=True)

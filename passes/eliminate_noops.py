@@ -9,6 +9,7 @@ from torch import fx
 
 from passes.base import Pass, PassContext
 from passes.graph import aten, is_mutating, kiln, remove_dead
+from passes.pipeline import register_pass
 
 VIEWS = {
     aten.reshape.default,
@@ -55,9 +56,11 @@ def is_noop(node: fx.Node) -> bool:
     return False
 
 
+@register_pass
 @dataclass(frozen=True)
 class EliminateNoops(Pass):
     name = "eliminate_noops"
+    phase = "cleanup"
     description = "drop reshapes/views/slices/copies that change nothing, then dead code"
 
     def __call__(self, gm: fx.GraphModule, ctx: PassContext) -> int:

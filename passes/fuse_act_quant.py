@@ -10,11 +10,14 @@ from passes.base import Fusion, PassContext
 from passes.config import PassConfig
 from passes.graph import kiln
 from passes.pattern import Match, Var, op
+from passes.pipeline import register_pass
 
 
+@register_pass
 @dataclass(frozen=True)
 class FuseActQuant(Fusion):
     name = "fuse_act_quant"
+    phase = "quant_fusions"
     description = "silu_and_mul + quant_fp8 -> silu_and_mul_quant"
     patterns = (
         op(

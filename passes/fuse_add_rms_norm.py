@@ -9,6 +9,7 @@ from torch import fx
 from passes.base import Fusion, PassContext
 from passes.graph import aten, getitem, kiln
 from passes.pattern import Match, Var, op
+from passes.pipeline import register_pass
 
 
 def _same_shape(a: fx.Node, b: fx.Node) -> bool:
@@ -21,9 +22,11 @@ def _same_shape(a: fx.Node, b: fx.Node) -> bool:
     )
 
 
+@register_pass
 @dataclass(frozen=True)
 class FuseAddRMSNorm(Fusion):
     name = "fuse_add_rms_norm"
+    phase = "fusions"
     description = "residual add + rms_norm -> fused_add_rms_norm"
     patterns = (
         op(

@@ -10,6 +10,7 @@ from passes.base import Fusion, PassContext
 from passes.config import PassConfig
 from passes.graph import kiln
 from passes.pattern import Match, Var, op
+from passes.pipeline import register_pass
 
 
 def _pattern(reduced_first: bool):
@@ -18,9 +19,11 @@ def _pattern(reduced_first: bool):
     return op(kiln.fused_add_rms_norm.default, a, b, Var("weight"), Var("eps"), name="root")
 
 
+@register_pass
 @dataclass(frozen=True)
 class FuseAllReduceRMSNorm(Fusion):
     name = "fuse_all_reduce_rms_norm"
+    phase = "collectives"
     description = "all_reduce + fused_add_rms_norm -> all_reduce_add_rms_norm (TP > 1)"
     patterns = (_pattern(True), _pattern(False))  # the add is commutative (and exact)
 

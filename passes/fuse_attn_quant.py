@@ -10,6 +10,7 @@ from passes.base import Fusion, PassContext
 from passes.config import PassConfig
 from passes.graph import aten, kiln
 from passes.pattern import Match, Var, op
+from passes.pipeline import register_pass
 
 ATTENTION_ARGS = (
     "q", "k", "v", "k_cache", "v_cache", "slot_mapping", "block_tables", "seq_lens",
@@ -17,15 +18,17 @@ ATTENTION_ARGS = (
 )  # fmt: skip
 
 
+@register_pass
 @dataclass(frozen=True)
 class FuseAttnQuant(Fusion):
     name = "fuse_attn_quant"
+    phase = "quant_fusions"
     description = "attention + quant_fp8 of its output -> attention_quant"
     patterns = (
         op(
             kiln.quant_fp8.default,
             op(
-                (aten.reshape.default, aten.view.default),
+                (aten.reshape.default, aten.view.default, aten.flatten.using_ints),
                 op(kiln.attention.default, *map(Var, ATTENTION_ARGS), name="attention"),
                 Var("shape"),
                 name="flatten",

@@ -12,11 +12,14 @@ from passes.base import Fusion, PassContext
 from passes.config import PassConfig
 from passes.graph import getitem, kiln
 from passes.pattern import Match, Var, op
+from passes.pipeline import register_pass
 
 
+@register_pass
 @dataclass(frozen=True)
 class FuseNormQuant(Fusion):
     name = "fuse_norm_quant"
+    phase = "quant_fusions"
     description = "rms_norm / fused_add_rms_norm + quant_fp8 -> rms_norm_quant / ..._quant"
     patterns = (
         op(

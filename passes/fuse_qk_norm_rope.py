@@ -9,11 +9,14 @@ from torch import fx
 from passes.base import Fusion, PassContext
 from passes.graph import kiln
 from passes.pattern import Match, Var, op
+from passes.pipeline import register_pass
 
 
+@register_pass
 @dataclass(frozen=True)
 class FuseQKNormRope(Fusion):
     name = "fuse_qk_norm_rope"
+    phase = "fusions"
     description = "per-head q/k rms_norm + rotary_embedding -> qk_norm_rope (Qwen3)"
     patterns = (
         op(

@@ -2,7 +2,8 @@
 
 Per pass it records wall time, rewrites and node counts before/after; with
 `KILN_DUMP_GRAPHS=DIR` it writes the canonical graph text before and after each pass. After the
-pipeline it asks every enabled fusion whether a pattern it should have fused is still there.
+pipeline it asks every enabled fusion whether a pattern it should have fused is still there,
+and which fusion lost matches to an earlier one (`passes/interactions.py`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from kiln import env
 from passes.base import Fusion, Pass, PassContext
 from passes.capture import canonical_text
 from passes.graph import num_nodes, op_counts, refresh_meta
+from passes.interactions import Snapshot, find_interactions
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,9 @@ class CompileTrace:
     capture_s: float = 0.0
     passes: list[PassRecord] = field(default_factory=list)
     missed: list[str] = field(default_factory=list)  # "pass: node" for unfused patterns
+    alone: dict[str, int] = field(default_factory=dict)  # fusion -> matches with no other fusion
+    # "fuse_x: 4 matches alone, 0 in pipeline after fuse_y" (see passes/interactions.py)
+    interactions: list[str] = field(default_factory=list)
     op_counts_before: dict[str, int] = field(default_factory=dict)
     op_counts_after: dict[str, int] = field(default_factory=dict)
 
@@ -48,14 +53,16 @@ class CompileTrace:
         return asdict(self)
 
     def table(self) -> str:
-        lines = [f"{'pass':<26} {'on':<3} {'rewrites':>8} {'nodes':>11} {'ms':>8}"]
+        lines = [f"{'pass':<26} {'on':<3} {'rewrites':>8} {'alone':>6} {'nodes':>11} {'ms':>8}"]
         for r in self.passes:
             nodes = f"{r.nodes_before}->{r.nodes_after}" if r.enabled else "-"
+            alone = self.alone.get(r.name, "-") if r.enabled else "-"
             lines.append(
-                f"{r.name:<26} {'yes' if r.enabled else 'no':<3} {r.rewrites:>8} "
+                f"{r.name:<26} {'yes' if r.enabled else 'no':<3} {r.rewrites:>8} {alone:>6} "
                 f"{nodes:>11} {r.wall_s * 1e3:>8.1f}"
             )
         lines += [f"missed fusion: {m}" for m in self.missed]
+        lines += [f"stopped matching: {i}" for i in self.interactions]
         return "\n".join(lines)
 
 
@@ -67,6 +74,7 @@ class PassManager:
     def run(self, gm: fx.GraphModule, ctx: PassContext, trace: CompileTrace, on_pass=None):
         """Run every pass in order; `on_pass(record, gm, ctx)` is called after each one."""
         trace.op_counts_before = dict(op_counts(gm))
+        snapshot = Snapshot.take(gm, ctx)
         for index, p in enumerate(self.pipeline):
             record = self.run_one(index, p, gm, ctx)
             trace.passes.append(record)
@@ -74,6 +82,9 @@ class PassManager:
                 on_pass(record, gm, ctx)
         trace.missed = self.missed_fusions(gm, ctx)
         trace.op_counts_after = dict(op_counts(gm))
+        rewrites = {r.name: r.rewrites for r in trace.passes if r.enabled}
+        trace.alone, lost = find_interactions(self.pipeline, snapshot, rewrites, apply_pass)
+        trace.interactions = [str(i) for i in lost]
         return trace
 
     def run_one(self, index: int, p: Pass, gm: fx.GraphModule, ctx: PassContext) -> PassRecord:
@@ -82,12 +93,7 @@ class PassManager:
         before = num_nodes(gm)
         self._dump(index, p.name, "before", gm)
         start = time.perf_counter()
-        rewrites = p(gm, ctx)
-        if rewrites:
-            _legalize(gm)
-            if p.reshapes_weights:  # other passes set meta['val'] on the nodes they add
-                refresh_meta(gm, ctx.weights)
-            gm.recompile()
+        rewrites = apply_pass(p, gm, ctx)
         wall = time.perf_counter() - start
         self._dump(index, p.name, "after", gm)
         return PassRecord(p.name, p.uuid(), True, wall, rewrites, before, num_nodes(gm))
@@ -104,6 +110,17 @@ class PassManager:
             return
         self.dump_dir.mkdir(parents=True, exist_ok=True)
         (self.dump_dir / f"{index:02d}-{name}-{when}.txt").write_text(canonical_text(gm))
+
+
+def apply_pass(p: Pass, gm: fx.GraphModule, ctx: PassContext) -> int:
+    """Run one pass and leave the graph valid (ordered, shapes known, code regenerated)."""
+    rewrites = p(gm, ctx)
+    if rewrites:
+        _legalize(gm)
+        if p.reshapes_weights:  # other passes set meta['val'] on the nodes they add
+            refresh_meta(gm, ctx.weights)
+        gm.recompile()
+    return rewrites
 
 
 def _legalize(gm: fx.GraphModule) -> None:

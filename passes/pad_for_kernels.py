@@ -22,15 +22,18 @@ from torch import fx
 
 from passes.base import Pass, PassContext
 from passes.graph import aten, kiln
+from passes.pipeline import register_pass
 
 
 def round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
+@register_pass
 @dataclass(frozen=True)
 class PadForKernels(Pass):
     name = "pad_for_kernels"
+    phase = "padding"
     description = "zero-pad intermediate and vocab sizes to a multiple of 64; bucket T"
     reshapes_weights = True
 

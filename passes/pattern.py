@@ -7,10 +7,21 @@ matches `rms_norm(add(x, residual), w, eps)`. `Var` binds any node or literal (t
 twice must bind the same thing); literals must equal; `op(...)` must be a call of that target
 with exactly those positional arguments. Named ops bind the matched node. Matching starts at a
 candidate root node and walks its arguments, so it never backtracks.
+
+A producer with several outputs feeding one consumer (a diamond) is written once, named, and
+its outputs taken with `out(producer, i)`; a named op met again must be the same node:
+
+    rope = op(kiln.rotary_embedding, Var("positions"), Var("q"), Var("k"), Var("cache"),
+              Var("is_neox"), name="rope")
+    op(kiln.attention, out(rope, 0), out(rope, 1), Var("v"), ..., name="root")
+
+matches attention(getitem(r, 0), getitem(r, 1), v, ...) with r = rotary_embedding(...) one
+node (`FuseRopeAttention`).
 """
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field
 
 from torch import fx
@@ -32,6 +43,11 @@ def op(target, *args, name: str | None = None) -> Op:
     """A call of `target` (or any of a tuple of targets) with `args` (patterns or literals)."""
     targets = target if isinstance(target, tuple) else (target,)
     return Op(targets, args, name)
+
+
+def out(producer: Op, index: int) -> Op:
+    """Output `index` of a multi-output op: `getitem(producer, index)`."""
+    return op(operator.getitem, producer, index)
 
 
 @dataclass
@@ -59,6 +75,8 @@ def _match(pat, value, m: Match) -> bool:
     if isinstance(pat, Op):
         if not isinstance(value, fx.Node) or value.op != "call_function":
             return False
+        if pat.name and pat.name in m.bindings:  # met again (a diamond): the same node
+            return m.bindings[pat.name] is value
         if value.target not in pat.targets or value.kwargs or value in m.nodes:
             return False
         if len(value.args) != len(pat.args):

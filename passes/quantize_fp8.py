@@ -18,6 +18,7 @@ from ir.ops.quant import quantize_weight_per_channel
 from passes.base import Pass, PassContext
 from passes.config import PassConfig
 from passes.graph import add_placeholder, aten, fake_mode_of, getitem, infer_meta, kiln
+from passes.pipeline import register_pass
 
 
 def _quantize_activation(graph: fx.Graph, x: fx.Node, group: int) -> tuple[fx.Node, fx.Node]:
@@ -29,9 +30,11 @@ def _quantize_activation(graph: fx.Graph, x: fx.Node, group: int) -> tuple[fx.No
     return xq, scale
 
 
+@register_pass
 @dataclass(frozen=True)
 class QuantizeFP8(Pass):
     name = "quantize_fp8"
+    phase = "quantize"
     description = "linears -> quant_fp8 + scaled_mm, fp8 weights with per-channel scales"
     optional = False  # it *is* --quantization fp8; `--passes none` must not drop it
 

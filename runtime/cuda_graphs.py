@@ -20,9 +20,10 @@ Capture needs an attention op that never reads tensors on the host. The IR refer
 a device sync that is illegal during capture, so graphs run only with a capturable
 implementation. With attention_provider="triton" (or "helion") the forward's own attention is
 trusted to be one (an artifact lowered to the kernel, or the eager module after
-`ir.registry.bind_device_impls` bound the Triton kernel to CUDA). With "reference", warm-up and
-capture run under a dispatch mode that routes those ops to the Triton kernel
-(`ir/kernels/attention.py`); that is also harmless when the kernel is already bound.
+`ir.registry.bind_for("cuda")` bound the Triton kernel to CUDA). With "reference", warm-up and
+capture run under a dispatch mode that routes those ops to the capturable implementation the
+IR registry holds (`ir.registry.capture_routes`: the Triton attention kernel); that is also
+harmless when the kernel is already bound.
 Without the kernel, the runner stays eager and logs why, once.
 """
 
@@ -30,7 +31,6 @@ from __future__ import annotations
 
 import bisect
 import contextlib
-import inspect
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -129,31 +129,34 @@ class _RouteOps(TorchDispatchMode):
         return self.routes.get(func, func)(*args, **(kwargs or {}))
 
 
-def _triton_attention() -> tuple[Callable | None, str | None]:
-    """The Triton attention implementation, or None and why it can't be used."""
-    try:
-        from ir.kernels.attention import attention
-    except ImportError as e:
-        return None, f"the Triton attention kernel (ir/kernels/attention.py) is unavailable: {e}"  # fmt: skip
-    return attention, None
-
-
 def capturable_routes() -> dict[object, Callable]:
-    """Capturable stand-ins for the IR ops whose references sync with the host: `attention`
-    (the Triton kernel) and the fused `attention_quant` (its spec, quant_fp8 of attention,
-    with the Triton kernel inside). Call only when `_triton_attention()` found the kernel."""
-    from ir.ops.fused import attention_then_quant
-    from ir.registry import get_op
+    """Capturable stand-ins, from the IR registry, for the ops whose references sync with the
+    host (`attention` -> its Triton kernel) and for ops that stay calls (`attention_quant`
+    runs its spec with the routed attention inside)."""
+    from ir.registry import capture_routes
 
-    attention, why = _triton_attention()
-    assert attention is not None, why
-    signature = inspect.signature(get_op("attention_quant").reference)
+    mode: list[_RouteOps] = []
 
-    def attention_quant(*args, **kwargs):
-        return attention_then_quant(attention, *signature.bind(*args, **kwargs).args)
+    def reenter(reference: Callable) -> Callable:
+        def routed(*args, **kwargs):
+            with mode[0]:  # the ops the reference calls are routed too
+                return reference(*args, **kwargs)
 
-    kiln = torch.ops.kiln
-    return {kiln.attention.default: attention, kiln.attention_quant.default: attention_quant}
+        return routed
+
+    routes = capture_routes(reenter)
+    mode.append(_RouteOps(routes))
+    return routes
+
+
+def _uncapturable() -> str | None:
+    """Why routing cannot make the eager forward capturable, or None."""
+    from ir.registry import uncapturable_ops
+
+    missing = uncapturable_ops()
+    if missing:
+        return f"no capturable implementation is registered for {', '.join(missing)}"
+    return None
 
 
 def graphs_unavailable_reason(config: CUDAGraphConfig, device: torch.device,
@@ -167,8 +170,8 @@ def graphs_unavailable_reason(config: CUDAGraphConfig, device: torch.device,
         return None
     if attention_provider != "reference":
         return f"attention provider {attention_provider!r} is not known to be capturable"
-    impl, why = _triton_attention()
-    if impl is None:
+    why = _uncapturable()
+    if why is not None:
         return f"the reference attention syncs with the host (.item()) and {why}"
     return None
 

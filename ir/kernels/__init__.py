@@ -1,17 +1,15 @@
 """Helion and Triton kernels for IR ops, one per file; importing this package registers them.
 
-Registration is metadata only: no kernel file imports helion at module level, so this import
-stays cheap (the serve path must never import helion).
+Every module in this folder is imported (a new kernel file needs no line here); shared
+helpers are named in `_HELPERS`. Registration is metadata only: no kernel file imports
+helion at module level, so this import stays cheap (the serve path must never import helion).
 """
 
-from ir.kernels import (  # noqa: F401
-    attention,
-    fused_add_rms_norm,
-    fused_add_rms_norm_quant,
-    quant_fp8,
-    rms_norm,
-    rms_norm_quant,
-    rotary_embedding,
-    silu_and_mul,
-    silu_and_mul_quant,
-)
+import importlib
+import pkgutil
+
+_HELPERS = frozenset({"base", "helion_util", "attention_inputs"})
+
+for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+    if _module not in _HELPERS:
+        importlib.import_module(f"{__name__}.{_module}")

@@ -16,6 +16,7 @@ import triton
 import triton.language as tl
 
 from ir.kernels.base import (
+    KernelCase,
     KernelSpec,
     PlainSource,
     needs_cuda,
@@ -244,6 +245,18 @@ def example_args(device: str, variant: str = "default") -> tuple:
     )  # fmt: skip
 
 
+def cases() -> tuple[KernelCase, ...]:
+    """A mixed batch (prefill with history, decode, an empty query, a fresh prefill) in bf16
+    with 2 padding rows, and in fp32 with a sliding window."""
+    from ir.kernels.attention_inputs import paged_inputs
+
+    shape = dict(num_heads=4, num_kv_heads=2, head_size=24, block_size=4)
+    seqs = [(5, 9), (1, 17), (0, 3), (7, 7)]
+    bf16 = paged_inputs(seqs, **shape, dtype=torch.bfloat16, num_padding=2)
+    window = paged_inputs(seqs, **shape, dtype=torch.float32, sliding_window=5)
+    return (KernelCase("bf16", "default", bf16), KernelCase("window", "default", window))
+
+
 register_kernel(
     KernelSpec(
         name=NAME,
@@ -251,5 +264,6 @@ register_kernel(
         provider="triton",
         plain_source=plain_source,
         example_args=example_args,
+        cases=cases,
     )
 )

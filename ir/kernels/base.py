@@ -39,6 +39,27 @@ class PlainSource:
 
 
 @dataclass(frozen=True)
+class KernelCase:
+    """Small random inputs on which a kernel is checked against its IR op's reference under
+    the interpreters (tests/lowering/test_triton_interpret.py, test_helion_kernels.py).
+
+    `args` are the IR op's arguments; `launch` the plain source entry's, where they differ
+    (a Helion kernel takes 2-D views, rotary drops `is_neox`, the quant kernels a group
+    width). Keep them small (the Triton interpreter runs every program in numpy) and fp32
+    for Helion kernels (the interpreter mishandles bf16 casts inside them).
+    """
+
+    name: str
+    variant: str
+    args: tuple
+    launch: tuple | None = None
+
+    @property
+    def launch_args(self) -> tuple:
+        return self.args if self.launch is None else self.launch
+
+
+@dataclass(frozen=True)
 class KernelSpec:
     """A kernel the cross-compiler can turn into cubins.
 
@@ -46,6 +67,9 @@ class KernelSpec:
     (Helion specializes on them); `example_args(device)` builds representative inputs, whose
     shapes fix the compile-time constants (hidden size, head size, ...) of the cubin.
     `variants` names source variants a kernel has (rotary: neox, gptj); each one is compiled.
+    `cases()` returns the `KernelCase`s every kernel is tested on; `no_triton_interpreter`
+    says why its plain source cannot run in Triton's CPU interpreter (it then runs only in
+    Helion's interpret mode and on the GPU).
     """
 
     name: str
@@ -54,6 +78,8 @@ class KernelSpec:
     plain_source: Callable[[dict, tuple, str], PlainSource]  # (config, args, variant)
     example_args: Callable[[str, str], tuple]  # (device, variant)
     variants: tuple[str, ...] = ("default",)
+    cases: Callable[[], tuple[KernelCase, ...]] | None = None
+    no_triton_interpreter: str = ""
 
     def __post_init__(self) -> None:
         if self.provider not in ("helion", "triton"):

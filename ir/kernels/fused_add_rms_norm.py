@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from ir.kernels.base import needs_cuda, runtime_config
+from ir.kernels.base import KernelCase, needs_cuda, runtime_config
 from ir.kernels.helion_util import register_helion_kernel, run_helion
 from ir.registry import register_impl
 
@@ -56,4 +56,13 @@ def example_args(device: str, variant: str = "default") -> tuple:
     return x, residual, torch.randn(4096, dtype=torch.bfloat16, device=device), 1e-5
 
 
-register_helion_kernel(NAME, fused_add_rms_norm_kernel, example_args)
+def _rand(*shape: int, seed: int = 0) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed)) + 0.1
+
+
+def cases() -> tuple[KernelCase, ...]:
+    args = (_rand(7, 80), _rand(7, 80, seed=1), _rand(80, seed=2), 1e-6)
+    return (KernelCase("fp32", "default", args),)
+
+
+register_helion_kernel(NAME, fused_add_rms_norm_kernel, example_args, cases=cases)

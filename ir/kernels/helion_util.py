@@ -13,7 +13,7 @@ from collections.abc import Callable
 from functools import cache
 from typing import Any
 
-from ir.kernels.base import KernelSpec, PlainSource, register_kernel
+from ir.kernels.base import KernelCase, KernelSpec, PlainSource, register_kernel
 
 # Replaces `from helion.runtime import default_launcher as _default_launcher` in generated
 # code: the same contract (launch `kernel[grid]`), with no helion import.
@@ -124,10 +124,17 @@ def mentions_helion(source: str) -> bool:
 
 
 def register_helion_kernel(
-    name: str, fn: Callable, example_args: Callable, variants: tuple[str, ...] = ("default",)
+    name: str,
+    fn: Callable,
+    example_args: Callable,
+    variants: tuple[str, ...] = ("default",),
+    *,
+    cases: Callable[[], tuple[KernelCase, ...]] | None = None,
+    no_triton_interpreter: str = "",
 ) -> KernelSpec:
     """Register a Helion kernel for IR op `name` with the cross-compiler: its plain source is
-    `fn` specialized to each variant's example args (the variant only picks the args)."""
+    `fn` specialized to each variant's example args (the variant only picks the args).
+    `cases` and `no_triton_interpreter`: see `KernelSpec`."""
     return register_kernel(
         KernelSpec(
             name=name,
@@ -136,5 +143,7 @@ def register_helion_kernel(
             plain_source=lambda config, args, variant: helion_plain_source(fn, config, args),
             example_args=example_args,
             variants=variants,
+            cases=cases,
+            no_triton_interpreter=no_triton_interpreter,
         )
     )

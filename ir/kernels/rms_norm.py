@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from ir.kernels.base import needs_cuda, runtime_config
+from ir.kernels.base import KernelCase, needs_cuda, runtime_config
 from ir.kernels.helion_util import register_helion_kernel, run_helion
 from ir.registry import register_impl
 
@@ -41,4 +41,13 @@ def example_args(device: str, variant: str = "default") -> tuple:
     return x, torch.randn(4096, dtype=torch.bfloat16, device=device), 1e-5
 
 
-register_helion_kernel(NAME, rms_norm_kernel, example_args)
+def _rand(*shape: int, seed: int = 0) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed)) + 0.1
+
+
+def cases() -> tuple[KernelCase, ...]:
+    x, w = _rand(7, 96), _rand(96, seed=1)
+    return (KernelCase("fp32", "default", (x, w, 1e-6)),)
+
+
+register_helion_kernel(NAME, rms_norm_kernel, example_args, cases=cases)

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from ir.kernels.base import (
+    KernelCase,
     KernelSpec,
     needs_cuda,
     register_kernel,
@@ -131,6 +132,21 @@ def example_args(device: str, variant: str = "neox") -> tuple:
 KERNELS = {"neox": rotary_neox_kernel, "gptj": rotary_gptj_kernel}
 
 
+def cases() -> tuple[KernelCase, ...]:
+    """Partial rotary (rot_dim 32) with an extra chunk (neox, head 80) or pairs (gpt-j)."""
+    gen = torch.Generator().manual_seed(0)
+    pos = torch.tensor([3, 0, 9, 1, 7, 2, 5])
+
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=gen) + 0.1
+
+    found = []
+    for variant, head_size in (("neox", 80), ("gptj", 64)):
+        launch = (pos, rand(7, 4, head_size), rand(7, 2, head_size), rand(12, 32))
+        found.append(KernelCase(variant, variant, (*launch, variant == "neox"), launch))
+    return tuple(found)
+
+
 def plain_source(config: dict, args: tuple, variant: str):
     """Pinned configs hold one entry per variant: their loops (block ids) differ."""
     return helion_plain_source(KERNELS[variant], config, args)
@@ -144,5 +160,6 @@ register_kernel(
         plain_source=plain_source,
         example_args=example_args,
         variants=("neox", "gptj"),
+        cases=cases,
     )
 )

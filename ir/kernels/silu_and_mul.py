@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from ir.kernels.base import needs_cuda, runtime_config
+from ir.kernels.base import KernelCase, needs_cuda, runtime_config
 from ir.kernels.helion_util import register_helion_kernel, run_helion
 from ir.registry import register_impl
 
@@ -41,4 +41,12 @@ def example_args(device: str, variant: str = "default") -> tuple:
     return (torch.randn(13, 2 * 14336, dtype=torch.bfloat16, device=device),)
 
 
-register_helion_kernel(NAME, silu_and_mul_kernel, example_args)
+def _rand(*shape: int, seed: int = 0) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed)) + 0.1
+
+
+def cases() -> tuple[KernelCase, ...]:
+    return (KernelCase("fp32", "default", (_rand(7, 144),)),)
+
+
+register_helion_kernel(NAME, silu_and_mul_kernel, example_args, cases=cases)

@@ -1,3 +1,10 @@
-"""Built-in IR ops. Importing this package registers them all as `torch.ops.kiln.*`."""
+"""Built-in IR ops. Importing this package registers them all as `torch.ops.kiln.*`.
 
-from ir.ops import activation, attention, collective, fused, norm, quant, rotary  # noqa: F401  # noqa: F401
+Every module in this folder is imported, so a new op file needs no line here.
+"""
+
+import importlib
+import pkgutil
+
+for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+    importlib.import_module(f"{__name__}.{_module}")

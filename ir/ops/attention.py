@@ -2,6 +2,7 @@
 
 import torch
 
+from ir.ops.examples import paged_attention_args
 from ir.registry import ir_op
 
 
@@ -32,7 +33,13 @@ def write_kv(k, v, k_cache, v_cache, slot_mapping) -> None:
     v_cache.view(-1, *v_cache.shape[2:])[slots] = v[valid].to(v_cache.dtype)
 
 
-@ir_op("attention", mutates_args=("k_cache", "v_cache"), fake=_fake_attention)
+@ir_op(
+    "attention",
+    mutates_args=("k_cache", "v_cache"),
+    fake=_fake_attention,
+    syncs_host=True,
+    example=paged_attention_args,
+)
 def attention(
     q: torch.Tensor,
     k: torch.Tensor,

@@ -5,7 +5,7 @@ import torch
 from ir.registry import ir_op
 
 
-@ir_op("all_reduce")
+@ir_op("all_reduce", opaque=True, example=lambda: (torch.randn(5, 32), 1))
 def all_reduce(x: torch.Tensor, group_size: int) -> torch.Tensor:
     """Sum `x` over the `group_size` ranks of the tensor-parallel group.
 

@@ -2,6 +2,7 @@
 
 import torch
 
+from ir.ops.examples import rope_args
 from ir.registry import ir_op
 
 
@@ -14,7 +15,7 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, is_neox: bool
     return torch.stack((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1).flatten(-2)
 
 
-@ir_op("rotary_embedding")
+@ir_op("rotary_embedding", example=lambda: rope_args())
 def rotary_embedding(
     positions: torch.Tensor,
     q: torch.Tensor,

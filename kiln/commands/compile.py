@@ -56,6 +56,8 @@ def print_summary(result) -> None:
     print(f"kernels   {kernels}")
     for m in man.get("missed_fusions", []):
         print(f"missed    {m}")
+    for line in man.get("pass_interactions", []):
+        print(f"lost      {line}")
 
 
 def _record(record: dict) -> None:

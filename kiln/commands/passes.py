@@ -1,4 +1,6 @@
-"""`kiln passes`: list the pass pipeline, or check each pass's numerics on a model.
+"""`kiln passes`: list the pass pipeline, check each pass's numerics on a model, or check how
+passes interact (`--check MODEL`: a fusion that stopped matching because an earlier pass
+consumed its pattern, per quantization).
 
 Its `--passes` is the engine's flag (`EngineConfig.passes`), as in `generate` and `compile`.
 """
@@ -29,6 +31,12 @@ def add_parser(subparsers) -> None:
         help="run MODEL ('demo' or a checkpoint folder) after each pass; print max deviations",
     )
     parser.add_argument(
+        "--check",
+        metavar="MODEL",
+        help="compile MODEL's graph under each quantization; report fusions that stopped "
+        "matching because an earlier pass consumed their pattern (exit 1 if any)",
+    )
+    parser.add_argument(
         "--prompt-lens", default="7,1,4", help="prompt lengths of the random check batch"
     )
     parser.set_defaults(run=run)
@@ -52,18 +60,50 @@ def run(args) -> int:
     cfg = _config(args)
     if args.check_numerics:
         return _check_numerics(args, cfg)
+    if args.check:
+        return _check_interactions(args, cfg)
     from passes.pipeline import default_pipeline
 
     rows = [
-        {"name": p.name, "description": p.description, "enabled": p.enabled(cfg)}
+        {
+            "name": p.name,
+            "phase": p.phase,
+            "default": "on" if p.default_on else "off",
+            "description": p.description,
+            "enabled": p.enabled(cfg),
+        }
         for p in default_pipeline()
     ]
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
+    print(f"{'pass':<26} {'phase':<14} {'default':<8} {'now':<4} description")
     for r in rows:
-        print(f"{r['name']:<26} {'on ' if r['enabled'] else 'off'}  {r['description']}")
+        now = "on" if r["enabled"] else "off"
+        print(f"{r['name']:<26} {r['phase']:<14} {r['default']:<8} {now:<4} {r['description']}")
     return 0
+
+
+def _check_interactions(args, cfg) -> int:
+    """Each quantization's trace with its `alone` column; exit 1 if a fusion lost matches."""
+    import dataclasses
+
+    import torch
+
+    from model_defs.loader import load_model
+    from model_defs.registry import resolve_model_path
+    from passes.compile import compile_graph
+    from passes.config import QUANTIZATIONS
+
+    model = load_model(resolve_model_path(args.check), torch.float32, "cpu")
+    lost = 0
+    for quantization in QUANTIZATIONS:
+        _, trace = compile_graph(model, dataclasses.replace(cfg, quantization=quantization))
+        print(f"model {args.check}, quantization {quantization}, --passes {args.passes or ''}")
+        print(trace.table() + "\n")
+        lost += len(trace.interactions)
+    print(f"{lost} fusion(s) stopped matching because an earlier pass consumed their pattern")
+    return 1 if lost else 0
 
 
 def _check_numerics(args, cfg) -> int:

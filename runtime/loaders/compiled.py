@@ -73,13 +73,11 @@ class CompiledLoader(Loader):
         process also hashes Triton's own library: ~0.5 s on the H200)."""
         if not self.calls_ops():
             return
-        from ir.registry import bind_impls
+        from ir.registry import bind_for
 
-        if device.type == "cuda":
-            import ir.kernels.attention  # noqa: F401  (registers the Triton implementation)
-        runnable = ("native",) if device.type == "cpu" else ("triton",)
-        chosen = self.manifest.get("impls", {})
-        bind_impls({op: p for op, p in chosen.items() if p in runnable}, device.type)
+        impls = self.manifest.get("impls", {})
+        calls = self.manifest.get("calls", impls)  # the ops the package calls (read from it)
+        bind_for(device.type, {op: impls[op] for op in calls if op in impls})
 
     def describe(self) -> str:
         return f"running compiled artifact {self.artifact.key[:12]} ({self.manifest['lowering']})"

@@ -31,9 +31,7 @@ class EagerLoader(Loader):
 
 
 def _bind_cuda_kernels() -> None:
-    """Eager CUDA calls of IR ops use their Triton kernels (attention) where one is chosen."""
-    from ir.kernels import attention  # noqa: F401  (plain Triton; registers its impl)
-    from ir.registry import bind_device_impls
-    from ir.targets import get_target
+    """Eager CUDA calls of IR ops run the kernels the dispatch table chooses (registry-bound)."""
+    from ir.registry import bind_for
 
-    bind_device_impls(get_target("auto"), providers=("triton",))
+    bind_for("cuda")

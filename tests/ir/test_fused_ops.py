@@ -1,147 +1,95 @@
-"""Each fused IR op against independent math: the naive fp64 formulas of the ops it fuses
-(never the IR compositions that define it), and all_reduce over a real two-rank gloo group."""
+"""Every fused IR op against the graph of unfused ops it replaces, taken from the registries.
+
+For each fused op its definition gives `unfused`, the computation written with the unfused ops
+(`torch.ops.kiln.*`). That function is exported to a graph, the registered fusion passes run
+on it, and the test checks that (1) some pass turns the graph into the fused op and (2) the
+rewritten graph gives the same outputs and writes the same KV cache as the unfused graph, on
+the op's random example inputs. So a pass that wires arguments wrongly, or a fused reference
+that drifts from its parts, fails here.
+"""
 
 from __future__ import annotations
 
-import os
+import copy
 
 import pytest
 import torch
-from op_cases import (
-    dense_attention,
-    make_paged_case,
-    naive_rms_norm,
-    naive_rotary,
-    naive_silu_and_mul,
-    rope_cache,
-)
 
-import ir.ops  # noqa: F401  (registers torch.ops.kiln.*)
-
-ops = torch.ops.kiln
-T = 6
-FP8_MAX = 448.0  # e4m3's largest finite value
-MIN_SCALE = 1e-12
+from ir.registry import all_ops, get_op
+from passes.base import Fusion, PassContext
+from passes.config import PassConfig, PassToggles
+from passes.graph import op_counts
+from passes.manager import apply_pass
+from passes.pipeline import default_pipeline
 
 
-def assert_quantizes(value: torch.Tensor, xq, scale, group_size: int, rel: float) -> None:
-    """(xq, scale) is `value` [T, K] quantized to e4m3 with one scale per `group_size` features
-    (per row for 0): scale = max(amax|group| / 448, 1e-12) and xq * scale within e4m3's rounding
-    (2^-4 relative, half a subnormal step absolute) plus `rel` for the input dtype's rounding."""
-    t, k = value.shape
-    g = k if group_size == 0 else group_size
-    groups = value.double().abs().unflatten(1, (k // g, g))  # [T, K // g, g]
-    want_scale = (groups.amax(-1) / FP8_MAX).clamp(min=MIN_SCALE)
-    assert xq.dtype == torch.float8_e4m3fn and xq.shape == (t, k)
-    torch.testing.assert_close(scale.double(), want_scale, rtol=rel, atol=0)
-    per_element = scale.double().repeat_interleave(g, dim=1)  # [T, K]
-    err = (xq.double() * per_element - value.double()).abs()
-    bound = (2**-4 + rel) * value.double().abs() + 2**-10 * per_element + rel * per_element
-    assert (err <= bound).all(), float((err - bound).max())
+def _fused_ops() -> list[str]:
+    """Ops that declare their unfused form, and every op defined among the fused ops."""
+    return [op.name for op in all_ops() if op.unfused or op.reference.__module__ == "ir.ops.fused"]
 
 
-@pytest.mark.parametrize("group_size", [0, 128])
-@pytest.mark.parametrize("dtype, rel", [(torch.float32, 1e-5), (torch.bfloat16, 2**-7)])
-def test_rms_norm_quant(group_size, dtype, rel):
-    x, w = torch.randn(T, 256, dtype=dtype) * 3, torch.randn(256, dtype=dtype)
-    x[2] = 0  # a zero row takes the scale floor
-    xq, scale = ops.rms_norm_quant(x, w, 1e-6, group_size)
-    assert_quantizes(naive_rms_norm(x, w, 1e-6), xq, scale, group_size, rel)
-    assert (scale[2] == MIN_SCALE).all() and (xq[2].float() == 0).all()
+class _Unfused(torch.nn.Module):
+    """`fn(*args)` with the tensor arguments as inputs and the rest baked in."""
+
+    def __init__(self, fn, args: tuple):
+        super().__init__()
+        self.fn, self.args = fn, args
+        self.slots = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor)]
+
+    def forward(self, *tensors):
+        args = list(self.args)
+        for i, t in zip(self.slots, tensors, strict=True):
+            args[i] = t
+        return self.fn(*args)
 
 
-@pytest.mark.parametrize("group_size", [0, 64])
-def test_fused_add_rms_norm_quant(group_size):
-    x, res, w = torch.randn(T, 256), torch.randn(T, 256), torch.randn(256)
-    xq, scale, new_res = ops.fused_add_rms_norm_quant(x, res, w, 1e-5, group_size)
-    total = x.double() + res.double()
-    torch.testing.assert_close(new_res.double(), total)
-    assert_quantizes(naive_rms_norm(total, w, 1e-5), xq, scale, group_size, 1e-5)
+def _tensors(args: tuple) -> list[torch.Tensor]:
+    return [copy.deepcopy(a) for a in args if isinstance(a, torch.Tensor)]
 
 
-@pytest.mark.parametrize("group_size", [0, 64])
-def test_silu_and_mul_quant(group_size):
-    x = torch.randn(T, 512, dtype=torch.bfloat16) * 4
-    xq, scale = ops.silu_and_mul_quant(x, group_size)
-    assert_quantizes(naive_silu_and_mul(x), xq, scale, group_size, 2**-7)
+def _fuse(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """Run every registered fusion (each one on, whatever its default) in pipeline order."""
+    fusions = [p for p in default_pipeline() if isinstance(p, Fusion)]
+    toggles = PassToggles(on=frozenset(p.name for p in fusions))
+    cfg = PassConfig(quantization="fp8", tp_size=2, toggles=toggles)
+    ctx = PassContext(cfg, None, {}, torch.empty(0))
+    for p in fusions:
+        apply_pass(p, gm, ctx)
+    return gm
 
 
-@pytest.mark.parametrize("group_size", [0, 16])
-@pytest.mark.parametrize("sliding_window", [0, 3])
-def test_attention_quant(group_size, sliding_window):
-    case = make_paged_case()
-    args = case.args(scale=0.3, sliding_window=sliding_window)
-    xq, scale = ops.attention_quant(*args, group_size)
-    real = int(case.query_start_loc[-1])
-    expected = dense_attention(case, 0.3, sliding_window).flatten(1)  # [T, Hq*D]
-    assert_quantizes(expected[:real], xq[:real], scale[:real], group_size, 1e-5)
-    # This step's K/V land in the cache at their slots (padding rows, slot -1, write nothing).
-    slots = case.slot_mapping[:real]
-    flat_k = args[3].view(-1, *case.k.shape[1:])
-    flat_v = args[4].view(-1, *case.v.shape[1:])
-    assert torch.equal(flat_k[slots], case.k[:real]) and torch.equal(flat_v[slots], case.v[:real])
+def _same(a, b) -> None:
+    if isinstance(a, (tuple, list)):
+        for x, y in zip(a, b, strict=True):
+            _same(x, y)
+        return
+    assert a.dtype == b.dtype and a.shape == b.shape
+    if a.dtype == torch.float8_e4m3fn:  # no CPU equality kernel for fp8: compare bytes
+        a, b = a.view(torch.uint8), b.view(torch.uint8)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
-def test_attention_quant_fake_matches_real_shapes():
-    from torch._subclasses.fake_tensor import FakeTensorMode
-
-    case = make_paged_case()
-    real = ops.attention_quant(*case.args(0.3, 0), 16)
-    with FakeTensorMode(allow_non_fake_inputs=True):
-        fake = ops.attention_quant(*case.args(0.3, 0), 16)
-    for r, f in zip(real, fake, strict=True):
-        assert r.shape == f.shape and r.dtype == f.dtype
-
-
-@pytest.mark.parametrize("is_neox", [True, False])
-@pytest.mark.parametrize("rot_dim", [32, 16])
-def test_qk_norm_rope(is_neox, rot_dim):
-    positions = torch.randint(0, 100, (T,))
-    q, k = torch.randn(T, 4, 32), torch.randn(T, 2, 32)
-    qw, kw = torch.randn(32), torch.randn(32)
-    q_out, k_out = ops.qk_norm_rope(
-        positions, q, k, qw, kw, 1e-6, rope_cache(100, rot_dim), is_neox
+@pytest.mark.parametrize("name", _fused_ops())
+def test_a_fusion_pass_builds_the_op_from_its_unfused_graph(name):
+    op = get_op(name)
+    where = op.reference.__module__.replace(".", "/") + ".py"
+    assert op.unfused is not None, (
+        f"fused op kiln.{name} has no unfused graph: pass unfused=<the same computation with "
+        f"the ops it replaces> to @ir_op in {where}"
     )
-    want_q = naive_rotary(positions, naive_rms_norm(q, qw, 1e-6), rot_dim, is_neox)
-    want_k = naive_rotary(positions, naive_rms_norm(k, kw, 1e-6), rot_dim, is_neox)
-    torch.testing.assert_close(q_out.double(), want_q, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(k_out.double(), want_k, rtol=1e-5, atol=1e-5)
-
-
-def _all_reduce_add_rms_norm_worker(rank: int, init_file: str, results) -> None:
-    import torch.distributed as dist
-
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
-    gen = torch.Generator().manual_seed(0)  # same res and w on both ranks
-    x = torch.randn(T, 64, generator=gen) * (rank + 1)  # rank r holds x * (r + 1)
-    res, w = torch.randn(T, 64, generator=gen), torch.randn(64, generator=gen)
-    results[rank] = torch.ops.kiln.all_reduce_add_rms_norm(x, res, w, 1e-6, 2)
-    dist.destroy_process_group()
-
-
-@pytest.mark.slow  # spawns two Python processes that import torch
-def test_all_reduce_add_rms_norm_over_two_gloo_ranks(tmp_path):
-    """The sum over ranks is x * 3; both ranks get rms_norm(3x + res) and the new residual."""
-    ctx = torch.multiprocessing.get_context("spawn")
-    with ctx.Manager() as manager:
-        results = manager.dict()
-        init_file = os.path.join(tmp_path, "rendezvous")
-        procs = [
-            ctx.Process(target=_all_reduce_add_rms_norm_worker, args=(r, init_file, results))
-            for r in range(2)
-        ]
-        for p in procs:
-            p.start()
-        for p in procs:
-            p.join(timeout=120)
-            assert p.exitcode == 0
-        gen = torch.Generator().manual_seed(0)
-        x = torch.randn(T, 64, generator=gen)
-        res, w = torch.randn(T, 64, generator=gen), torch.randn(64, generator=gen)
-        total = 3 * x.double() + res.double()
-        for rank in range(2):
-            out, new_res = results[rank]
-            torch.testing.assert_close(new_res.double(), total, rtol=1e-5, atol=1e-5)
-            torch.testing.assert_close(
-                out.double(), naive_rms_norm(total, w, 1e-6), rtol=1e-5, atol=1e-5
-            )
+    assert op.example is not None, f"kiln.{name} has no example inputs: add example= in {where}"
+    torch.manual_seed(0)
+    args = op.example()
+    module = _Unfused(op.unfused, args)
+    with torch.no_grad():
+        gm = torch.export.export(module, tuple(_tensors(args)), strict=False).graph_module
+    unfused = copy.deepcopy(gm)
+    fused = _fuse(gm)
+    found = op_counts(fused)[f"kiln.{name}"]
+    assert found == 1, (
+        f"no registered fusion pass turned kiln.{name}'s unfused graph into kiln.{name} "
+        f"(graph after the passes: {dict(op_counts(fused))}); add the pass in passes/"
+    )
+    inputs_a, inputs_b = _tensors(args), _tensors(args)
+    _same(unfused(*inputs_a), fused(*inputs_b))
+    _same(inputs_a, inputs_b)  # inputs the op writes (KV caches) are written alike

@@ -14,72 +14,17 @@ from ir.registry import all_ops, get_op
 T, HQ, HK, D = 5, 4, 2, 16
 
 
-def _attention_args(group_size: int | None = None) -> tuple:
-    case = make_paged_case(batch=((3, 3), (5, 1)), num_pad=1)
-    args = case.args(scale=D**-0.5, sliding_window=0)
-    return args if group_size is None else (*args, group_size)
+def _example(name: str) -> tuple:
+    """The op's own example arguments (`ir_op(..., example=...)`), checked to exist."""
+    op = get_op(name)
+    assert op.example is not None, (
+        f"kiln.{name} has no example inputs: pass example=lambda: (...small random args...) "
+        f"to @ir_op in {op.reference.__module__.replace('.', '/')}.py"
+    )
+    return op.example()
 
 
-def _fp8(shape) -> torch.Tensor:
-    return (torch.randn(shape) * 10).to(torch.float8_e4m3fn)
-
-
-# Small random arguments for each op; opcheck runs every op on these eagerly, under fake
-# tensors and through AOT dispatch.
-OPCHECK_CASES = {
-    "rms_norm": lambda: (torch.randn(T, 32), torch.randn(32), 1e-6),
-    "fused_add_rms_norm": lambda: (torch.randn(T, 32), torch.randn(T, 32), torch.randn(32), 1e-6),
-    "rotary_embedding": lambda: (
-        torch.randint(0, 64, (T,)),
-        torch.randn(T, HQ, D),
-        torch.randn(T, HK, D),
-        rope_cache(64, 8),
-        True,
-    ),
-    "silu_and_mul": lambda: (torch.randn(T, 64),),
-    "attention": _attention_args,
-    "all_reduce": lambda: (torch.randn(T, 32), 1),
-    "quant_fp8": lambda: (torch.randn(T, 256), 128),
-    "scaled_mm": lambda: (
-        _fp8((T, 64)),
-        torch.rand(T, 2) + 0.1,
-        _fp8((8, 64)),
-        torch.rand(8) + 0.1,
-        torch.randn(8),
-        torch.bfloat16,
-    ),
-    "rms_norm_quant": lambda: (torch.randn(T, 256), torch.randn(256), 1e-6, 0),
-    "fused_add_rms_norm_quant": lambda: (
-        torch.randn(T, 256),
-        torch.randn(T, 256),
-        torch.randn(256),
-        1e-6,
-        128,
-    ),
-    "silu_and_mul_quant": lambda: (torch.randn(T, 256), 64),
-    "attention_quant": lambda: _attention_args(group_size=16),
-    "all_reduce_add_rms_norm": lambda: (
-        torch.randn(T, 32),
-        torch.randn(T, 32),
-        torch.randn(32),
-        1e-6,
-        1,
-    ),
-    "qk_norm_rope": lambda: (
-        torch.randint(0, 64, (T,)),
-        torch.randn(T, HQ, D),
-        torch.randn(T, HK, D),
-        torch.randn(D),
-        torch.randn(D),
-        1e-6,
-        rope_cache(64, D),
-        False,
-    ),
-}
-
-
-def test_every_op_has_an_opcheck_case():
-    assert sorted(op.name for op in all_ops()) == sorted(OPCHECK_CASES)
+OPS = [op.name for op in all_ops()]  # every registered op: opcheck cannot skip one
 
 
 # torch's SchemaCheckMode compares fp8 *inputs* with allclose, which has no CPU fp8 kernel;
@@ -88,16 +33,24 @@ FP8_INPUT_OPS = {"scaled_mm"}
 ALL_BUT_SCHEMA = ("test_autograd_registration", "test_faketensor", "test_aot_dispatch_dynamic")
 
 
-@pytest.mark.parametrize("name", sorted(OPCHECK_CASES))
+@pytest.mark.parametrize("name", OPS)
 def test_opcheck(name):
     torch.manual_seed(0)
     test_utils = ALL_BUT_SCHEMA if name in FP8_INPUT_OPS else "ALL"
-    torch.library.opcheck(get_op(name).overload, OPCHECK_CASES[name](), test_utils=test_utils)
+    torch.library.opcheck(get_op(name).overload, _example(name), test_utils=test_utils)
+
+
+def test_stays_call_follows_the_definition():
+    """Lowering keeps exactly these ops as calls; it reads this from the op, never a list."""
+    kept = {op.name for op in all_ops() if op.stays_call}
+    assert {"attention", "attention_quant", "all_reduce", "all_reduce_add_rms_norm"} <= kept
+    assert all(op.mutates or op.opaque or op.syncs_host for op in all_ops() if op.stays_call)
+    assert not get_op("rms_norm").stays_call
 
 
 @pytest.mark.parametrize("name", sorted(FP8_INPUT_OPS))
 def test_fp8_inputs_are_not_mutated(name):
-    args = OPCHECK_CASES[name]()
+    args = _example(name)
     before = [a.clone() for a in args if isinstance(a, torch.Tensor)]
     out = get_op(name).overload(*args)
     after = [a for a in args if isinstance(a, torch.Tensor)]

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from ir.kernels.attention_inputs import paged_inputs
+from ir.kernels.base import all_kernels, get_kernel
 from ir.registry import get_op
 from tests.lowering.conftest import close, close_quant
 
@@ -88,3 +89,32 @@ def test_quant(tokens, group_size):
     }
     for op, args in cases.items():
         close_quant(impl(op)(*args), get_op(op).reference(*args))
+
+
+def _cuda(value):
+    return value.cuda() if isinstance(value, torch.Tensor) else value
+
+
+@pytest.mark.parametrize(
+    "kernel, case",
+    [(k.name, c.name) for k in all_kernels() for c in (k.cases() if k.cases else ())],
+)  # fmt: skip
+def test_every_registered_kernel_on_its_cases(kernel, case):
+    """Each kernel's own registered cases (`KernelSpec.cases`), for real on the GPU."""
+    spec = get_kernel(kernel)
+    found = next(c for c in spec.cases() if c.name == case)
+    mine = tuple(_cuda(a) for a in copy.deepcopy(found.args))
+    theirs = tuple(_cuda(a) for a in copy.deepcopy(found.args))
+    provider = spec.provider
+    fn = next(i.fn for i in get_op(spec.op).impls if i.provider == provider)
+    got, want = fn(*mine), get_op(spec.op).reference(*theirs)
+    got = got if isinstance(got, tuple) else (got,)
+    want = want if isinstance(want, tuple) else (want,)
+    if want[0].dtype == torch.float8_e4m3fn:
+        close_quant(got, want)
+    else:
+        for g, w in zip(got, want, strict=True):
+            close(g, w)
+    for a, b in zip(mine, theirs, strict=True):  # inputs the op writes (KV caches)
+        if isinstance(a, torch.Tensor) and a.is_floating_point():
+            close(a, b)

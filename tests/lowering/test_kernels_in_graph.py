@@ -59,3 +59,43 @@ def test_ops_without_an_in_graph_form_stay_calls():
     with mode, kernels_in_graph(gm, {"attention": "reference"}) as rewritten:
         code = export(gm, args, strict=False).graph_module.code
     assert rewritten == [] and "kiln.attention" in code
+
+
+def _in_graph_ops() -> list[str]:
+    from ir.registry import all_ops, load_kernels
+
+    load_kernels()
+    return [op.name for op in all_ops() if any(i.in_graph for i in op.impls)]
+
+
+def _call_graph(op: str, args: tuple) -> torch.fx.GraphModule:
+    """One call of an IR op: tensors as placeholders, the other arguments as literals."""
+    from ir.registry import get_op
+
+    graph = torch.fx.Graph()
+    names = iter(f"arg{i}" for i in range(len(args)))
+    call_args = [graph.placeholder(next(names)) if isinstance(a, torch.Tensor) else a for a in args]
+    graph.output(graph.call_function(get_op(op).overload, tuple(call_args)))
+    return torch.fx.GraphModule(torch.nn.Module(), graph)
+
+
+@pytest.mark.parametrize("op", _in_graph_ops())
+def test_every_in_graph_kernel_is_traced_into_the_program(op):
+    """Registry-driven: each kernel's own first case, as fake CUDA tensors."""
+    from ir.kernels.base import all_kernels
+    from ir.registry import get_op
+
+    impl = next(i for i in get_op(op).impls if i.in_graph)
+    spec = next(k for k in all_kernels() if k.op == op and k.provider == impl.provider)
+    args = spec.cases()[0].args
+    gm = _call_graph(op, args)
+    mode = FakeTensorMode()
+    with mode:
+        fakes = tuple(
+            torch.empty_strided(a.shape, a.stride(), dtype=a.dtype, device="cuda")
+            for a in args if isinstance(a, torch.Tensor)
+        )  # fmt: skip
+    with mode, kernels_in_graph(gm, {op: impl.provider}) as rewritten:
+        code = export(gm, fakes, strict=False).graph_module.code
+    assert rewritten == [f"kiln::{op}"]
+    assert "triton_kernel_wrapper" in code and f"kiln.{op}" not in code

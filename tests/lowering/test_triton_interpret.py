@@ -1,10 +1,14 @@
-"""The shipped plain-Triton sources, run in Triton's CPU interpreter against the IR reference.
+"""Every registered kernel's plain-Triton source, run in Triton's CPU interpreter against its
+IR op's reference, on the cases the kernel registers (`KernelSpec.cases`).
 
 This covers what interpret-mode Helion cannot: the Triton code Helion generated (and that
-gets cross-compiled), and the hand-written Triton attention kernel, including its KV writes.
+gets cross-compiled), and hand-written Triton kernels, including their KV-cache writes. A
+kernel without cases fails here with what to add; one whose source the interpreter cannot
+run says why in `KernelSpec.no_triton_interpreter`.
 """
 
 import copy
+import inspect
 import os
 import subprocess
 import sys
@@ -13,50 +17,31 @@ from pathlib import Path
 import pytest
 import torch
 
-from ir.kernels.attention_inputs import paged_inputs
-from ir.kernels.base import get_kernel, load_config, variant_config
+from ir.kernels.base import all_kernels, load_config, variant_config
 from ir.registry import get_op
 from tests.lowering.conftest import close
 
 WORKER = Path(__file__).with_name("triton_interpret_worker.py")
-bf16 = torch.bfloat16
+KERNELS = [k.name for k in all_kernels()]
 
 
-def _rand(*shape, dtype=torch.float32, seed=0):
-    return (torch.randn(*shape, generator=torch.Generator().manual_seed(seed)) + 0.1).to(dtype)
+def _cases() -> dict[str, tuple]:
+    """ "kernel.case" -> (spec, case) for every interpretable kernel."""
+    found = {}
+    for spec in all_kernels():
+        if spec.cases is not None and not spec.no_triton_interpreter:
+            found.update({f"{spec.name}.{c.name}": (spec, c) for c in spec.cases()})
+    return found
 
 
-def _cases() -> dict[str, tuple[str, str, str, tuple]]:
-    """name -> (kernel, variant, IR op, args); small shapes keep the interpreter quick.
-
-    Helion cases are fp32: the interpreter (numpy) mishandles bf16 casts inside kernels
-    (NaNs from a correct kernel); bf16 Helion numerics are covered by the gpu tests. The fp8
-    kernels are left out: the interpreter's fp32 -> e4m3 cast rounds ties up and flushes
-    subnormals (100.0 -> 104, 0.0019 -> 0; torch and the GPU give 96 and 0.00195).
-    """
-    pos = torch.tensor([3, 0, 9, 1, 7, 2, 5])
-    attn = dict(num_heads=4, num_kv_heads=2, head_size=24, block_size=4)
-    seqs = [(5, 9), (1, 17), (0, 3), (7, 7)]
-    return {
-        "rms_norm": ("rms_norm", "default", "rms_norm", (_rand(7, 96), _rand(96), 1e-6)),
-        "fused_add_rms_norm": ("fused_add_rms_norm", "default", "fused_add_rms_norm",
-                               (_rand(7, 80), _rand(7, 80, seed=1), _rand(80, seed=2), 1e-6)),
-        "silu_and_mul": ("silu_and_mul", "default", "silu_and_mul", (_rand(7, 144),)),
-        "rope_neox": ("rotary_embedding", "neox", "rotary_embedding",
-                      (pos, _rand(7, 4, 80), _rand(7, 2, 80, seed=1), _rand(12, 32))),
-        "rope_gptj": ("rotary_embedding", "gptj", "rotary_embedding",
-                      (pos, _rand(7, 4, 64), _rand(7, 2, 64, seed=1), _rand(12, 32))),
-        "attention_bf16": ("attention", "default", "attention",
-                           paged_inputs(seqs, **attn, dtype=bf16, num_padding=2)),
-        "attention_window": ("attention", "default", "attention",
-                             paged_inputs(seqs, **attn, dtype=torch.float32, sliding_window=5)),
-    }  # fmt: skip
-
-
-def _ref_args(name: str, args: tuple) -> tuple:
-    if name.startswith("rope"):
-        return (*args, name == "rope_neox")
-    return args
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_every_kernel_has_cases(kernel):
+    spec = next(k for k in all_kernels() if k.name == kernel)
+    assert spec.cases is not None and spec.cases(), (
+        f"kernel {kernel!r} registers no test cases: pass cases=lambda: (KernelCase(...),) "
+        f"to its KernelSpec / register_helion_kernel in ir/kernels/{kernel}.py"
+    )
+    assert {c.variant for c in spec.cases()} <= set(spec.variants)
 
 
 @pytest.fixture(scope="module")
@@ -64,13 +49,12 @@ def interpreted(tmp_path_factory):
     """Run every case's plain source in one interpreter subprocess; name -> (outputs, args)."""
     folder = tmp_path_factory.mktemp("interp")
     jobs = []
-    for name, (kernel, variant, _, args) in _cases().items():
-        spec = get_kernel(kernel)
-        config = variant_config(load_config(kernel, "h100"), variant)
-        plain = spec.plain_source(config, args, variant)
+    for name, (spec, case) in _cases().items():
+        config = variant_config(load_config(spec.name, "h100"), case.variant)
+        plain = spec.plain_source(config, case.launch_args, case.variant)
         path = folder / f"{name}.py"
         path.write_text(plain.source)
-        jobs.append((name, str(path), plain.entry, copy.deepcopy(args)))
+        jobs.append((name, str(path), plain.entry, copy.deepcopy(case.launch_args)))
     torch.save(jobs, folder / "jobs.pt")
     env = {k: v for k, v in os.environ.items() if k != "HELION_INTERPRET"}
     env["TRITON_INTERPRET"] = "1"
@@ -82,19 +66,24 @@ def interpreted(tmp_path_factory):
 
 @pytest.mark.parametrize("name", list(_cases()))
 def test_plain_source_matches_reference(name, interpreted):
-    _, _, op, args = _cases()[name]
-    ref_args = copy.deepcopy(_ref_args(name, args))
-    expected = get_op(op).reference(*ref_args)
-    outputs, args_after = interpreted[name]
+    spec, case = _cases()[name]
+    op = get_op(spec.op)
+    ref_args = copy.deepcopy(case.args)
+    expected = op.reference(*ref_args)
+    outputs, launch_after = interpreted[name]
     expected = expected if isinstance(expected, tuple) else (expected,)
     outputs = outputs if isinstance(outputs, tuple) else (outputs,)
     for got, want in zip(outputs, expected, strict=True):
         close(got, want)
-    if op == "attention":  # the caches were written through slot_mapping
-        torch.testing.assert_close(args_after[3], ref_args[3], rtol=0, atol=0)
-        torch.testing.assert_close(args_after[4], ref_args[4], rtol=0, atol=0)
+    # Inputs the op writes (the KV cache) are written alike. Launch and op arguments line
+    # up by name: the entry's arguments are the op's unless the case gives `launch`.
+    if op.mutates and case.launch is None:
+        names = list(inspect.signature(op.reference).parameters)
+        for arg in op.mutates:
+            i = names.index(arg)
+            close(launch_after[i], ref_args[i])  # bf16: the interpreter's casts may truncate
 
 
 def test_padding_rows_are_zero(interpreted):
-    outputs, _ = interpreted["attention_bf16"]
+    outputs, _ = interpreted["attention.bf16"]
     assert outputs[-2:].abs().sum() == 0 and outputs[:-2].abs().sum() > 0

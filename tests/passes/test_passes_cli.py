@@ -14,8 +14,11 @@ from passes.pipeline import pass_names
 def test_lists_pipeline_with_descriptions(capsys):
     assert main(["passes"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert [line.split()[0] for line in out] == pass_names()
-    assert "fuse_add_rms_norm          on   residual add + rms_norm" in "\n".join(out)
+    assert [line.split()[0] for line in out[1:]] == pass_names()
+    rows = {line.split()[0]: line.split()[1:4] for line in out[1:]}
+    assert rows["fuse_add_rms_norm"] == ["fusions", "on", "on"]
+    assert rows["fuse_rope_attention"] == ["fusions", "off", "off"]
+    assert rows["quantize_fp8"] == ["quantize", "on", "off"]  # needs --quantization fp8
 
 
 def test_json_listing(capsys):
@@ -24,7 +27,8 @@ def test_json_listing(capsys):
     assert [r["name"] for r in rows] == pass_names()
     enabled = {r["name"]: r["enabled"] for r in rows}
     assert enabled["quantize_fp8"] and not enabled["fuse_attn_quant"]
-    assert all(set(r) == {"name", "description", "enabled"} and r["description"] for r in rows)
+    keys = {"name", "phase", "default", "description", "enabled"}
+    assert all(set(r) == keys and r["description"] for r in rows)
 
 
 def test_unknown_pass_exits_2_listing_valid_names(capsys):
@@ -50,3 +54,23 @@ def test_check_numerics_prints_a_table_per_pass(capsys):
     assert rows["fuse_add_rms_norm"][1:3] == ["yes", "8"]
     assert float(rows["fuse_add_rms_norm"][3]) < 1e-4  # max deviation from the eager model
     assert rows["quantize_fp8"][1] == "no" and rows["quantize_fp8"][3] == "-"
+
+
+def test_plus_turns_on_a_pass_that_is_off_by_default(capsys):
+    assert main(["passes", "--json", "--passes", "+fuse_rope_attention"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert (
+        rows["fuse_rope_attention"]["default"] == "off" and rows["fuse_rope_attention"]["enabled"]
+    )
+
+
+def test_check_reports_a_consumed_pattern_and_exits_1(capsys):
+    assert main(["passes", "--check", "demo"]) == 0
+    assert "0 fusion(s) stopped matching" in capsys.readouterr().out
+    assert main(["passes", "--check", "demo", "--passes", "+fuse_rope_attention"]) == 1
+    out = capsys.readouterr().out
+    assert "quantization fp8" in out and "quantization none" in out
+    assert (
+        "stopped matching: fuse_attn_quant: 4 matches alone, 0 in pipeline after "
+        "fuse_rope_attention" in out
+    )

@@ -15,13 +15,13 @@ import torch  # noqa: E402
 from decode_fixtures import BLOCK, clone_kv, demo, max_kv_diff, prefilled_decode_batch, restore_kv  # noqa: E402
 
 from model_defs.step_inputs import prepare_inputs  # noqa: E402
-from runtime.cuda_graphs import StaticDecodeInputs, _RouteOps, _triton_attention, capturable_routes  # noqa: E402
+from runtime.cuda_graphs import StaticDecodeInputs, _RouteOps, _uncapturable, capturable_routes  # noqa: E402
 
 
 @torch.inference_mode()
 def main() -> dict:
-    impl, why = _triton_attention()
-    if impl is None:
+    why = _uncapturable()
+    if why is not None:
         sys.exit(why)
     model, runner = demo("cpu")
     batch = prefilled_decode_batch(runner, 3, seed=1)

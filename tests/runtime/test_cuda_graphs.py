@@ -55,7 +55,7 @@ def test_unavailable_reasons(monkeypatch):
     assert graphs_unavailable_reason(cfg, cuda, "triton") is None
     assert "not known to be capturable" in graphs_unavailable_reason(cfg, cuda, "native")
     assert graphs_unavailable_reason(cfg, cuda, "reference") is None  # Triton kernel importable
-    monkeypatch.setattr(cuda_graphs, "_triton_attention", lambda: (None, "no triton here"))
+    monkeypatch.setattr(cuda_graphs, "_uncapturable", lambda: "no triton here")
     why = graphs_unavailable_reason(cfg, cuda, "reference")
     assert ".item()" in why and "no triton here" in why
 
@@ -121,7 +121,14 @@ def test_attention_quant_route_is_quant_of_the_routed_attention(monkeypatch):
         calls.append(1)
         return reference(*args, **kwargs)
 
-    monkeypatch.setattr(cuda_graphs, "_triton_attention", lambda: (counting, None))
+    import ir.registry
+    from ir.registry import Impl
+
+    stand_in = Impl("triton", counting, lambda target: None)
+    found = ir.registry.capturable_impl
+    monkeypatch.setattr(
+        ir.registry, "capturable_impl", lambda op: stand_in if op == "attention" else found(op)
+    )
     route = cuda_graphs.capturable_routes()[torch.ops.kiln.attention_quant.default]
     args = paged_inputs([(3, 9), (1, 20)], num_heads=4, num_kv_heads=2, head_size=32,
                         block_size=BLOCK, dtype=torch.float32, num_padding=1)  # fmt: skip

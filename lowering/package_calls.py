@@ -1,0 +1,47 @@
+"""Which IR ops a compiled AOTInductor package calls through the dispatcher, read from the
+package itself, and the check that an artifact's manifest says the same.
+
+AOTInductor serializes every call it leaves to a custom op (a "proxy executor" node) into the
+package's `*.wrapper.json` as `{"node": {"target": "kiln::attention", ...}}`; those are the
+calls the runtime must bind implementations for. The manifest's `calls` is copied from here
+when the artifact is built, and `check_manifest_calls` compares the two for any artifact.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from collections import Counter
+from pathlib import Path
+
+from kiln.errors import KilnError
+
+NAMESPACE = "kiln::"
+
+
+def package_calls(package: Path) -> dict[str, int]:
+    """{IR op: number of calls} the package's generated code makes into `torch.ops.kiln`."""
+    counts: Counter = Counter()
+    with zipfile.ZipFile(package) as archive:
+        for name in archive.namelist():
+            if not name.endswith(".wrapper.json"):
+                continue
+            for node in json.loads(archive.read(name)).get("nodes", []):
+                target = node.get("node", {}).get("target", "")
+                if target.startswith(NAMESPACE):
+                    counts[target.removeprefix(NAMESPACE).split(".")[0]] += 1
+    return dict(sorted(counts.items()))
+
+
+def check_manifest_calls(artifact_dir: Path, manifest: dict) -> None:
+    """Raise KilnError unless the manifest's `calls` are exactly the ops its package calls."""
+    if manifest.get("lowering") != "aoti":
+        return
+    actual = sorted(package_calls(Path(artifact_dir) / manifest["package"]))
+    recorded = sorted(manifest.get("calls", []))
+    if actual != recorded:
+        raise KilnError(
+            f"artifact {Path(artifact_dir).name[:12]}: its manifest says the package calls "
+            f"{recorded or 'no IR op'}, but the package calls {actual or 'none'}; the runtime "
+            f"binds kernels from the manifest, so recompile it (kiln cache rm, kiln compile)"
+        )
