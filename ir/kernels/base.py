@@ -15,11 +15,15 @@ Triton's CPU interpreter (tests), or launch a precompiled cubin (runtime).
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import json
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 from ir.registry import TargetLike
 
@@ -128,3 +132,33 @@ def needs_fp8(target: TargetLike) -> str | None:
     return needs_cuda(target) or (
         None if target.has_fp8 else f"needs fp8 support (target {target.name} has none)"
     )
+
+
+def graph_launcher(kernel, grid, *args, num_warps, num_stages, **kwargs):
+    """Launch through `torch.library.wrap_triton`: under tracing the launch becomes a graph
+    node, so AOTInductor compiles the kernel into the package (no Triton JIT at serve time)."""
+    from torch.library import wrap_triton
+
+    return wrap_triton(kernel)[grid](*args, num_warps=num_warps, num_stages=num_stages, **kwargs)
+
+
+def load_source(source: str) -> Any:
+    """Import a generated module from a content-addressed file (Triton reads jit source files)."""
+    from kiln.env import cache_dir
+
+    digest = hashlib.sha256(source.encode()).hexdigest()[:20]
+    name = f"kiln_kernel_{digest}"
+    if name in sys.modules:
+        return sys.modules[name]
+    folder = cache_dir() / "kernel-src"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.py"
+    if not path.is_file() or path.read_text() != source:
+        tmp = path.with_suffix(f".{id(source)}.tmp")
+        tmp.write_text(source)
+        tmp.replace(path)  # atomic: another process may compile the same kernel
+    module_spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[name] = module
+    module_spec.loader.exec_module(module)
+    return module
