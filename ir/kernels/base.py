@@ -19,7 +19,8 @@ import hashlib
 import importlib.util
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -134,11 +135,34 @@ def needs_fp8(target: TargetLike) -> str | None:
     )
 
 
+# Kernel names launched by in-graph forms while lowering traces them (one list per open
+# `recording_launches`); read into the manifest's per-op table. Compile-time only.
+_RECORDERS: list[list[str]] = []
+
+
+@contextmanager
+def recording_launches() -> Iterator[list[str]]:
+    """Collect the names `note_launch` reports inside the block."""
+    names: list[str] = []
+    _RECORDERS.append(names)
+    try:
+        yield names
+    finally:
+        _RECORDERS.remove(names)
+
+
+def note_launch(name: str) -> None:
+    """Report a kernel an in-graph form put into the graph ("reference: why" for a fallback)."""
+    for names in _RECORDERS:
+        names.append(name)
+
+
 def graph_launcher(kernel, grid, *args, num_warps, num_stages, **kwargs):
     """Launch through `torch.library.wrap_triton`: under tracing the launch becomes a graph
     node, so AOTInductor compiles the kernel into the package (no Triton JIT at serve time)."""
     from torch.library import wrap_triton
 
+    note_launch(getattr(kernel, "fn", kernel).__name__)
     return wrap_triton(kernel)[grid](*args, num_warps=num_warps, num_stages=num_stages, **kwargs)
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from ir.kernels.base import needs_fp8
+from ir.kernels.base import needs_fp8, note_launch
 from ir.registry import get_op, register_impl
 
 NAME = "scaled_mm"
@@ -56,8 +56,11 @@ def scaled_mm(
     out_dtype: torch.dtype,
 ) -> torch.Tensor:
     """xq [..., K] fp8 @ wq [N, K].T fp8 -> [..., N] in out_dtype, fp32 accumulation."""
-    if fast_path_refusal(xq, x_scale, wq, w_scale, out_dtype) is not None:
+    refusal = fast_path_refusal(xq, x_scale, wq, w_scale, out_dtype)
+    if refusal is not None:
+        note_launch(f"reference: {refusal}")
         return get_op(NAME).reference(xq, x_scale, wq, w_scale, bias, out_dtype)
+    note_launch("aten._scaled_mm")
     lead, k, n = xq.shape[:-1], xq.shape[-1], wq.shape[0]
     a = xq.reshape(-1, k)  # [T, K] row-major
     scale_a, scale_b = _scale_operands(x_scale, w_scale, a.shape[0], n)
