@@ -18,7 +18,9 @@ from kiln.errors import KilnError
 # of `kiln generate` measures its "imports" phase from here.
 PROCESS_START = time.time()
 
-COMMANDS = ("generate", "serve", "compile", "ops", "passes", "bench", "cache", "dashboard")
+COMMANDS = (
+    "generate", "serve", "compile", "ops", "passes", "bench", "cache", "dashboard", "tune",
+)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Verbs that may run Inductor/Triton: their caches must live inside Kiln's cache folder
 # (a fresh folder costs ~10 s of compiler probes), and be set before torch._inductor loads.
-TOOL_CACHE_VERBS = ("generate", "serve", "compile", "bench", "passes")
+TOOL_CACHE_VERBS = ("generate", "serve", "compile", "bench", "passes", "tune")
 # Verbs that build an engine in this process: their GPU's driver starts while torch imports,
 # and the cyclic collector pauses until the engine is built (kiln/startup.py).
 ENGINE_VERBS = ("generate", "serve")

@@ -104,7 +104,9 @@ def load_config(kernel: str, target: str) -> dict:
     path = CONFIG_DIR / name / f"{kernel}.json"
     if not path.is_file():
         raise FileNotFoundError(f"no pinned config for kernel {kernel!r} on {name}: add {path}")
-    return json.loads(path.read_text())
+    config = json.loads(path.read_text())
+    config.pop("record", None)  # how `kiln tune` found it (card, date, effort, timings)
+    return config
 
 
 def variant_config(config: dict, variant: str) -> dict:
