@@ -43,17 +43,13 @@ def lower(passed, model, target, staging: Path, options) -> dict:
     from safetensors.torch import save_file
 
     import ir.kernels  # noqa: F401  (registers kernel implementations)
-    from ir.registry import choose
     from lowering.op_table import runnable_impls
 
     plan, derived = weight_plan(passed, model)
     if derived:
         save_file(derived, str(staging / "derived.safetensors"))
     ops = ir_ops_in(passed.gm)
-    if target.device_type == "cpu":  # the CPU package calls native implementations
-        impls, why = {op: choose(op, target).chosen.provider for op in sorted(ops)}, {}
-    else:  # a GPU artifact runs a kernel only through its in-graph form
-        impls, why = runnable_impls(ops, target)
+    impls, why = runnable_impls(ops, target)
     (staging / "graph.txt").write_text(passed.gm.code)
     manifest = {
         "weights": plan,

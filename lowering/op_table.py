@@ -22,14 +22,17 @@ def in_graph_form(op: str, provider: str):
 
 
 def runnable_impls(ops, target) -> tuple[dict[str, str], dict[str, str]]:
-    """({op: provider that will run}, {op: why the reference runs}) for a GPU artifact."""
+    """({op: provider that will run}, {op: why the reference runs}) in an artifact for
+    `target`. A CPU package calls the chosen host implementation through the dispatcher; a GPU
+    artifact runs a kernel only through its in-graph form."""
     from ir.registry import choose
 
     runnable, why = {}, {}
     for op in sorted(ops):
         choice = choose(op, target)
         provider = choice.chosen.provider
-        if provider != REFERENCE and in_graph_form(op, provider) is None:
+        needs_form = target.device_type != "cpu"
+        if provider != REFERENCE and needs_form and in_graph_form(op, provider) is None:
             why[op] = f"{provider} implementation has no in-graph form"
             provider = REFERENCE
         elif provider == REFERENCE:
@@ -75,10 +78,10 @@ def op_table(
 
 
 def kernel_counts(rows: list[dict], generated: str | None = "inductor") -> dict[str, int]:
-    """{provider: distinct kernels} over the table (+ the generated code, if any)."""
+    """{provider: distinct kernels} the package runs or calls (+ Inductor's generated code)."""
     kernels: dict[str, set] = {}
     for row in rows:
-        if row["runs"] == "in graph":
+        if row["runs"] in ("in graph", "dispatcher call"):
             provider = row["implementation"].split(" + ")[0]
             kernels.setdefault(provider, set()).update(row["kernels"])
     counts = {p: len(k) for p, k in sorted(kernels.items()) if k}

@@ -40,13 +40,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def artifact_impls(ops: list[str], target) -> tuple[dict[str, str], dict[str, str]]:
-    """What an artifact for `target` runs per op ({op: provider}, {op: why reference}): on
-    the CPU the dispatch choice (called from the package), on a GPU the choice only where it
-    has an in-graph form."""
-    if target.device_type == "cpu":
-        from ir.registry import choose
-
-        return {op: choose(op, target).chosen.provider for op in ops}, {}
+    """What an artifact for `target` runs per op ({op: provider}, {op: why reference})."""
     from lowering.op_table import runnable_impls
 
     return runnable_impls(ops, target)
