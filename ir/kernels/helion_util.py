@@ -85,11 +85,14 @@ def _shape_key(args: tuple) -> tuple:
     EXAMPLE_TOKENS (a traced step's token count), other values as themselves."""
     import torch
 
+    # Example tensors live on the args' device where this host has it (a GPU host generates
+    # for its own GPU), else on the CPU (tracing for a GPU with fake tensors on a CPU host).
     key = []
     for a in args:
         if isinstance(a, torch.Tensor):
             shape = tuple(d if type(d) is int else EXAMPLE_TOKENS for d in a.shape)
-            key.append(("tensor", shape, a.dtype))
+            usable = a.device.type != "cuda" or torch.cuda.is_available()
+            key.append(("tensor", shape, a.dtype, a.device.type if usable else "cpu"))
         else:
             key.append(("value", a))
     return tuple(key)
@@ -97,13 +100,14 @@ def _shape_key(args: tuple) -> tuple:
 
 @cache
 def _plain_for_args(fn: Callable, config_json: str, key: tuple) -> PlainSource:
-    """Plain source of `fn` for example args rebuilt from `key` on the CPU (outside any fake
-    mode a tracer has active: Helion specializes on real tensors)."""
+    """Plain source of `fn` for example args rebuilt from `key` (outside any fake mode a
+    tracer has active: Helion specializes on real tensors)."""
     import torch
 
     with outside_tracing():
         args = tuple(
-            torch.empty(item[1], dtype=item[2]) if item[0] == "tensor" else item[1] for item in key
+            torch.empty(item[1], dtype=item[2], device=item[3]) if item[0] == "tensor" else item[1]
+            for item in key
         )
         return helion_plain_source(fn, json.loads(config_json), args)
 
