@@ -142,9 +142,7 @@ def tune_model(options: TuneOptions, progress: Callable[[str], None] = print) ->
             progress(f"[kiln tune] {spec.name}.{variant} ({options.effort}) ...")
             pinned = current.get(variant, current)
             args = kernel_args(spec.name, variant, cfg, options.tokens)
-            config, times = tune_variant(
-                helion_fn(spec.name, variant), args, pinned, options.effort
-            )
+            config, times = tune_variant(helion_fn(spec.name, variant), args, pinned, options.effort)
             current = {**current, variant: config} if spec.variants != ("default",) else config
             timings[variant] = {**times, "effort": options.effort, "date": _today()}
             progress(f"[kiln tune] {spec.name}.{variant}: {times}")
