@@ -13,8 +13,9 @@
 #   passes   the 8B layer shapes with PASS_LAYERS (default 4) layers (a compile each): decode
 #            ITL bs1/bs32 and prefill of 2048 tokens, all passes on, then each pass off: bf16
 #            (noops, add+norm, padding), fp8 (the three quant fusions)               ~7 min
-#   tune     `kiln tune` quick effort at the 8B shapes; configs land in ir/kernels/configs/
-#            <target>/ in this tree (copy them back from $OUT/configs)                ~4 min
+#   tune     `kiln tune` quick effort, TUNE_BUDGET (20) s per variant, at the 8B shapes: the
+#            8 variants a Llama runs (bf16 + fp8 per-token); configs land in ir/kernels/
+#            configs/<target>/ on the device (copied to $OUT/configs)                  ~4 min
 # Setup (device): helion==1.5.0 wheel installed to /tmp/site, PYTHONPATH=/tmp/site:$PWD.
 set -u
 export KILN_CACHE_DIR=${KILN_CACHE_DIR:-/tmp/kcache} PYTHONUNBUFFERED=1 OUT=${OUT:-/tmp/out}
@@ -84,7 +85,8 @@ for phase in $phases; do
     8b) shape_phase 8b llama3-8b ;;
     passes) passes_phase ;;
     tune) ck=$(ckpt 8b llama3-8b)
-          TAIL=30 run tune 400 python3 -m kiln tune "$ck" --target auto --effort quick
+          TAIL=30 run tune 400 python3 -m kiln tune "$ck" --target auto --effort quick \
+            --budget-seconds "${TUNE_BUDGET:-20}"
           mkdir -p "$OUT/configs" && cp -r ir/kernels/configs/* "$OUT/configs/" ;;
     *) echo "unknown phase $phase (tests 1b 8b passes tune)"; exit 2 ;;
   esac

@@ -33,6 +33,7 @@ class TuneOptions:
     tokens: int = 32  # rows the kernels are tuned at (decode at batch 32)
     kernels: tuple[str, ...] = ()  # empty: every Helion kernel
     variants: str = "model"  # "model" (MODEL_VARIANTS) or "all"
+    budget_seconds: int | None = None  # per variant search, where Helion takes a budget
 
     def __post_init__(self) -> None:
         if self.effort not in EFFORTS:
@@ -41,6 +42,8 @@ class TuneOptions:
             raise KilnError(f"--tokens={self.tokens} must be >= 2 (1 is a specialised size)")
         if self.variants not in ("model", "all"):
             raise KilnError(f"--variants={self.variants!r}: choose 'model' or 'all'")
+        if self.budget_seconds is not None and self.budget_seconds < 1:
+            raise KilnError(f"--budget-seconds={self.budget_seconds} must be >= 1")
 
 
 def _row(t: int, width: int, dtype, gen) -> torch.Tensor:
@@ -96,12 +99,17 @@ def helion_fn(name: str, variant: str) -> Callable:
     return getattr(module, f"{name}_kernel")
 
 
-def tune_variant(fn: Callable, args: tuple, pinned: dict, effort: str) -> tuple[dict, dict]:
+def tune_variant(
+    fn: Callable, args: tuple, pinned: dict, effort: str, budget: int | None = None
+) -> tuple[dict, dict]:
     """(tuned config, {"default_us", "pinned_us", "tuned_us"}) for one kernel variant."""
     from ir.kernels.helion_util import import_helion
 
     helion = import_helion(fn.__globals__)
-    kernel = helion.kernel(static_shapes=False, autotune_effort=effort)(fn)
+    settings = {"static_shapes": False, "autotune_effort": effort}
+    if budget is not None and _has_setting(helion, "autotune_budget_seconds"):
+        settings["autotune_budget_seconds"] = budget
+    kernel = helion.kernel(**settings)(fn)
     bound = kernel.bind(args)
     tuned = bound.autotune(args, force=True)
     spec = getattr(bound, "config_spec", None) or bound.env.config_spec
@@ -111,6 +119,12 @@ def tune_variant(fn: Callable, args: tuple, pinned: dict, effort: str) -> tuple[
         "tuned_us": _time_us(bound, tuned, args),
     }
     return json.loads(tuned.to_json()), times
+
+
+def _has_setting(helion, name: str) -> bool:
+    import dataclasses
+
+    return name in {f.name for f in dataclasses.fields(helion.Settings)}
 
 
 def _time_us(bound, config, args: tuple) -> float:
@@ -142,9 +156,11 @@ def tune_model(options: TuneOptions, progress: Callable[[str], None] = print) ->
             progress(f"[kiln tune] {spec.name}.{variant} ({options.effort}) ...")
             pinned = current.get(variant, current)
             args = kernel_args(spec.name, variant, cfg, options.tokens)
-            config, times = tune_variant(helion_fn(spec.name, variant), args, pinned, options.effort)
+            fn = helion_fn(spec.name, variant)
+            config, times = tune_variant(fn, args, pinned, options.effort, options.budget_seconds)
             current = {**current, variant: config} if spec.variants != ("default",) else config
-            timings[variant] = {**times, "effort": options.effort, "date": _today()}
+            search = {"effort": options.effort, "budget_seconds": options.budget_seconds}
+            timings[variant] = {**times, **search, "tokens": options.tokens, "date": _today()}
             progress(f"[kiln tune] {spec.name}.{variant}: {times}")
         current["record"] = _record(cfg, options, timings)
         path.write_text(json.dumps(current, indent=2, sort_keys=True) + "\n")

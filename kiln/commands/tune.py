@@ -21,6 +21,12 @@ def add_parser(sub) -> None:
         default="model",
         help="'model': the variants a Llama-style model runs (neox, per-token); 'all'",
     )
+    p.add_argument(
+        "--budget-seconds",
+        type=int,
+        default=None,
+        help="cap each variant's search (Helion's autotune_budget_seconds, where it has it)",
+    )
     p.set_defaults(run=run)
 
 
@@ -34,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
         tokens=args.tokens,
         kernels=tuple(k for k in args.kernels.split(",") if k),
         variants=args.variants,
+        budget_seconds=args.budget_seconds,
     )
     written = tune_model(options, progress=lambda m: print(m, file=sys.stderr, flush=True))
     for kernel, path in written.items():
