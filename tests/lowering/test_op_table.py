@@ -48,3 +48,14 @@ def test_a_fallback_inside_an_in_graph_form_is_reported():
 def test_a_dispatcher_call_names_the_bound_provider():
     rows = op_table(Counter({"attention": 3}), {"attention": "native"}, {}, ["attention"], {})
     assert rows[0]["runs"] == "dispatcher call" and rows[0]["kernels"] == ["attention (native)"]
+
+
+def test_on_an_fp8_gpu_only_ops_without_any_kernel_run_their_reference():
+    from ir.registry import all_ops
+
+    ops = [op.name for op in all_ops()]
+    runnable, why = runnable_impls(ops, get_target("h100"))
+    references = {op for op, provider in runnable.items() if provider == "reference"}
+    no_kernel = {op.name for op in all_ops() if [i.provider for i in op.impls] == ["reference"]}
+    assert references == no_kernel, {op: why[op] for op in references - no_kernel}
+    assert {"fused_add_rms_norm", "silu_and_mul_quant", "qk_norm_rope"} <= set(runnable)
