@@ -16,11 +16,23 @@ from __future__ import annotations
 
 import torch
 
-from ir.kernels.base import needs_fp8, note_launch
-from ir.registry import get_op, register_impl
+from ir.kernels.base import note_launch
+from ir.registry import TargetLike, get_op, register_impl
 
 NAME = "scaled_mm"
 ALIGNMENT = 16  # cuBLASLt fp8 needs K and N multiples of 16 bytes
+
+
+def supports(target: TargetLike) -> str | None:
+    """cuBLASLt's fp8 GEMM: a CUDA target with fp8 tensor cores (sm_89+)."""
+    if target.device_type != "cuda":
+        return (
+            f"cuBLASLt fp8 GEMM needs a CUDA target (target {target.name} is "
+            f"{target.device_type}; the reference's dequantized fp32 matmul runs there)"
+        )
+    if not target.has_fp8:
+        return f"needs fp8 tensor cores, sm_89+ (target {target.name} has none)"
+    return None
 
 
 def fast_path_refusal(xq, x_scale, wq, w_scale, out_dtype) -> str | None:
@@ -73,7 +85,7 @@ def scaled_mm(
 register_impl(
     NAME,
     provider="library",
-    supports=needs_fp8,
+    supports=supports,
     description="torch._scaled_mm (cuBLASLt fp8), row-wise scales",
     in_graph=scaled_mm,  # an aten call: export keeps it, AOTInductor calls it directly
 )(scaled_mm)

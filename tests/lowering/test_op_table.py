@@ -34,7 +34,8 @@ def test_fp8_kernels_are_rejected_on_a_target_without_fp8():
     no_fp8 = replace(get_target("h100"), name="no-fp8", has_fp8=False)
     runnable, why = runnable_impls(Counter({"scaled_mm": 1, "silu_and_mul_quant": 1}), no_fp8)
     assert set(runnable.values()) == {"reference"}
-    assert "needs fp8 support" in why["scaled_mm"]
+    assert "needs fp8 tensor cores" in why["scaled_mm"]
+    assert "needs fp8 support" in why["silu_and_mul_quant"]
 
 
 def test_a_fallback_inside_an_in_graph_form_is_reported():
