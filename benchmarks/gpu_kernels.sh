@@ -37,6 +37,11 @@ EOF
   echo "$dir"
 }
 
+shape_config() {  # shape_config SHAPE -> a folder holding only the shape's config.json
+  local dir=/tmp/config-$1
+  python3 -c "import sys, transformers as tf; from benchmarks.gpu_shapes import SHAPES; tf.LlamaConfig(**SHAPES[sys.argv[1]], max_position_embeddings=8192, rms_norm_eps=1e-5, rope_theta=500000.0, architectures=['LlamaForCausalLM']).save_pretrained(sys.argv[2])" "$1" "$dir" > /dev/null 2>&1 && echo "$dir"
+}
+
 run() {  # run TAG TIMEOUT CMD...: log to $OUT/TAG.log, print rc and the log's tail
   local tag=$1 limit=$2; shift 2
   timeout "$limit" "$@" > "$OUT/$tag.log" 2>&1; echo "== $tag rc=$?"; tail -n "${TAIL:-4}" "$OUT/$tag.log" | cut -c1-400
@@ -84,7 +89,7 @@ for phase in $phases; do
     1b) shape_phase 1b llama3.2-1b ;;
     8b) shape_phase 8b llama3-8b ;;
     passes) passes_phase ;;
-    tune) ck=$(ckpt 8b llama3-8b)
+    tune) ck=/tmp/ckpt-8b; [ -d $ck ] || ck=$(shape_config llama3-8b)  # tuning reads config.json only
           TAIL=30 run tune 400 python3 -m kiln tune "$ck" --target auto --effort quick \
             --budget-seconds "${TUNE_BUDGET:-20}"
           mkdir -p "$OUT/configs" && cp -r ir/kernels/configs/* "$OUT/configs/" ;;
