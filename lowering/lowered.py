@@ -327,5 +327,9 @@ def _lower_cross(ops: Counter, impls: dict, target, staging: Path) -> dict:
         "ops": rows,
         "kernels": {p: counts[p] for p in sorted(counts)},
         "cubins": sorted(f"kernels/{k.name}.cubin" for k in compiled),
+        # Per-model constants (hidden size, head size) are baked into a cubin; these come from
+        # each kernel's example_args (Llama-3-8B sizes), not from this model: no runtime loads
+        # cross artifacts yet, and one that does must compile at the model's shapes.
+        "cubin_shapes": "kernel example_args (Llama-3-8B sizes)",
         "arch": target.arch,
     }
