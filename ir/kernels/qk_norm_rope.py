@@ -62,7 +62,8 @@ def _qk_norm_rope_kernel(
         freq = d // 2
     rot = mask & (d < rot_dim)
     x = tl.load(src + d, mask=mask, other=0.0).to(tl.float32)
-    inv_rms = tl.rsqrt(tl.sum(x * x, axis=0) / head_size + eps).to(tl.float32)
+    # eps may arrive as fp64 (AOTInductor passes Python floats so): round the sum to fp32 first
+    inv_rms = tl.rsqrt((tl.sum(x * x, axis=0) / head_size + eps).to(tl.float32))
     xp = tl.load(src + partner, mask=rot, other=0.0).to(tl.float32)
     w = tl.load(weight + d, mask=mask, other=0.0).to(tl.float32)
     wp = tl.load(weight + partner, mask=rot, other=0.0).to(tl.float32)
