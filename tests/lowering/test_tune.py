@@ -64,3 +64,45 @@ def test_quick_tune_writes_config_and_record(tmp_path, monkeypatch):
     times = record["variants"]["default"]
     assert times["effort"] == "quick" and times["tuned_us"] > 0 and times["default_us"] > 0
     assert "block_sizes" in data  # a Helion config lowering can pin
+
+
+def test_written_files_keep_untuned_variants_and_load_without_the_record(tmp_path, monkeypatch):
+    """The file logic around the search (the search itself runs on a GPU, test above): tuned
+    variants replace theirs, others stay, the record holds the timings, `load_config` pins
+    only configs."""
+    import ir.kernels.base as base
+    import lowering.tune as tune
+
+    for target in base.CONFIG_TARGETS:
+        (tmp_path / target).mkdir()
+        for name in ("rms_norm", "silu_and_mul_quant"):
+            src = base.CONFIG_DIR / target / f"{name}.json"
+            (tmp_path / target / f"{name}.json").write_text(src.read_text())
+    monkeypatch.setattr(base, "CONFIG_DIR", tmp_path)
+    monkeypatch.setattr(tune, "_host_target", lambda name: base_target("h100"))
+    monkeypatch.setattr(tune, "kernel_args", lambda *a, **k: ())
+    monkeypatch.setattr(tune, "_record", lambda cfg, o, timings: {"variants": timings})
+    seen = []
+
+    def fake_search(fn, args, pinned, effort, budget=None):
+        seen.append((fn.__name__, pinned))
+        return {"num_warps": 2, "tuned_for": fn.__name__}, {"tuned_us": 1.0, "default_us": 2.0}
+
+    monkeypatch.setattr(tune, "tune_variant", fake_search)
+    options = TuneOptions(model="demo", kernels=("rms_norm", "silu_and_mul_quant"))
+    written = tune.tune_model(options, progress=lambda m: None)
+    quant = json.loads(written["silu_and_mul_quant"].read_text())
+    assert quant["per_token"]["tuned_for"] == "silu_and_mul_quant_kernel"
+    assert "tuned_for" not in quant["group128"]  # not a Llama variant: kept as it was
+    assert quant["record"]["variants"]["per_token"]["tuned_us"] == 1.0
+    assert seen[0] == ("rms_norm_kernel", base.load_config("rms_norm", "h100"))
+    base.load_config.cache_clear()
+    assert "record" not in base.load_config("rms_norm", "h100")
+    assert base.load_config("rms_norm", "h100")["tuned_for"] == "rms_norm_kernel"
+    base.load_config.cache_clear()
+
+
+def base_target(name: str):
+    from ir.targets import get_target
+
+    return get_target(name)
