@@ -13,7 +13,9 @@ import sys
 from kiln import startup
 from kiln.errors import KilnError
 
-COMMANDS = ("generate", "serve", "compile", "ops", "passes", "bench", "cache", "dashboard", "env")
+COMMANDS = (
+    "generate", "serve", "compile", "ops", "passes", "bench", "cache", "dashboard", "env", "tune",
+)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Verbs that may run Inductor/Triton: their caches must live inside Kiln's cache folder
 # (a fresh folder costs ~10 s of compiler probes), and be set before torch._inductor loads.
-TOOL_CACHE_VERBS = ("generate", "serve", "compile", "bench", "passes")
+TOOL_CACHE_VERBS = ("generate", "serve", "compile", "bench", "passes", "tune")
 # Verbs that build an engine in this process: their GPU's driver starts while torch imports,
 # and the cyclic collector pauses until the engine is built (kiln/startup.py).
 ENGINE_VERBS = ("generate", "serve")

@@ -21,9 +21,6 @@ the metadata and a loader must refuse a mismatch.
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +34,7 @@ from ir.kernels.base import (
     all_kernels,
     get_kernel,
     load_config,
+    load_source,
     variant_config,
 )
 from ir.targets import Target, get_target
@@ -138,28 +136,6 @@ def record_launches(plain: PlainSource, args: tuple) -> list[Launch]:
     if not launches:
         raise RuntimeError(f"{plain.entry} launched no kernel for the example arguments")
     return launches
-
-
-def load_source(source: str) -> Any:
-    """Import a generated module from a content-addressed file (Triton reads jit source files)."""
-    from kiln.env import cache_dir
-
-    digest = hashlib.sha256(source.encode()).hexdigest()[:20]
-    name = f"kiln_kernel_{digest}"
-    if name in sys.modules:
-        return sys.modules[name]
-    folder = cache_dir() / "kernel-src"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}.py"
-    if not path.is_file() or path.read_text() != source:
-        tmp = path.with_suffix(f".{id(source)}.tmp")
-        tmp.write_text(source)
-        tmp.replace(path)  # atomic: another process may compile the same kernel
-    module_spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(module_spec)
-    sys.modules[name] = module
-    module_spec.loader.exec_module(module)
-    return module
 
 
 def signature_of(fn: Any, args: tuple) -> tuple[dict, dict, dict, dict]:

@@ -45,13 +45,13 @@ def lower(passed, model, target, staging: Path, options) -> dict:
     from safetensors.torch import save_file
 
     import ir.kernels  # noqa: F401  (registers kernel implementations)
-    from ir.registry import choose
+    from lowering.op_table import runnable_impls
 
     plan, derived = weight_plan(passed, model)
     if derived:
         save_file(derived, str(staging / "derived.safetensors"))
     ops = ir_ops_in(passed.gm)
-    impls = {op: choose(op, target).chosen.provider for op in sorted(ops)}
+    impls, why = runnable_impls(ops, target)
     (staging / "graph.txt").write_text(passed.gm.code)
     manifest = {
         "weights": plan,
@@ -61,9 +61,9 @@ def lower(passed, model, target, staging: Path, options) -> dict:
         "impls": impls,
     }
     if target.device_type == "cpu":
-        manifest.update(_lower_aoti(passed, staging, options, impls))
+        manifest.update(_lower_aoti(passed, staging, options, impls, ops, why))
     elif torch.cuda.is_available() and _host_matches(target):
-        manifest.update(_lower_native_gpu(passed, staging, options, impls))
+        manifest.update(_lower_native_gpu(passed, staging, options, impls, ops, why))
     else:
         manifest.update(_lower_cross(ops, impls, target, staging))
     return {"impls": impls, "manifest": manifest}
@@ -163,28 +163,31 @@ def inline_references(ep, impls: dict[str, str]):
 
 
 @contextmanager
-def kernels_in_graph(gm, impls: dict[str, str]):
+def kernels_in_graph(gm, impls: dict[str, str], launches: dict | None = None):
     """While exporting: calls of ops whose chosen kernel has an in-graph form
     (`ir.registry.Impl.in_graph`, e.g. a Triton launch through `wrap_triton`) call that form,
     so export traces the launch itself and AOTInductor compiles the kernel into the package.
     `attention_quant` without a fused kernel becomes that attention, then its quant reference.
     (A mutating op cannot be decomposed after export: it is wrapped as auto_functionalized.)
-    Yields the rewritten ops' names; the graph is restored afterwards."""
+    Yields the rewritten ops' names; the graph is restored afterwards. `launches`, if given,
+    receives {op: [kernel names launched, per traced call]}."""
     from ir.ops.fused import attention_then_quant
     from ir.registry import get_op
 
     forms: dict = {}
+    log = {} if launches is None else launches
     for op, provider in impls.items():
         impl = next((i for i in get_op(op).impls if i.provider == provider), None)
         if impl is not None and impl.in_graph is not None:
-            forms[get_op(op).overload.overloadpacket] = impl.in_graph
+            forms[get_op(op).overload.overloadpacket] = _recorded(op, impl.in_graph, log)
     attention = forms.get(get_op("attention").overload.overloadpacket)
     if attention is not None and impls.get("attention_quant") == "reference":
 
         def attention_quant_in_graph(*args):
             return attention_then_quant(attention, *args)
 
-        forms[get_op("attention_quant").overload.overloadpacket] = attention_quant_in_graph
+        packet = get_op("attention_quant").overload.overloadpacket
+        forms[packet] = _recorded("attention_quant", attention_quant_in_graph, log)
     saved = {}
     for node in gm.graph.nodes:  # a call names the op (packet) or its overload
         packet = getattr(node.target, "overloadpacket", node.target)
@@ -200,46 +203,63 @@ def kernels_in_graph(gm, impls: dict[str, str]):
         gm.recompile()
 
 
-def _lower_aoti(passed, staging: Path, options, runnable: dict[str, str]) -> dict:
+def _recorded(op: str, form, log: dict):
+    """`form`, noting the kernels each traced call launches into log[op]."""
+    from ir.kernels.base import recording_launches
+
+    def call(*args, **kwargs):
+        with recording_launches() as names:
+            out = form(*args, **kwargs)
+        log.setdefault(op, []).append(tuple(names))
+        return out
+
+    return call
+
+
+def _lower_aoti(passed, staging: Path, options, runnable: dict[str, str], ops, why) -> dict:
     """AOTInductor: the post-pass graph (references inlined) compiled into a `.pt2` package
     that a warm start loads through the C++ loader. `runnable` is `impls` with every provider
-    that cannot run at serve time replaced by its reference."""
+    that cannot run at serve time replaced by its reference; `why` says why, per such op."""
     from torch._inductor import aoti_compile_and_package, config
 
     from compile_cache.tool_caches import default_root
     from lowering.aoti_headers import regex_free_aoti_runtime
+    from lowering.op_table import kernel_counts, op_table
     from lowering.package_calls import package_calls
 
-    with kernels_in_graph(passed.gm, runnable) as in_graph:
+    launches: dict = {}
+    with kernels_in_graph(passed.gm, runnable, launches) as in_graph:
         ep, inlined = inline_references(_export(passed, options), runnable)
     inlined = sorted(inlined + in_graph)
     with config.patch(INDUCTOR_OPTIONS), regex_free_aoti_runtime(default_root()):
         aoti_compile_and_package(ep, package_path=str(staging / "model.pt2"))
     # Read from the package itself, so the manifest cannot disagree with what it calls.
     calls = sorted(package_calls(staging / "model.pt2"))
-    kernels = {runnable[op] for op in runnable if runnable[op] != "reference" or op in calls}
+    rows = op_table(ops, runnable, launches, calls, why)
     return {
         "lowering": AOTI,
         "package": "model.pt2",
         "inlined_ops": inlined,
         "calls": calls,  # IR ops the package still calls through the dispatcher
-        "kernels": {"inductor": 1, **{p: 1 for p in sorted(kernels)}},
+        "ops": rows,
+        "kernels": kernel_counts(rows),
     }
 
 
-def _lower_native_gpu(passed, staging: Path, options, impls: dict[str, str]) -> dict:
-    """GPU host, own target: AOTInductor, as on the CPU, with the chosen Triton kernels called
-    from the package. Helion kernels cannot run at serve time (no Helion on the serve path):
-    their ops are inlined as references and Inductor generates fused Triton code for them.
+def _lower_native_gpu(passed, staging: Path, options, impls: dict[str, str], ops, why) -> dict:
+    """GPU host, own target: AOTInductor, as on the CPU. `impls` keeps a kernel only where it
+    has an in-graph form (`lowering.op_table.runnable_impls`): its launches (Helion's
+    generated Triton, hand-written Triton, `torch._scaled_mm`) are traced into the package,
+    so the serve path imports neither Helion nor the kernel files.
 
     `KILN_GPU_LOWERING=jit` selects the fallback instead: the exported program saved and run
     under torch.compile at load (its code in Kiln's Inductor cache; slow to load, Dynamo
     traces it again), for a host whose AOTInductor packages cannot load."""
-    runnable = {op: p if p == "triton" else "reference" for op, p in impls.items()}
     if env.gpu_lowering() == "aoti":
-        return _lower_aoti(passed, staging, options, runnable)
-    # The fallback keeps attention a call into the bound Triton kernel: the saved program holds
-    # no Triton launch nodes, so loading it needs only the dispatcher and the bound kernel.
+        return _lower_aoti(passed, staging, options, impls, ops, why)
+    # The fallback runs IR ops as dispatcher calls, where only Triton kernels are bound: the
+    # saved program holds no Triton launch nodes, so loading it needs only the dispatcher.
+    runnable = {op: p if p == "triton" else "reference" for op, p in impls.items()}
     ep, inlined = inline_references(_export(passed, options), runnable)
     torch.export.save(ep, str(staging / "program.pt2"))
     names = [p.target for p in passed.gm.graph.find_nodes(op="placeholder")]
@@ -253,6 +273,7 @@ def _lower_native_gpu(passed, staging: Path, options, impls: dict[str, str]) -> 
     torch.cuda.synchronize()
     return {
         "lowering": INDUCTOR_JIT,
+        "impls": runnable,
         "program": "program.pt2",
         "inlined_ops": inlined,
         "kernels": {"inductor": 1, **{p: 1 for p in set(runnable.values()) if p != "reference"}},
@@ -263,19 +284,31 @@ def _lower_cross(ops: Counter, impls: dict, target, staging: Path) -> dict:
     from ir.kernels.base import all_kernels
     from lowering.cross import compile_kernel, write_kernels
 
-    specs = {s.name: s for s in all_kernels()}
-    compiled, providers = [], Counter()
-    for op, provider in impls.items():
+    specs = {s.op: s for s in all_kernels()}
+    compiled, rows = [], []
+    for op, provider in sorted(impls.items()):
+        row = {"op": op, "count": ops[op], "implementation": provider, "kernels": []}
         if provider in ("helion", "triton") and op in specs:
             for variant in specs[op].variants:
-                compiled.extend(compile_kernel(specs[op], target, variant))
-            providers[provider] += 1
+                kernels = compile_kernel(specs[op], target, variant)
+                compiled.extend(kernels)
+                row["kernels"] += [k.name for k in kernels]
+            row["runs"] = "cubin"
+        elif provider == "library":
+            row["runs"], row["kernels"] = "library call", [f"{op} (library)"]
         else:
-            providers["library" if op == "scaled_mm" else provider] += 1
+            row["runs"] = "reference"
+        rows.append(row)
     write_kernels(compiled, staging / "kernels")
+    counts = Counter(r["implementation"] for r in rows if r["kernels"])
     return {
         "lowering": CROSS,
-        "kernels": dict(providers),
+        "ops": rows,
+        "kernels": {p: counts[p] for p in sorted(counts)},
         "cubins": sorted(f"kernels/{k.name}.cubin" for k in compiled),
+        # Per-model constants (hidden size, head size) are baked into a cubin; these come from
+        # each kernel's example_args (Llama-3-8B sizes), not from this model: no runtime loads
+        # cross artifacts yet, and one that does must compile at the model's shapes.
+        "cubin_shapes": "kernel example_args (Llama-3-8B sizes)",
         "arch": target.arch,
     }

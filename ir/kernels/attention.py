@@ -19,6 +19,7 @@ from ir.kernels.base import (
     KernelCase,
     KernelSpec,
     PlainSource,
+    graph_launcher,
     needs_cuda,
     register_kernel,
     runtime_config,
@@ -171,14 +172,6 @@ def _attend(launcher, q, k, v, k_cache, *rest) -> torch.Tensor:
     return attention_launch(q, k, v, k_cache, *rest, config=config, _launcher=launcher)
 
 
-def _graph_launcher(kernel, grid, *args, num_warps, num_stages, **kwargs):
-    """Launch through `torch.library.wrap_triton`: under tracing the launch becomes a graph
-    node, so AOTInductor compiles the kernel into the package (no Triton JIT at serve time)."""
-    from torch.library import wrap_triton
-
-    return wrap_triton(kernel)[grid](*args, num_warps=num_warps, num_stages=num_stages, **kwargs)
-
-
 def attention_in_graph(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -195,7 +188,7 @@ def attention_in_graph(
     """The Triton implementation as lowering traces it into the compiled graph (see
     `ir.registry.Impl.in_graph`): the same kernels and pinned config, launched traceably."""
     args = (q, k, v, k_cache, v_cache, slot_mapping, block_tables, seq_lens, query_start_loc)
-    return _attend(_graph_launcher, *args, scale, sliding_window)
+    return _attend(graph_launcher, *args, scale, sliding_window)
 
 
 @register_impl(

@@ -15,11 +15,16 @@ Triton's CPU interpreter (tests), or launch a precompiled cubin (runtime).
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import json
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 from ir.registry import TargetLike
 
@@ -125,7 +130,9 @@ def load_config(kernel: str, target: str) -> dict:
     path = CONFIG_DIR / name / f"{kernel}.json"
     if not path.is_file():
         raise FileNotFoundError(f"no pinned config for kernel {kernel!r} on {name}: add {path}")
-    return json.loads(path.read_text())
+    config = json.loads(path.read_text())
+    config.pop("record", None)  # how `kiln tune` found it (card, date, effort, timings)
+    return config
 
 
 def variant_config(config: dict, variant: str) -> dict:
@@ -154,3 +161,56 @@ def needs_fp8(target: TargetLike) -> str | None:
     return needs_cuda(target) or (
         None if target.has_fp8 else f"needs fp8 support (target {target.name} has none)"
     )
+
+
+# Kernel names launched by in-graph forms while lowering traces them (one list per open
+# `recording_launches`); read into the manifest's per-op table. Compile-time only.
+_RECORDERS: list[list[str]] = []
+
+
+@contextmanager
+def recording_launches() -> Iterator[list[str]]:
+    """Collect the names `note_launch` reports inside the block."""
+    names: list[str] = []
+    _RECORDERS.append(names)
+    try:
+        yield names
+    finally:
+        _RECORDERS.remove(names)
+
+
+def note_launch(name: str) -> None:
+    """Report a kernel an in-graph form put into the graph ("reference: why" for a fallback)."""
+    for names in _RECORDERS:
+        names.append(name)
+
+
+def graph_launcher(kernel, grid, *args, num_warps, num_stages, **kwargs):
+    """Launch through `torch.library.wrap_triton`: under tracing the launch becomes a graph
+    node, so AOTInductor compiles the kernel into the package (no Triton JIT at serve time)."""
+    from torch.library import wrap_triton
+
+    note_launch(getattr(kernel, "fn", kernel).__name__)
+    return wrap_triton(kernel)[grid](*args, num_warps=num_warps, num_stages=num_stages, **kwargs)
+
+
+def load_source(source: str) -> Any:
+    """Import a generated module from a content-addressed file (Triton reads jit source files)."""
+    from kiln.env import cache_dir
+
+    digest = hashlib.sha256(source.encode()).hexdigest()[:20]
+    name = f"kiln_kernel_{digest}"
+    if name in sys.modules:
+        return sys.modules[name]
+    folder = cache_dir() / "kernel-src"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.py"
+    if not path.is_file() or path.read_text() != source:
+        tmp = path.with_suffix(f".{id(source)}.tmp")
+        tmp.write_text(source)
+        tmp.replace(path)  # atomic: another process may compile the same kernel
+    module_spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[name] = module
+    module_spec.loader.exec_module(module)
+    return module

@@ -7,8 +7,7 @@ from typing import Any
 import torch
 
 from ir.kernels.base import KernelCase, needs_cuda, runtime_config
-from ir.kernels.helion_util import register_helion_kernel, run_helion
-from ir.registry import register_impl
+from ir.kernels.helion_util import register_helion_impl, register_helion_kernel
 
 helion: Any = None  # bound to the helion modules on first use (see helion_util.import_helion)
 hl: Any = None
@@ -32,13 +31,13 @@ def fused_add_rms_norm_kernel(
     return out, new_residual
 
 
-@register_impl(NAME, provider="helion", supports=needs_cuda, description="Helion, row per program")
+@register_helion_impl(NAME, needs_cuda, "Helion, row per program")
 def fused_add_rms_norm(
-    x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float
+    run, x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
     hidden = x.shape[-1]
     config = runtime_config(NAME, x.device.type)
-    out, new_residual = run_helion(
+    out, new_residual = run(
         fused_add_rms_norm_kernel,
         config,
         x.reshape(-1, hidden),

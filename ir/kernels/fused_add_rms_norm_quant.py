@@ -17,9 +17,8 @@ from ir.kernels.base import (
     runtime_config,
     variant_config,
 )
-from ir.kernels.helion_util import register_helion_kernel, run_helion
+from ir.kernels.helion_util import register_helion_impl, register_helion_kernel
 from ir.kernels.quant_fp8 import group_width
-from ir.registry import register_impl
 
 helion: Any = None  # bound to the helion modules on first use (see helion_util.import_helion)
 hl: Any = None
@@ -55,15 +54,15 @@ def fused_add_rms_norm_quant_kernel(
     return xq, scale, new_residual
 
 
-@register_impl(NAME, provider="helion", supports=needs_fp8, description="Helion, row per program")
+@register_helion_impl(NAME, needs_fp8, "Helion, row per program")
 def fused_add_rms_norm_quant(
-    x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float, group_size: int
+    run, x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float, group_size: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     k = x.shape[-1]
     g = group_width(k, group_size)
     variant = "per_token" if group_size == 0 else "group128"
     config = variant_config(runtime_config(NAME, x.device.type), variant)
-    xq, scale, new_residual = run_helion(
+    xq, scale, new_residual = run(
         fused_add_rms_norm_quant_kernel,
         config,
         x.reshape(-1, k),

@@ -8,12 +8,24 @@ Helion reads a kernel's globals (it rejects closures), so a kernel file keeps `h
 from __future__ import annotations
 
 import ast
+import functools
+import importlib.util
+import inspect
 import json
 from collections.abc import Callable
+from contextlib import contextmanager
 from functools import cache
 from typing import Any
 
-from ir.kernels.base import KernelCase, KernelSpec, PlainSource, register_kernel
+from ir.kernels.base import (
+    KernelCase,
+    KernelSpec,
+    PlainSource,
+    graph_launcher,
+    load_source,
+    register_kernel,
+)
+from ir.registry import SupportsFn, TargetLike, register_impl
 
 # Replaces `from helion.runtime import default_launcher as _default_launcher` in generated
 # code: the same contract (launch `kernel[grid]`), with no helion import.
@@ -60,6 +72,108 @@ def run_helion(fn: Callable, config: dict, *args: Any) -> Any:
     device = next(a.device for a in args if hasattr(a, "device"))
     mode = "run" if device.type == "cuda" else "interpret"
     return helion_kernel(fn, json.dumps(config, sort_keys=True), mode)(*args)
+
+
+# Token count standing in for a symbolic (per-step) size when Helion specializes a kernel to
+# example arguments: odd and above 1, so Helion treats the size as dynamic, not 0/1.
+EXAMPLE_TOKENS = 13
+
+
+def run_helion_in_graph(fn: Callable, config: dict, *args: Any) -> Any:
+    """Call the Helion kernel `fn` as its plain Triton source (no helion at run time),
+    launched through `wrap_triton`: under export the launch becomes a graph node, so
+    AOTInductor compiles the generated kernel into the package. Eager calls launch it too."""
+    plain = _plain_for_args(fn, json.dumps(config, sort_keys=True), _shape_key(args))
+    return getattr(load_source(plain.source), plain.entry)(*args, _launcher=graph_launcher)
+
+
+def _shape_key(args: tuple) -> tuple:
+    """Hashable stand-in for args: tensors as (shape, dtype) with symbolic sizes replaced by
+    EXAMPLE_TOKENS (a traced step's token count), other values as themselves."""
+    import torch
+
+    # Example tensors live on the args' device where this host has it (a GPU host generates
+    # for its own GPU), else on the CPU (tracing for a GPU with fake tensors on a CPU host).
+    key = []
+    for a in args:
+        if isinstance(a, torch.Tensor):
+            shape = tuple(d if type(d) is int else EXAMPLE_TOKENS for d in a.shape)
+            usable = a.device.type != "cuda" or torch.cuda.is_available()
+            key.append(("tensor", shape, a.dtype, a.device.type if usable else "cpu"))
+        else:
+            key.append(("value", a))
+    return tuple(key)
+
+
+@cache
+def _plain_for_args(fn: Callable, config_json: str, key: tuple) -> PlainSource:
+    """Plain source of `fn` for example args rebuilt from `key` (outside any fake mode a
+    tracer has active: Helion specializes on real tensors)."""
+    import torch
+
+    with outside_tracing():
+        args = tuple(
+            torch.empty(item[1], dtype=item[2], device=item[3]) if item[0] == "tensor" else item[1]
+            for item in key
+        )
+        return helion_plain_source(fn, json.loads(config_json), args)
+
+
+@contextmanager
+def outside_tracing():
+    """Suspend every active torch-function and dispatch mode (export's tracer, fake tensors):
+    Helion traces the kernel with its own fake mode, which must not be recorded."""
+    import torch
+    from torch.utils._python_dispatch import _disable_current_modes
+
+    function_modes = []
+    while torch._C._len_torch_function_stack() > 0:
+        function_modes.append(torch._C._pop_torch_function_stack())
+    try:
+        with _disable_current_modes():
+            yield
+    finally:
+        for mode in reversed(function_modes):
+            torch._C._push_on_torch_function_stack(mode)
+
+
+def needs_helion(target: TargetLike) -> str | None:
+    """Helion generates the kernel's Triton when compiling (not when serving): the build host
+    needs it installed."""
+    if importlib.util.find_spec("helion") is None:
+        return "helion is not installed on this build host (pip install helion)"
+    return None
+
+
+def register_helion_impl(
+    op: str, supports: SupportsFn, description: str
+) -> Callable[[Callable], Callable]:
+    """Register `body(run, *op_args)` as `op`'s helion implementation: eagerly with
+    `run=run_helion`, in-graph (what lowering traces into an artifact) with
+    `run=run_helion_in_graph`. `body` does the host-side reshapes and picks the config."""
+
+    def both(target: TargetLike) -> str | None:
+        return supports(target) or needs_helion(target)
+
+    def wrap(body: Callable) -> Callable:
+        eager, in_graph = _with_runner(body, run_helion), _with_runner(body, run_helion_in_graph)
+        register_impl(op, "helion", both, description, in_graph=in_graph)(eager)
+        return eager
+
+    return wrap
+
+
+def _with_runner(body: Callable, run: Callable) -> Callable:
+    """`body` with its first parameter (the runner) bound; its signature is the op's."""
+    signature = inspect.signature(body)
+    params = list(signature.parameters.values())[1:]
+
+    @functools.wraps(body)
+    def call(*args):
+        return body(run, *args)
+
+    call.__signature__ = signature.replace(parameters=params)
+    return call
 
 
 def helion_plain_source(fn: Callable, config: dict, args: tuple) -> PlainSource:

@@ -16,9 +16,8 @@ from ir.kernels.base import (
     runtime_config,
     variant_config,
 )
-from ir.kernels.helion_util import register_helion_kernel, run_helion
+from ir.kernels.helion_util import register_helion_impl, register_helion_kernel
 from ir.ops.quant import check_group_size
-from ir.registry import register_impl
 
 helion: Any = None  # bound to the helion modules on first use (see helion_util.import_helion)
 hl: Any = None
@@ -54,13 +53,13 @@ def group_width(k: int, group_size: int) -> int:
     return k if group_size == 0 else group_size
 
 
-@register_impl(NAME, provider="helion", supports=needs_fp8, description="Helion, group per program")
-def quant_fp8(x: torch.Tensor, group_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+@register_helion_impl(NAME, needs_fp8, "Helion, group per program")
+def quant_fp8(run, x: torch.Tensor, group_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     k = x.shape[-1]
     g = group_width(k, group_size)
     variant = "per_token" if group_size == 0 else "group128"
     config = variant_config(runtime_config(NAME, x.device.type), variant)
-    xq, scale = run_helion(quant_fp8_kernel, config, x.reshape(-1, k), g)
+    xq, scale = run(quant_fp8_kernel, config, x.reshape(-1, k), g)
     return xq.reshape(x.shape), scale.reshape(*x.shape[:-1], k // g)
 
 

@@ -7,8 +7,7 @@ from typing import Any
 import torch
 
 from ir.kernels.base import KernelCase, needs_cuda, runtime_config
-from ir.kernels.helion_util import register_helion_kernel, run_helion
-from ir.registry import register_impl
+from ir.kernels.helion_util import register_helion_impl, register_helion_kernel
 
 helion: Any = None  # bound to the helion modules on first use (see helion_util.import_helion)
 hl: Any = None
@@ -28,10 +27,10 @@ def rms_norm_kernel(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.
     return out
 
 
-@register_impl(NAME, provider="helion", supports=needs_cuda, description="Helion, row per program")
-def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+@register_helion_impl(NAME, needs_cuda, "Helion, row per program")
+def rms_norm(run, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     x2d = x.reshape(-1, x.shape[-1])  # [T, H]
-    out = run_helion(rms_norm_kernel, runtime_config(NAME, x.device.type), x2d, weight, eps)
+    out = run(rms_norm_kernel, runtime_config(NAME, x.device.type), x2d, weight, eps)
     return out.reshape(x.shape)
 
 

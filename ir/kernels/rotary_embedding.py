@@ -20,8 +20,7 @@ from ir.kernels.base import (
     runtime_config,
     variant_config,
 )
-from ir.kernels.helion_util import helion_plain_source, run_helion
-from ir.registry import register_impl
+from ir.kernels.helion_util import helion_plain_source, register_helion_impl
 from kiln.errors import KilnError
 
 helion: Any = None  # bound to the helion modules on first use (see helion_util.import_helion)
@@ -106,8 +105,9 @@ def check_shapes(head_size: int, rot_dim: int, is_neox: bool) -> None:
         )
 
 
-@register_impl(NAME, provider="helion", supports=needs_cuda, description="Helion, token per tile")
+@register_helion_impl(NAME, needs_cuda, "Helion, token per tile")
 def rotary_embedding(
+    run,
     positions: torch.Tensor,
     q: torch.Tensor,
     k: torch.Tensor,
@@ -118,7 +118,7 @@ def rotary_embedding(
     variant = "neox" if is_neox else "gptj"
     config = variant_config(runtime_config(NAME, q.device.type), variant)
     args = (positions, q.contiguous(), k.contiguous(), cos_sin_cache)
-    return run_helion(KERNELS[variant], config, *args)
+    return run(KERNELS[variant], config, *args)
 
 
 def example_args(device: str, variant: str = "neox") -> tuple:

@@ -7,8 +7,7 @@ from typing import Any
 import torch
 
 from ir.kernels.base import KernelCase, needs_cuda, runtime_config
-from ir.kernels.helion_util import register_helion_kernel, run_helion
-from ir.registry import register_impl
+from ir.kernels.helion_util import register_helion_impl, register_helion_kernel
 
 helion: Any = None  # bound to the helion modules on first use (see helion_util.import_helion)
 hl: Any = None
@@ -29,10 +28,10 @@ def silu_and_mul_kernel(x: torch.Tensor) -> torch.Tensor:
     return out
 
 
-@register_impl(NAME, provider="helion", supports=needs_cuda, description="Helion, 2-D tiles")
-def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
+@register_helion_impl(NAME, needs_cuda, "Helion, 2-D tiles")
+def silu_and_mul(run, x: torch.Tensor) -> torch.Tensor:
     x2d = x.reshape(-1, x.shape[-1])  # [T, 2I]
-    out = run_helion(silu_and_mul_kernel, runtime_config(NAME, x.device.type), x2d)
+    out = run(silu_and_mul_kernel, runtime_config(NAME, x.device.type), x2d)
     return out.reshape(*x.shape[:-1], x.shape[-1] // 2)
 
 

@@ -16,9 +16,8 @@ from ir.kernels.base import (
     runtime_config,
     variant_config,
 )
-from ir.kernels.helion_util import register_helion_kernel, run_helion
+from ir.kernels.helion_util import register_helion_impl, register_helion_kernel
 from ir.kernels.quant_fp8 import group_width
-from ir.registry import register_impl
 
 helion: Any = None  # bound to the helion modules on first use (see helion_util.import_helion)
 hl: Any = None
@@ -47,13 +46,13 @@ def silu_and_mul_quant_kernel(x: torch.Tensor, group: int) -> tuple[torch.Tensor
     return xq, scale
 
 
-@register_impl(NAME, provider="helion", supports=needs_fp8, description="Helion, group per program")
-def silu_and_mul_quant(x: torch.Tensor, group_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+@register_helion_impl(NAME, needs_fp8, "Helion, group per program")
+def silu_and_mul_quant(run, x: torch.Tensor, group_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     d = x.shape[-1] // 2
     g = group_width(d, group_size)
     variant = "per_token" if group_size == 0 else "group128"
     config = variant_config(runtime_config(NAME, x.device.type), variant)
-    xq, scale = run_helion(silu_and_mul_quant_kernel, config, x.reshape(-1, 2 * d), g)
+    xq, scale = run(silu_and_mul_quant_kernel, config, x.reshape(-1, 2 * d), g)
     return xq.reshape(*x.shape[:-1], d), scale.reshape(*x.shape[:-1], d // g)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from kiln.commands.flags import add_engine_arguments, engine_kwargs
@@ -16,6 +17,11 @@ def add_parser(sub) -> None:
     # serve/generate pass the same values.
     add_engine_arguments(p, COMPILE_FIELDS)
     p.add_argument("--no-record", action="store_true", help="do not write a dashboard record")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print the artifact's manifest (with its per-op table) as JSON on stdout",
+    )
     p.set_defaults(run=run)
 
 
@@ -31,7 +37,10 @@ def run(args: argparse.Namespace) -> int:
         raise KilnError(f"--dtype={args.dtype!r} is not supported; use {', '.join(DTYPES)}")
     options = compile_options(args.model, **engine_kwargs(args, COMPILE_FIELDS))
     result = compile_model(options, progress=lambda m: print(m, file=sys.stderr, flush=True))
-    print_summary(result)
+    if args.json:
+        print(json.dumps(manifest_report(result), indent=2, sort_keys=True, default=str))
+    else:
+        print_summary(result)
     if not args.no_record:
         _record(result.record)
     return 0
@@ -54,6 +63,8 @@ def print_summary(result) -> None:
         )
     kernels = ", ".join(f"{k}: {v}" for k, v in sorted(man.get("kernels", {}).items()))
     print(f"kernels   {kernels}")
+    for line in format_op_table(man.get("ops", [])):
+        print(line)
     for m in man.get("missed_fusions", []):
         print(f"missed    {m}")
     for line in man.get("pass_interactions", []):
@@ -69,3 +80,29 @@ def _record(record: dict) -> None:
     from perf_dashboard.provenance import git_commit
 
     DashboardStore().add_compile(CompileRecord(**{**record, "git_commit": git_commit()}))
+
+
+def manifest_report(result) -> dict:
+    """The manifest as `--json` prints it, with where it lives and whether it was built."""
+    return {
+        "built": result.built,
+        "key": result.key,
+        "artifact": str(result.artifact.path),
+        "manifest": result.artifact.manifest,
+    }
+
+
+def format_op_table(rows: list[dict]) -> list[str]:
+    """Lines of the per-op table: op, count in the graph, implementation, how, kernels."""
+    if not rows:
+        return []
+    width = max(len(r["op"]) for r in rows)
+    lines = [f"op        {'op':<{width}}  count  {'implementation':<20} {'runs':<17} kernels"]
+    for r in rows:
+        kernels = ", ".join(r["kernels"]) or "-"
+        why = f"  ({r['why_reference']})" if r.get("why_reference") else ""
+        lines.append(
+            f"op        {r['op']:<{width}}  {r['count']:>5}  {r['implementation']:<20} "
+            f"{r['runs']:<17} {kernels}{why}"
+        )
+    return lines

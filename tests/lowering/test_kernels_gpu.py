@@ -118,3 +118,60 @@ def test_every_registered_kernel_on_its_cases(kernel, case):
     for a, b in zip(mine, theirs, strict=True):  # inputs the op writes (KV caches)
         if isinstance(a, torch.Tensor) and a.is_floating_point():
             close(a, b)
+
+
+def in_graph(op: str):
+    """The form lowering traces into artifacts, launched eagerly (plain Triton, no Helion)."""
+    import ir.kernels  # noqa: F401
+
+    return next(i.in_graph for i in get_op(op).impls if i.in_graph is not None)
+
+
+@pytest.mark.parametrize("tokens", (1, 7, 33))
+def test_in_graph_forms_match_reference(tokens):
+    dtype = torch.bfloat16
+    x, r, w = (rand(tokens, 4096, dtype=dtype) * 3, rand(tokens, 4096, dtype=dtype),
+               rand(4096, dtype=dtype))  # fmt: skip
+    gate_up = rand(tokens, 2 * 1408, dtype=dtype)
+    plain = {"rms_norm": (x, w, 1e-5), "fused_add_rms_norm": (x, r, w, 1e-5),
+             "silu_and_mul": (gate_up,)}  # fmt: skip
+    for op, args in plain.items():
+        got, want = in_graph(op)(*args), get_op(op).reference(*args)
+        for g, e in zip(*(v if isinstance(v, tuple) else (v,) for v in (got, want)), strict=True):
+            close(g, e)
+    quant = {"quant_fp8": (x, 0), "rms_norm_quant": (x, w, 1e-5, 128),
+             "fused_add_rms_norm_quant": (x, r, w, 1e-5, 0), "silu_and_mul_quant": (gate_up, 0)}  # fmt: skip
+    for op, args in quant.items():
+        close_quant(in_graph(op)(*args), get_op(op).reference(*args))
+
+
+@pytest.mark.parametrize("tokens", (1, 7, 33, 512))
+@pytest.mark.parametrize("is_neox, rot_dim", [(True, 128), (False, 128), (True, 64)])
+def test_qk_norm_rope(tokens, is_neox, rot_dim):
+    qkv = rand(tokens, (32 + 16) * 128, dtype=torch.bfloat16)
+    q = qkv[:, : 32 * 128].view(tokens, 32, 128)  # strided views, as the model splits qkv
+    k = qkv[:, 32 * 128 : 40 * 128].view(tokens, 8, 128)
+    qw, kw = rand(128, dtype=torch.bfloat16), rand(128, dtype=torch.bfloat16)
+    positions = torch.randint(0, 4096, (tokens,), device="cuda")
+    args = (positions, q, k, qw, kw, 1e-6, rand(4096, rot_dim), is_neox)
+    want = get_op("qk_norm_rope").reference(*args)
+    for form in (impl("qk_norm_rope"), in_graph("qk_norm_rope")):
+        for g, e in zip(form(*args), want, strict=True):
+            # bf16: one flipped rounding of a normed value (|x| up to ~4) passes the rotation
+            torch.testing.assert_close(g.float(), e.float(), rtol=2e-2, atol=4e-2)
+
+
+@pytest.mark.parametrize("group_size", [0, 128])
+def test_attention_quant_matches_reference_and_is_capturable(group_size):
+    seqs = [(37, 37), (1, 300), (0, 5), (9, 70), (1, 1)]
+    args = (*paged_inputs(seqs, num_heads=32, num_kv_heads=8, head_size=128, block_size=16,
+                          dtype=torch.bfloat16, device="cuda", num_padding=3), group_size)  # fmt: skip
+    mine, theirs = copy.deepcopy(args), copy.deepcopy(args)
+    close_quant(impl("attention_quant")(*mine), get_op("attention_quant").reference(*theirs))
+    assert torch.equal(mine[3], theirs[3]) and torch.equal(mine[4], theirs[4])
+    graph, replay_args = torch.cuda.CUDAGraph(), copy.deepcopy(args)
+    in_graph("attention_quant")(*replay_args)  # compile before capture
+    with torch.cuda.graph(graph):
+        captured = in_graph("attention_quant")(*replay_args)
+    graph.replay()
+    close_quant(captured, get_op("attention_quant").reference(*copy.deepcopy(args)))

@@ -99,3 +99,81 @@ def test_every_in_graph_kernel_is_traced_into_the_program(op):
         code = export(gm, fakes, strict=False).graph_module.code
     assert rewritten == [f"kiln::{op}"]
     assert "triton_kernel_wrapper" in code and f"kiln.{op}" not in code
+
+
+class FusedStep(torch.nn.Module):
+    """One call of every fused op the passes produce, plus an fp8 GEMM, on a GPU target."""
+
+    def forward(self, x, residual, weight, wq, w_scale, up, positions, q, k, qk_w, cache):
+        xq, x_scale, residual = torch.ops.kiln.fused_add_rms_norm_quant(
+            x, residual, weight, 1e-5, 0
+        )
+        hidden = torch.ops.kiln.scaled_mm(xq, x_scale, wq, w_scale, None, torch.bfloat16)
+        aq, a_scale = torch.ops.kiln.silu_and_mul_quant(up, 0)
+        nq, n_scale = torch.ops.kiln.rms_norm_quant(hidden, weight, 1e-5, 0)
+        q, k = torch.ops.kiln.qk_norm_rope(positions, q, k, qk_w, qk_w, 1e-6, cache, True)
+        normed, residual = torch.ops.kiln.fused_add_rms_norm(hidden, residual, weight, 1e-5)
+        return aq, a_scale, nq, n_scale, q, k, normed, residual
+
+
+def fused_step_inputs(mode):
+    t, hidden, inter, heads, head_size = 7, 64, 96, 4, 32
+    bf16, fp8 = torch.bfloat16, torch.float8_e4m3fn
+    with mode:
+        cuda = dict(device="cuda")
+        return (
+            torch.empty(t, hidden, dtype=bf16, **cuda),
+            torch.empty(t, hidden, dtype=bf16, **cuda),
+            torch.empty(hidden, dtype=bf16, **cuda),
+            torch.empty(hidden, hidden, dtype=fp8, **cuda),
+            torch.empty(hidden, dtype=torch.float32, **cuda),
+            torch.empty(t, 2 * inter, dtype=bf16, **cuda),
+            torch.empty(t, dtype=torch.int64, **cuda),
+            torch.empty(t, heads, head_size, dtype=bf16, **cuda),
+            torch.empty(t, 2, head_size, dtype=bf16, **cuda),
+            torch.empty(head_size, dtype=bf16, **cuda),
+            torch.empty(64, head_size, dtype=torch.float32, **cuda),
+        )
+
+
+def triton_kernels_in(gm) -> set[str]:
+    from torch._higher_order_ops.triton_kernel_wrap import kernel_side_table
+
+    names = set()
+    for node in gm.graph.nodes:
+        if "triton_kernel_wrapper" in str(node.target):
+            kernel = kernel_side_table.get_kernel(node.kwargs["kernel_idx"])
+            names.add(getattr(kernel, "fn", kernel).__name__)
+    return names
+
+
+def test_gpu_target_traces_every_fused_kernel_and_the_table_names_only_what_is_there():
+    """The dispatch truth test: on an fp8 GPU target every op runs its chosen kernel in the
+    graph, and every kernel the manifest's table names is in the exported program."""
+    from collections import Counter
+
+    from ir.targets import get_target
+    from lowering.lowered import ir_ops_in
+    from lowering.op_table import op_table, runnable_impls
+
+    gm = torch.fx.symbolic_trace(FusedStep())
+    counts = ir_ops_in(gm)
+    runnable, why = runnable_impls(counts, get_target("h100"))
+    assert "reference" not in runnable.values(), why
+    mode = FakeTensorMode()
+    args = fused_step_inputs(mode)
+    launches: dict = {}
+    with mode, kernels_in_graph(gm, runnable, launches):
+        exported = export(gm, args, strict=False).graph_module
+    assert "kiln." not in exported.code  # nothing left as a call back into Python
+    rows = op_table(Counter(counts), runnable, launches, [], why)
+    in_graph = triton_kernels_in(exported)
+    for row in rows:
+        assert row["runs"] == "in graph" and row["kernels"], row
+        for name in row["kernels"]:
+            if name == "aten._scaled_mm":
+                assert "torch.ops.aten._scaled_mm" in exported.code
+            else:
+                assert name in in_graph, (row, in_graph)
+    assert {r["op"]: r["implementation"] for r in rows}["scaled_mm"] == "library"
+    assert {r["op"]: r["implementation"] for r in rows}["silu_and_mul_quant"] == "helion"

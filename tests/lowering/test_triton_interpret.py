@@ -64,6 +64,25 @@ def interpreted(tmp_path_factory):
     return torch.load(folder / "out.pt", weights_only=False)
 
 
+def close_quant_interpreted(actual: tuple, expected: tuple) -> None:
+    """fp8 outputs of an interpreted kernel: scales (fp32 math) as `close_quant`; quantized
+    values to one e4m3 step, except where the interpreter's fp32 -> e4m3 cast is known wrong:
+    it flushes subnormals (|q| < 2**-6) and, rounding near the top of a binade, returns the
+    binade's bottom power of two (126.6 -> 64 instead of 128; 119.5 -> 64 instead of 120).
+    Compiled kernels use the hardware cast (gpu tests)."""
+    (xq, scale, *rest), (ref_xq, ref_scale, *ref_rest) = actual, expected
+    assert xq.dtype == ref_xq.dtype == torch.float8_e4m3fn and xq.shape == ref_xq.shape
+    torch.testing.assert_close(scale, ref_scale, rtol=1e-2, atol=1e-12)
+    got, want = xq.float(), ref_xq.float()
+    power_of_two = (got != 0) & (got.abs() == torch.exp2(torch.log2(got.abs()).round()))
+    ratio = want / got.where(got != 0, 1.0)
+    halved = power_of_two & (ratio >= 1.75) & (ratio <= 2)
+    assert halved.float().mean() < 0.05, "too many values hit the interpreter's cast fault"
+    torch.testing.assert_close(got[~halved], want[~halved], rtol=0.13, atol=2**-6)
+    for a, e in zip(rest, ref_rest, strict=True):
+        close(a, e)
+
+
 @pytest.mark.parametrize("name", list(_cases()))
 def test_plain_source_matches_reference(name, interpreted):
     spec, case = _cases()[name]
@@ -73,8 +92,11 @@ def test_plain_source_matches_reference(name, interpreted):
     outputs, launch_after = interpreted[name]
     expected = expected if isinstance(expected, tuple) else (expected,)
     outputs = outputs if isinstance(outputs, tuple) else (outputs,)
-    for got, want in zip(outputs, expected, strict=True):
-        close(got, want)
+    if outputs[0].dtype == torch.float8_e4m3fn:
+        close_quant_interpreted(outputs, expected)
+    else:
+        for got, want in zip(outputs, expected, strict=True):
+            close(got, want)
     # Inputs the op writes (the KV cache) are written alike. Launch and op arguments line
     # up by name: the entry's arguments are the op's unless the case gives `launch`.
     if op.mutates and case.launch is None:
