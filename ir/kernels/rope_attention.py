@@ -15,12 +15,13 @@ import torch
 import triton
 import triton.language as tl
 
-from ir.kernels.attention import _attention_kernel, _default_launcher, _graph_launcher, check_layout
+from ir.kernels.attention import _attention_kernel, _default_launcher, check_layout
 from ir.kernels.attention_inputs import paged_inputs
 from ir.kernels.base import (
     KernelCase,
     KernelSpec,
     PlainSource,
+    graph_launcher,
     needs_cuda,
     register_kernel,
     runtime_config,
@@ -142,7 +143,7 @@ def rope_attention_in_graph(
 ) -> torch.Tensor:  # fmt: skip
     """The kernels launched through `wrap_triton`, for lowering to trace into the package."""
     rest = (v_cache, slot_mapping, block_tables, seq_lens, query_start_loc, scale, sliding_window)
-    return _run(_graph_launcher, positions, q, k, v, cos_sin_cache, is_neox, k_cache, *rest)
+    return _run(graph_launcher, positions, q, k, v, cos_sin_cache, is_neox, k_cache, *rest)
 
 
 @register_impl(
