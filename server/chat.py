@@ -9,7 +9,7 @@ from aiohttp import web
 
 from server import sse
 from server.choices import Choice, chat_logprobs, collect, envelope, usage_of
-from server.engine_loop import RequestGroup
+from server.tracker import RequestGroup
 from server.errors import APIError
 from server.protocol import (
     MAX_N,
@@ -100,7 +100,7 @@ async def create_chat_completion(request: web.Request) -> web.StreamResponse:
         body,
         max_tokens=max_tokens,
         logprobs=req.logprobs,
-        default_max_tokens=max(1, state.engine.max_model_len - len(prompt)),
+        default_max_tokens=max(1, state.max_model_len - len(prompt)),
     )
     group = await state.loop.submit(
         f"chatcmpl-{uuid.uuid4().hex}", [prompt] * req.n, seeded(params, req.n)

@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass, field
 
 from runtime.outputs import RequestOutput, TokenLogprob
-from server.engine_loop import RequestGroup
+from server.tracker import RequestGroup
 from server.protocol import usage
 
 

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from server import sse
 from server.choices import Choice, collect, completion_logprobs, envelope, usage_of
-from server.engine_loop import RequestGroup
+from server.tracker import RequestGroup
 from server.protocol import (
     MAX_N,
     Body,

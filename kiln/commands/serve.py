@@ -1,7 +1,9 @@
 """`kiln serve [MODEL|ARTIFACT]`: the OpenAI-compatible HTTP server.
 
-Builds the engine (compiles on a cache miss, loads on a hit), then serves until SIGTERM or
-Ctrl-C, draining in-flight requests for up to `--shutdown-timeout` seconds.
+Spawns the engine-core process, which builds the engine (`build_engine`: compiles on a cache
+miss, loads on a hit), then serves from this process until SIGTERM or Ctrl-C, draining
+in-flight requests for up to `--shutdown-timeout` seconds. If the engine process dies, the
+server exits with code 1.
 """
 
 from __future__ import annotations
@@ -82,18 +84,28 @@ def run(args: argparse.Namespace) -> int:
     )
     config = server_config(args)  # bad flags fail before the (slow) engine build
 
-    from runtime.engine import Engine
     from server.app import create_app
+    from server.core_client import launch_core
     from server.runner import serve
 
-    engine = Engine.from_args(args.model, **engine_kwargs(args))
+    core = launch_core(build_engine, args)
     startup.resume_gc()
-    app = create_app(engine, config)
-    names = ", ".join(config.served_model_names or (engine.model_name,))
+    app = create_app(core, config)
+    names = ", ".join(config.served_model_names or (core.info.model_name,))
 
     def ready(url: str) -> None:
-        logging.getLogger("kiln.server").info("serving %s; %s", names, engine.loaded.describe())
+        logging.getLogger("kiln.server").info("serving %s; %s", names, core.info.description)
         print(f"kiln serve: listening on {url}", flush=True)
 
-    asyncio.run(serve(app, args.host, args.port, on_ready=ready))
-    return 0
+    return asyncio.run(serve(app, args.host, args.port, on_ready=ready))
+
+
+def build_engine(args: argparse.Namespace):
+    """The engine `kiln serve` runs; called in the engine-core process (so it must stay a
+    module-level function of picklable `args`)."""
+    from runtime.engine import Engine
+
+    startup.pause_gc()
+    engine = Engine.from_args(args.model, **engine_kwargs(args))
+    startup.resume_gc()
+    return engine
