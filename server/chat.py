@@ -9,7 +9,6 @@ from aiohttp import web
 
 from server import sse
 from server.choices import Choice, chat_logprobs, collect, envelope, usage_of
-from server.tracker import RequestGroup
 from server.errors import APIError
 from server.protocol import (
     MAX_N,
@@ -22,6 +21,7 @@ from server.protocol import (
     seeded,
 )
 from server.state import STATE, ServerState
+from server.tracker import RequestGroup
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
 

@@ -9,7 +9,6 @@ from aiohttp import web
 
 from server import sse
 from server.choices import Choice, collect, completion_logprobs, envelope, usage_of
-from server.tracker import RequestGroup
 from server.protocol import (
     MAX_N,
     Body,
@@ -21,6 +20,7 @@ from server.protocol import (
     seeded,
 )
 from server.state import STATE, ServerState
+from server.tracker import RequestGroup
 
 Prompt = str | list[int]
 

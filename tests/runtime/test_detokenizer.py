@@ -124,7 +124,6 @@ def test_ids_beyond_the_tokenizer_keep_the_window_small():
     assert max(calls) <= 8
 
 
-
 def test_works_with_a_transformers_tokenizer():
     from transformers import PreTrainedTokenizerFast
 
