@@ -9,10 +9,12 @@ server exits with code 1.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from kiln import startup
 from kiln.commands.generate import add_engine_arguments, engine_kwargs
+from kiln.errors import KilnError
 
 
 def add_parser(sub) -> None:
@@ -55,6 +57,13 @@ def add_parser(sub) -> None:
         help="seconds in-flight requests may finish after SIGTERM (default 10)",
     )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--engine-threads",
+        type=int,
+        default=None,
+        help="CPU threads of the engine-core process (default: all cores but one, which the "
+        "API server keeps; at least 1)",
+    )
     add_engine_arguments(p)
     p.set_defaults(compile="on_miss")  # serve compiles on a cache miss, loads on a hit
     p.set_defaults(run=run)
@@ -83,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     config = server_config(args)  # bad flags fail before the (slow) engine build
+    if args.engine_threads is not None and args.engine_threads < 1:
+        raise KilnError(f"--engine-threads {args.engine_threads} must be >= 1")
 
     from server.app import create_app
     from server.core_client import launch_core
@@ -103,8 +114,13 @@ def run(args: argparse.Namespace) -> int:
 def build_engine(args: argparse.Namespace):
     """The engine `kiln serve` runs; called in the engine-core process (so it must stay a
     module-level function of picklable `args`)."""
+    import torch
+
     from runtime.engine import Engine
 
+    # Intra-op threads that outnumber the free cores wait on each other at every op's barrier
+    # whenever the server process runs: on a 2-core host that cost 5-10x in step time.
+    torch.set_num_threads(args.engine_threads or max(1, (os.cpu_count() or 2) - 1))
     startup.pause_gc()
     engine = Engine.from_args(args.model, **engine_kwargs(args))
     startup.resume_gc()
