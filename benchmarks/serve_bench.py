@@ -134,19 +134,21 @@ def summarize(samples: list[Sample], wall: float, slo: Slo) -> dict:
     return row
 
 
-def offline_row(model: str, batch: int, input_len: int, output_len: int, argv: list[str]) -> dict:
-    """`kiln bench throughput` at batch `batch` in a child process; its kiln row."""
+def offline_rows(
+    model: str, batches: list[int], input_len: int, output_len: int, argv: list[str]
+) -> dict[int, dict]:
+    """`kiln bench throughput` at these batch sizes in one child process; batch -> kiln row."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "offline.json"
         cmd = [sys.executable, "-m", "kiln", "bench", "throughput", model,
-               "--batch-sizes", str(batch), "--input-len", str(input_len),
+               "--batch-sizes", ",".join(map(str, batches)), "--input-len", str(input_len),
                "--output-len", str(output_len), "--json-out", str(out),
                "--db", str(Path(tmp) / "db.sqlite"), *argv]  # fmt: skip
         done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
         if done.returncode != 0:
             raise KilnError(f"the offline bench failed:\n{done.stderr[-2000:]}")
         rows = json.loads(out.read_text())["results"]
-    return next(r for r in rows if r["engine"] == "kiln")
+    return {r["batch_size"]: r for r in rows if r["engine"] == "kiln"}
 
 
 def start_server(model: str, argv: list[str], max_queue: int) -> tuple[subprocess.Popen, str]:
@@ -218,12 +220,10 @@ def parse_loads(concurrency: str, rates: str | None) -> tuple[tuple[str, float],
 def run_bench(cfg: ServeBench, engine_argv: list[str], vocab_size: int) -> tuple[list[dict], int]:
     """Offline rows first (nothing else running), then the server and every load; returns
     the rows and the number of failed requests."""
+    batches = sorted({int(n) for kind, n in cfg.loads if kind == "concurrency"})
     offline = {}
-    if cfg.offline:
-        for kind, n in cfg.loads:
-            if kind == "concurrency":
-                offline[int(n)] = offline_row(cfg.model, int(n), cfg.input_len, cfg.output_len,
-                                              engine_argv)  # fmt: skip
+    if cfg.offline and batches:
+        offline = offline_rows(cfg.model, batches, cfg.input_len, cfg.output_len, engine_argv)
     biggest = max(cfg.num_prompts or 0, *(4 * int(n) for k, n in cfg.loads if k == "concurrency"))
     proc, url = (
         (None, cfg.url.rstrip("/"))
