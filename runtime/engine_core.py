@@ -171,11 +171,11 @@ def _loop(core: EngineCore, pull, push) -> None:
             timeout = 0
         if core.shutdown:
             return
-        if core.running:
-            push.send_multipart([OUTPUTS, codec.encode(core.step())], copy=False)
-        elif os.getppid() != parent:
+        if os.getppid() != parent:
             log.error("the API server process is gone; the engine core exits")
             return
+        if core.running:
+            push.send_multipart([OUTPUTS, codec.encode(core.step())], copy=False)
         else:
             stats = core.stats_due()
             if stats is not None:
