@@ -56,7 +56,6 @@ class CoreOutputs(msgspec.Struct, array_like=True, omit_defaults=True):
     rejected: list[Rejected] = []
     failed: str | None = None  # the step raised: every running request ended with this error
     stats: dict[str, float | int | None] | None = None  # engine.stats() + core step timing
-    sent_at: float = 0.0  # time.monotonic() in the core when the step ended
 
 
 class CoreCodec:

@@ -48,8 +48,8 @@ class Engine:
         self.eos_token_ids = set(self.loaded.eos_token_ids)
         self._requests: dict[str, _Request] = {}
         self.num_preemptions = 0
-        # False: outputs carry token ids only (text ""), and stop strings are the caller's;
-        # the engine-core process runs so and the API server detokenizes.
+        # False: outputs carry only the new token ids (`text` "", `token_ids` empty) and stop
+        # strings are the caller's; the engine-core process runs so, the API server detokenizes.
         self.detokenize = True
 
     @classmethod
@@ -189,7 +189,8 @@ class Engine:
             prompt_token_ids=req.seq.prompt_token_ids,
             new_token_ids=new_tokens,
             new_text=new_text,
-            token_ids=list(req.seq.output_token_ids),
+            # Without detokenizing, the caller keeps the whole output (no copy per step).
+            token_ids=list(req.seq.output_token_ids) if req.detok is not None else [],
             text=req.detok.text if req.detok is not None else "",
             finished=finished,
             finish_reason=reason,

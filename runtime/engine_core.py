@@ -109,7 +109,7 @@ class EngineCore:
             for rid in self.running:
                 self.engine.abort(rid)
             self.running.clear()
-            return CoreOutputs(failed=f"{type(e).__name__}: {e}", sent_at=time.monotonic())
+            return CoreOutputs(failed=f"{type(e).__name__}: {e}")
         self._step_seconds += time.perf_counter() - t0
         self._steps += 1
         deltas = []
@@ -119,7 +119,7 @@ class EngineCore:
             deltas.append(
                 TokenDelta(out.request_id, out.new_token_ids, out.finish_reason, out.new_logprobs)
             )
-        return CoreOutputs(outputs=deltas, stats=self.stats_due(), sent_at=time.monotonic())
+        return CoreOutputs(outputs=deltas, stats=self.stats_due())
 
     def stats_due(self, force: bool = False) -> dict | None:
         now = time.monotonic()

@@ -32,7 +32,6 @@ def test_batched_outputs_round_trip_without_field_names():
         accepted=["x-0"],
         rejected=[Rejected("x-1", "prompt too long")],
         stats={"num_running": 2, "kv_usage": 0.125, "compile_seconds": None},
-        sent_at=12.5,
     )
     codec = CoreCodec()
     data = codec.encode(msg)
