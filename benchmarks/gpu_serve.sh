@@ -2,6 +2,7 @@
 # Served vs offline on one GPU, in one call: the demo, the Llama-3.2-1B shape and the Llama-3-8B
 # shape (random bf16 weights, the demo's 512-entry tokenizer over a 128,256-id vocabulary), each at
 # 32 and 128 streaming clients, prompts of 128 random tokens, 64 output tokens (EOS ignored).
+# The 1B also runs with a tokenizer covering its vocabulary (benchmarks/full_vocab_tokenizer.py).
 # Per model `kiln bench serve` first runs the offline engine at batch 32 and 128 (a child process,
 # `kiln bench throughput`), then starts `kiln serve` and the clients (4 requests per client).
 # The demo and 1B are compiled (cold compile inside the offline child); the 8B runs eager with CUDA
@@ -27,6 +28,10 @@ for shape in llama3.2-1b llama3-8b; do
 make_checkpoint as m; m('$shape', Path('$ck'))" > $OUT/ckpt-$shape.log 2>&1 || { echo "ckpt $shape failed"; continue; }
   mode=on_miss; [ $shape = llama3-8b ] && mode=${COMPILE_8B:-never}
   BENCH_TIMEOUT=240 bench $shape $ck --compile $mode
+  if [ $shape = llama3.2-1b ]; then  # every id decodes to text, as with a real tokenizer
+    python3 benchmarks/full_vocab_tokenizer.py $ck $ck-fullvocab > /dev/null &&
+      bench $shape-fullvocab $ck-fullvocab --compile on_miss  # same weights: a cache hit
+  fi
 done
 python3 - <<'PY'
 import json, os, pathlib

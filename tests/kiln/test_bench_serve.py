@@ -57,3 +57,21 @@ def test_bench_serve_reports_served_beside_offline(tmp_path, monkeypatch, capsys
     assert served["tok_s"] == pytest.approx(5 * served["req_s"])
     assert 0 < served["ttft_p50_ms"] <= served["ttft_p90_ms"] <= served["ttft_p99_ms"]
     assert 0 < served["itl_p50_ms"] <= served["itl_p99_ms"]
+
+
+def test_full_vocab_tokenizer_gives_every_id_text(tmp_path):
+    from benchmarks.full_vocab_tokenizer import widen
+    from model_defs.registry import resolve_model_path
+    from runtime.tokenizer import load_tokenizer
+
+    demo = resolve_model_path("demo")
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (src / name).write_text((demo / name).read_text())
+    (src / "config.json").write_text(json.dumps({"vocab_size": 2000}))
+    assert widen(src, tmp_path / "dst") == 2000 - 512
+    before, after = load_tokenizer(src), load_tokenizer(tmp_path / "dst")
+    assert before.decode([1500, 1999]) == "" and after.decode([1500, 1999]) == " w1500 w1999"
+    assert after.encode("hello world") == before.encode("hello world")
+    assert (tmp_path / "dst" / "config.json").is_symlink()
