@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from kiln.errors import KilnError
 from runtime.core_messages import (
     AbortRequests,
     AddRequests,
@@ -86,8 +87,6 @@ class EngineCore:
         return None
 
     def _add(self, message: AddRequests) -> CoreOutputs:
-        from kiln.errors import KilnError
-
         answer = CoreOutputs(accepted=[], rejected=[])
         for req in message.requests:
             try:
