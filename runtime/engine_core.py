@@ -75,14 +75,15 @@ class EngineCore:
         self._steps = 0
 
     def apply(self, message: AddRequests | AbortRequests | Shutdown) -> CoreOutputs | None:
-        """Apply one command; adds are answered at once (accepted / rejected)."""
+        """Apply one command; adds are answered at once (accepted / rejected), and aborts that
+        leave nothing running report the freed engine."""
         if isinstance(message, AddRequests):
             return self._add(message)
         if isinstance(message, AbortRequests):
             for rid in message.request_ids:
                 self.engine.abort(rid)  # frees the sequence's KV blocks
                 self.running.discard(rid)
-            return None
+            return None if self.running else CoreOutputs(stats=self.stats_due(force=True))
         self.shutdown = True
         return None
 
@@ -118,7 +119,8 @@ class EngineCore:
             deltas.append(
                 TokenDelta(out.request_id, out.new_token_ids, out.finish_reason, out.new_logprobs)
             )
-        return CoreOutputs(outputs=deltas, stats=self.stats_due())
+        # The step that empties the batch reports at once: /metrics must show an idle engine.
+        return CoreOutputs(outputs=deltas, stats=self.stats_due(force=not self.running))
 
     def stats_due(self, force: bool = False) -> dict | None:
         now = time.monotonic()

@@ -157,6 +157,8 @@ async def _stream(
         async for i, out in group.outputs():
             choices[i].add(out)
             if not (out.new_text or out.finished or out.new_logprobs):
+                if not group.has_more:
+                    await sse.flush(resp)  # nothing to add: send what an earlier output held
                 continue
             lps = None
             if req.logprobs is not None:
@@ -175,6 +177,7 @@ async def _stream(
                         }
                     ],
                 },
+                flush=not group.has_more,
             )
     except ConnectionError:
         raise  # the client is gone: nothing more can be sent

@@ -141,6 +141,8 @@ async def _stream(
                 text = _echo_text(state, req.prompts[i // req.n]) + text
                 echoed = _visible(state, out.prompt_token_ids)
             if not (text or out.finished or out.new_logprobs):
+                if not group.has_more:
+                    await sse.flush(resp)  # nothing to add: send what an earlier output held
                 continue
             lps = None
             if req.logprobs is not None:
@@ -154,7 +156,7 @@ async def _stream(
                 "logprobs": lps,
                 "finish_reason": out.finish_reason if out.finished else None,
             }
-            await sse.send_event(resp, {**base, "choices": [choice]})
+            await sse.send_event(resp, {**base, "choices": [choice]}, flush=not group.has_more)
     except ConnectionError:
         raise  # the client is gone: nothing more can be sent
     except Exception as e:

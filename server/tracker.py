@@ -41,6 +41,11 @@ class RequestGroup:
                 self.unfinished.discard(item.request_id)
             yield self.index[item.request_id], item
 
+    @property
+    def has_more(self) -> bool:
+        """More outputs are queued already (a streaming handler can hold its write)."""
+        return not self.queue.empty()
+
     def push(self, output: RequestOutput) -> None:
         self.last[output.request_id] = output
         self.queue.put_nowait(output)

@@ -71,6 +71,8 @@ def test_one_message_per_step_carries_every_request(core):
     finished = {}
     while core.running:
         msg = core.step()
+        if not core.running:  # the step that empties the batch says so
+            assert msg.stats["num_running"] == 0 and msg.stats["kv_blocks_used"] == 0
         assert len({d.request_id for d in msg.outputs}) == len(msg.outputs)
         for d in msg.outputs:
             seen.setdefault(d.request_id, []).extend(d.new_token_ids)
@@ -87,7 +89,8 @@ def test_abort_frees_the_sequence_and_its_kv_blocks(core):
         core.step()
     stats = core.stats_due(force=True)
     assert stats["num_running"] == 2 and stats["kv_blocks_used"] >= 4
-    core.apply(AbortRequests(["b-0", "b-1"]))
+    answer = core.apply(AbortRequests(["b-0", "b-1"]))
+    assert answer.stats["kv_blocks_used"] == 0  # what the server's /metrics shows next
     stats = core.stats_due(force=True)
     assert core.running == set()
     assert (stats["num_running"], stats["num_waiting"], stats["kv_blocks_used"]) == (0, 0, 0)
