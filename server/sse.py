@@ -6,7 +6,9 @@ import json
 
 from aiohttp import web
 
-_HELD = "kiln_sse_held"  # bytes framed but not yet written (see `send_event(flush=False)`)
+# Bytes framed but not yet written (see `send_event(flush=False)`); older aiohttp has no
+# typed response keys and takes a string.
+_HELD = web.ResponseKey("kiln_sse_held", bytes) if hasattr(web, "ResponseKey") else "kiln_sse_held"
 
 
 async def open_stream(request: web.Request) -> web.StreamResponse:
