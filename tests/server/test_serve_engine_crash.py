@@ -7,23 +7,12 @@ import json
 import os
 import signal
 import threading
-from pathlib import Path
 
 import pytest
 
-from tests.server.harness import ServeProcess, request
+from tests.server.harness import ServeProcess, engine_core_pid, request
 
 pytestmark = pytest.mark.timeout(300)
-
-
-def engine_core_pid(server_pid: int) -> int:
-    """The spawned child that runs `runtime.engine_core.run_core` (not the resource tracker)."""
-    children = Path(f"/proc/{server_pid}/task/{server_pid}/children").read_text().split()
-    for pid in map(int, children):
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
-        if b"spawn_main" in cmdline and b"resource_tracker" not in cmdline:
-            return pid
-    raise AssertionError(f"no engine core among the children {children} of {server_pid}")
 
 
 def stream_events(url: str, sink: list[dict], started: threading.Event) -> None:
