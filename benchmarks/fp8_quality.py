@@ -24,18 +24,21 @@ BLOCK = 16
 
 
 def engine(model: str, quantization: str | None, **kw):
-    from runtime.engine import Engine
+    from kiln.config import EngineConfig
+    from kiln.resolve import build_engine
 
-    eng = Engine.from_args(model=model, compile="on_miss", quantization=quantization,
-                           gpu_memory_utilization=0.85, max_model_len=2048, **kw)  # fmt: skip
-    forward = type(eng.loaded.runner.forward).__name__
-    if forward != "ArtifactForward" or eng.loaded.runner.graphs is None:
-        raise SystemExit(f"expected the compiled artifact under CUDA graphs, got {forward}")
+    config = EngineConfig(model=model, compile="on_miss", quantization=quantization,
+                          gpu_memory_utilization=0.85, max_model_len=2048, **kw)  # fmt: skip
+    eng = build_engine(config)
+    if eng.loaded.artifact_key is None or eng.loaded.runner.graphs is None:
+        raise SystemExit(
+            f"expected the compiled artifact under CUDA graphs: {eng.loaded.describe()}"
+        )
     return eng
 
 
-def free(eng) -> None:
-    del eng
+def release() -> None:
+    """Give the GPU memory of engines no longer referenced back (their KV cache and graphs)."""
     gc.collect()
     torch.cuda.empty_cache()
 
@@ -61,7 +64,7 @@ def greedy(eng, batch: list[list[int]], tokens: int) -> list[list[int]]:
 
 def prefill_logits(eng, batch: list[list[int]], per_step: int = 8) -> torch.Tensor:
     """[N, V] last-token logits of each prompt's prefill, `per_step` prompts per step."""
-    from runtime.model_runner import StepSeq
+    from model_defs.step_inputs import StepSeq
 
     rows = []
     for s in range(0, len(batch), per_step):
@@ -89,7 +92,8 @@ def quality(model: str, n: int, tokens: int) -> dict:
         eng = engine(model, quant)
         batch = prompts(eng.loaded.vocab_size, n)
         runs[quant or "bf16"] = (greedy(eng, batch, tokens), prefill_logits(eng, batch))
-        free(eng)
+        del eng
+        release()
     (bf_tok, bf_logits), (q_tok, q_logits) = runs["bf16"], runs["fp8"]
     cos = torch.nn.functional.cosine_similarity(q_logits, bf_logits, dim=-1)
     return {"prompts": n, "tokens": tokens, **agreement(q_tok, bf_tok),
@@ -101,7 +105,7 @@ def profile(model: str, quantization: str | None) -> dict:
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
-    from runtime.model_runner import StepSeq
+    from model_defs.step_inputs import StepSeq
 
     eng = engine(model, quantization)
     prompt = prompts(eng.loaded.vocab_size, 1)[0]
@@ -119,7 +123,8 @@ def profile(model: str, quantization: str | None) -> dict:
         device_us = getattr(e, "device_time_total", getattr(e, "cuda_time_total", 0))
         if device_us > 0 and e.device_type.name == "CUDA":
             kernels[e.key] = {"count": e.count, "device_us": round(device_us, 1)}
-    free(eng)
+    del eng
+    release()
     return {"quantization": quantization or "none", "kernels": kernels}
 
 

@@ -93,7 +93,14 @@ class IncrementalDetokenizer:
         """Text that `token_id` completes; '' while it ends mid-character."""
         self._window.append(token_id)
         full = self._decode(self._window)
-        if len(full) <= len(self._prefix_text) or full.endswith(_REPLACEMENT):
+        if full.endswith(_REPLACEMENT):
+            return ""  # mid-character: wait for the bytes that complete it
+        if len(full) <= len(self._prefix_text):
+            if not self._decode([token_id]):
+                # An id with no text of its own (one the tokenizer lacks, a skipped special
+                # token) is dropped, so the window stays short: a model whose vocabulary
+                # outgrows its tokenizer emits such ids on most steps.
+                self._window.pop()
             return ""
         delta = full[len(self._prefix_text) :]
         # The tokens just decoded become the next window's already-known prefix.

@@ -15,7 +15,7 @@ import torch
 from kiln.config import EngineConfig
 from kiln.errors import KilnError
 from model_defs.step_inputs import StepSeq
-from runtime.detokenizer import IncrementalDetokenizer
+from runtime.detokenizer import DetokUpdate, IncrementalDetokenizer
 from runtime.outputs import RequestOutput, TokenLogprob
 from runtime.sampler import make_generator, sample
 from runtime.sampling_params import SamplingParams
@@ -23,12 +23,14 @@ from runtime.startup import LoadedModel
 from scheduler.scheduler import Scheduler, SchedulerOutput
 from scheduler.sequence import Sequence
 
+_NO_TEXT = DetokUpdate("", False)
+
 
 @dataclass
 class _Request:
     seq: Sequence
     params: SamplingParams
-    detok: IncrementalDetokenizer
+    detok: IncrementalDetokenizer | None  # None: the caller detokenizes (engine core)
     generator: torch.Generator | None
     arrival: float
     first_token: float | None = None
@@ -46,6 +48,9 @@ class Engine:
         self.eos_token_ids = set(self.loaded.eos_token_ids)
         self._requests: dict[str, _Request] = {}
         self.num_preemptions = 0
+        # False: outputs carry only the new token ids (`text` "", `token_ids` empty) and stop
+        # strings are the caller's; the engine-core process runs so, the API server detokenizes.
+        self.detokenize = True
 
     # --- requests -----------------------------------------------------------------------
     def add_request(self, request_id: str, prompt: str | list[int], params: SamplingParams) -> None:
@@ -58,9 +63,11 @@ class Engine:
                 f"{len(ids) + params.max_tokens} exceeds the context length {self.max_model_len}"
             )
         seq = Sequence(request_id, ids, max_tokens=params.max_tokens)
-        detok = IncrementalDetokenizer(
-            self.tokenizer, ids, params.stop, params.include_stop_str_in_output
-        )
+        detok = None
+        if self.detokenize:
+            detok = IncrementalDetokenizer(
+                self.tokenizer, ids, params.stop, params.include_stop_str_in_output
+            )
         gen = make_generator(params.seed) if params.seed is not None else None
         self._requests[request_id] = _Request(seq, params, detok, gen, time.monotonic())
         self.scheduler.add(seq)
@@ -131,7 +138,7 @@ class Engine:
     def _advance(self, sid: str, token: int, logprob: TokenLogprob | None) -> RequestOutput:
         req = self._requests[sid]
         req.first_token = req.first_token or time.monotonic()
-        update = req.detok.add([token])
+        update = req.detok.add([token]) if req.detok is not None else _NO_TEXT
         reason = self._finish_reason(req, token, update.stopped)
         if reason is not None:
             return self._finish(
@@ -163,7 +170,8 @@ class Engine:
         req = self._requests.pop(sid)
         if not aborted:
             self.scheduler.finish(sid, reason)
-        new_text += req.detok.flush()
+        if req.detok is not None:
+            new_text += req.detok.flush()
         return self._output(req, list(new_tokens), new_text, logprob, True, reason)
 
     def _output(self, req: _Request, new_tokens, new_text, logprob, finished, reason=None):
@@ -177,8 +185,9 @@ class Engine:
             prompt_token_ids=req.seq.prompt_token_ids,
             new_token_ids=new_tokens,
             new_text=new_text,
-            token_ids=list(req.seq.output_token_ids),
-            text=req.detok.text,
+            # Without detokenizing, the caller keeps the whole output (no copy per step).
+            token_ids=list(req.seq.output_token_ids) if req.detok is not None else [],
+            text=req.detok.text if req.detok is not None else "",
             finished=finished,
             finish_reason=reason,
             new_logprobs=new_lps,

@@ -1,4 +1,9 @@
-"""`create_app(engine, config)`: the aiohttp application around one engine."""
+"""`create_app(engine, config)`: the aiohttp application around one engine.
+
+`engine` is either a `CoreProcess` (the engine running in its own process, what `kiln serve`
+uses; see server/core_client.py) or an engine object driven by a thread of this process
+(`EngineLoop`; tests use it with small fakes).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ from aiohttp import web
 
 from server.choices import TokenText
 from server.config import ServerConfig
+from server.core_client import CoreProcess, EngineCoreClient
 from server.engine_loop import EngineLoop
 from server.errors import APIError, error_middleware
 from server.metrics import ServerMetrics
@@ -18,22 +24,24 @@ from server.state import STATE, ServerState
 
 
 def create_app(engine, config: ServerConfig | None = None) -> web.Application:
-    """Build the app; the engine loop starts and stops with it (`cleanup_ctx`)."""
+    """Build the app; the engine driver starts and stops with it (`cleanup_ctx`)."""
     config = config or ServerConfig()
     metrics = ServerMetrics()
     app = web.Application(
         client_max_size=config.max_body_bytes,
         middlewares=[metrics_middleware, error_middleware, auth_middleware],
     )
+    limits = dict(max_queue=config.max_queue, retry_after_s=config.retry_after_s)
+    if isinstance(engine, CoreProcess):
+        loop = EngineCoreClient(engine, metrics, **limits)
+    else:
+        loop = EngineLoop(engine, metrics, **limits)
     app[STATE] = ServerState(
-        engine=engine,
         config=config,
         metrics=metrics,
-        loop=EngineLoop(
-            engine, metrics, max_queue=config.max_queue, retry_after_s=config.retry_after_s
-        ),
-        served_names=config.served_model_names or (engine.model_name,),
-        token_text=TokenText(engine.tokenizer),
+        loop=loop,
+        served_names=config.served_model_names or (loop.model_name,),
+        token_text=TokenText(loop.tokenizer),
         started=int(time.time()),
     )
     app.add_routes(ROUTES)

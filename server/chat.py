@@ -9,7 +9,6 @@ from aiohttp import web
 
 from server import sse
 from server.choices import Choice, chat_logprobs, collect, envelope, usage_of
-from server.engine_loop import RequestGroup
 from server.errors import APIError
 from server.protocol import (
     MAX_N,
@@ -22,6 +21,7 @@ from server.protocol import (
     seeded,
 )
 from server.state import STATE, ServerState
+from server.tracker import RequestGroup
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
 
@@ -100,7 +100,7 @@ async def create_chat_completion(request: web.Request) -> web.StreamResponse:
         body,
         max_tokens=max_tokens,
         logprobs=req.logprobs,
-        default_max_tokens=max(1, state.engine.max_model_len - len(prompt)),
+        default_max_tokens=max(1, state.max_model_len - len(prompt)),
     )
     group = await state.loop.submit(
         f"chatcmpl-{uuid.uuid4().hex}", [prompt] * req.n, seeded(params, req.n)
@@ -157,6 +157,8 @@ async def _stream(
         async for i, out in group.outputs():
             choices[i].add(out)
             if not (out.new_text or out.finished or out.new_logprobs):
+                if not group.has_more:
+                    await sse.flush(resp)  # nothing to add: send what an earlier output held
                 continue
             lps = None
             if req.logprobs is not None:
@@ -175,6 +177,7 @@ async def _stream(
                         }
                     ],
                 },
+                flush=not group.has_more,
             )
     except ConnectionError:
         raise  # the client is gone: nothing more can be sent

@@ -6,8 +6,8 @@ import time
 from dataclasses import dataclass, field
 
 from runtime.outputs import RequestOutput, TokenLogprob
-from server.engine_loop import RequestGroup
 from server.protocol import usage
+from server.tracker import RequestGroup
 
 
 @dataclass

@@ -9,7 +9,6 @@ from aiohttp import web
 
 from server import sse
 from server.choices import Choice, collect, completion_logprobs, envelope, usage_of
-from server.engine_loop import RequestGroup
 from server.protocol import (
     MAX_N,
     Body,
@@ -21,6 +20,7 @@ from server.protocol import (
     seeded,
 )
 from server.state import STATE, ServerState
+from server.tracker import RequestGroup
 
 Prompt = str | list[int]
 
@@ -141,6 +141,8 @@ async def _stream(
                 text = _echo_text(state, req.prompts[i // req.n]) + text
                 echoed = _visible(state, out.prompt_token_ids)
             if not (text or out.finished or out.new_logprobs):
+                if not group.has_more:
+                    await sse.flush(resp)  # nothing to add: send what an earlier output held
                 continue
             lps = None
             if req.logprobs is not None:
@@ -154,7 +156,7 @@ async def _stream(
                 "logprobs": lps,
                 "finish_reason": out.finish_reason if out.finished else None,
             }
-            await sse.send_event(resp, {**base, "choices": [choice]})
+            await sse.send_event(resp, {**base, "choices": [choice]}, flush=not group.has_more)
     except ConnectionError:
         raise  # the client is gone: nothing more can be sent
     except Exception as e:

@@ -41,6 +41,8 @@ ENGINE_GAUGES = {
     "prefix_cache_hit_rate": ("kiln_prefix_cache_hit_rate", "Prefix cache hit rate (0..1)."),
     "compile_seconds": ("kiln_compile_seconds", "Seconds spent compiling at startup."),
     "load_seconds": ("kiln_load_seconds", "Seconds spent loading the artifact and weights."),
+    "core_steps": ("kiln_engine_steps_total", "Engine steps run by the engine core."),
+    "core_step_seconds": ("kiln_engine_step_seconds_total", "Seconds inside those steps."),
 }
 
 

@@ -23,7 +23,7 @@ async def list_models(request: web.Request) -> web.Response:
             "object": "model",
             "created": state.started,
             "owned_by": "kiln",
-            "max_model_len": state.engine.max_model_len,
+            "max_model_len": state.max_model_len,
         }
         for name in state.served_names
     ]
@@ -32,6 +32,8 @@ async def list_models(request: web.Request) -> web.Response:
 
 async def health(request: web.Request) -> web.Response:
     state = request.app[STATE]
+    if state.loop.dead_reason is not None:
+        raise APIError(503, f"the engine is down: {state.loop.dead_reason}", code="engine_dead")
     if not state.loop.accepting:
         raise APIError(503, "the server is shutting down", code="shutting_down")
     return web.json_response({"status": "ok", "active_requests": state.loop.num_active})

@@ -2,7 +2,10 @@
 
 Shutdown order: stop accepting (new requests get 503, the listening socket closes), let
 in-flight requests finish for up to `shutdown_timeout` seconds, abort the rest (their streams
-end with `finish_reason: "abort"`), then close connections and stop the engine thread.
+end with `finish_reason: "abort"`), then close connections and stop the engine.
+
+If the engine dies (its process exits), in-flight requests fail at once, /health answers 503
+for `DEAD_LINGER_S` so probes and load balancers see it, and `serve` returns 1.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from server.state import STATE
 
 log = logging.getLogger("kiln.server")
 _CLOSE_TIMEOUT_S = 2.0  # after aborting, handlers only need to write their last bytes
+DEAD_LINGER_S = 1.0
 
 
 def make_runner(app: web.Application) -> web.AppRunner:
@@ -30,8 +34,9 @@ def make_runner(app: web.Application) -> web.AppRunner:
 
 async def serve(
     app: web.Application, host: str, port: int, on_ready: Callable[[str], None] | None = None
-) -> None:
-    """Serve until SIGTERM or SIGINT; returns once drained and stopped."""
+) -> int:
+    """Serve until SIGTERM or SIGINT (returns 0 once drained and stopped) or until the engine
+    dies (returns 1)."""
     runner = make_runner(app)
     await runner.setup()  # starts the engine loop (cleanup_ctx)
     site = web.TCPSite(runner, host, port)
@@ -43,12 +48,24 @@ async def serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    died = app[STATE].loop.died
     try:
-        await stop.wait()
+        await _first(stop.wait(), died.wait())
+        if died.is_set():
+            log.error("%s: the server stops (exit code 1)", app[STATE].loop.dead_reason)
+            await asyncio.sleep(DEAD_LINGER_S)
         await drain(app, site)
     finally:
         await runner.cleanup()
     log.info("stopped")
+    return 1 if died.is_set() else 0
+
+
+async def _first(*waits) -> None:
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    _, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
 
 
 async def drain(app: web.Application, site: web.BaseSite) -> None:

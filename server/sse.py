@@ -6,6 +6,10 @@ import json
 
 from aiohttp import web
 
+# Bytes framed but not yet written (see `send_event(flush=False)`); older aiohttp has no
+# typed response keys and takes a string.
+_HELD = web.ResponseKey("kiln_sse_held", bytes) if hasattr(web, "ResponseKey") else "kiln_sse_held"
+
 
 async def open_stream(request: web.Request) -> web.StreamResponse:
     resp = web.StreamResponse(
@@ -19,11 +23,30 @@ async def open_stream(request: web.Request) -> web.StreamResponse:
     return resp
 
 
-async def send_event(resp: web.StreamResponse, payload: dict) -> None:
-    await resp.write(b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n")
+async def send_event(resp: web.StreamResponse, payload: dict, *, flush: bool = True) -> None:
+    """Frame one event; with `flush=False` it waits in the response's buffer for the next
+    flushing send (a handler that finds more outputs queued writes them all at once, so a
+    server behind the engine catches up in fewer, larger writes)."""
+    data = b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+    held = resp.get(_HELD)
+    if not flush:
+        resp[_HELD] = data if held is None else held + data
+        return
+    if held is not None:
+        del resp[_HELD]
+        data = held + data
+    await resp.write(data)
+
+
+async def flush(resp: web.StreamResponse) -> None:
+    """Write what `send_event(flush=False)` held back."""
+    held = resp.pop(_HELD, None)
+    if held is not None:
+        await resp.write(held)
 
 
 async def send_done(resp: web.StreamResponse) -> None:
+    await flush(resp)
     await resp.write(b"data: [DONE]\n\n")
     await resp.write_eof()
 

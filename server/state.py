@@ -8,23 +8,26 @@ from aiohttp import web
 
 from server.choices import TokenText
 from server.config import ServerConfig
-from server.engine_loop import EngineLoop
 from server.metrics import ServerMetrics
+from server.tracker import RequestTracker
 
 
 @dataclass
 class ServerState:
-    engine: object  # runtime.engine.Engine or anything honouring its contract
     config: ServerConfig
     metrics: ServerMetrics
-    loop: EngineLoop
+    loop: RequestTracker  # the engine driver: EngineCoreClient or EngineLoop
     served_names: tuple[str, ...]
     token_text: TokenText
     started: int  # unix time, the `created` of /v1/models
 
     @property
     def tokenizer(self):
-        return self.engine.tokenizer
+        return self.loop.tokenizer
+
+    @property
+    def max_model_len(self) -> int:
+        return self.loop.max_model_len
 
 
 STATE = web.AppKey("kiln_state", ServerState)

@@ -2,6 +2,8 @@
 
     kiln bench throughput MODEL --batch-sizes 1,8,32 --input-len 128 --output-len 128 --vs hf
     kiln bench startup MODEL --runs 5
+    kiln bench serve MODEL --concurrency 32,128 --input-len 128 --output-len 64
+    kiln bench serve --url http://127.0.0.1:8000 --request-rate 2,8,inf --no-offline
     kiln bench --record results.json      # import a record written with --json-out elsewhere
 
 Every run prints a table, stores one `BenchRecord` in the dashboard database, and with
@@ -34,6 +36,7 @@ def add_parser(sub) -> None:
     benches = p.add_subparsers(dest="bench", metavar="BENCH")
     _add_throughput(benches)
     _add_startup(benches)
+    _add_serve(benches)
     p.set_defaults(run=run)
 
 
@@ -67,6 +70,30 @@ def _add_startup(benches) -> None:
     _add_common(p)
 
 
+def _add_serve(benches) -> None:
+    p = benches.add_parser(
+        "serve", help="streaming clients against `kiln serve`: tok/s, TTFT, ITL, E2E vs offline"
+    )
+    p.add_argument("--url", help="a running server (default: start `kiln serve MODEL` here)")
+    p.add_argument("--served-model-name", help="the `model` to send (default: the server's)")
+    p.add_argument("--api-key", default=None, help="bearer key of the server")
+    p.add_argument("--concurrency", default="32", help="client counts, e.g. 32,128")
+    p.add_argument(
+        "--request-rate", help="Poisson request rates instead (req/s, 'inf': all at once)"
+    )
+    p.add_argument("--num-prompts", type=int, help="requests per load (default 4 x clients, 200)")
+    p.add_argument("--input-len", type=int, default=128, help="random prompt tokens")
+    p.add_argument("--output-len", type=int, default=64, help="generated tokens (EOS ignored)")
+    p.add_argument("--prompts-file", type=Path, help="prompts, one per line (text or [ids])")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random prompts")
+    for name in ("ttft", "itl", "e2e"):
+        p.add_argument(f"--slo-{name}-ms", type=float, help=f"goodput bound on {name.upper()}")
+    p.add_argument(
+        "--no-offline", action="store_true", help="skip the offline engine run at the same batch"
+    )
+    _add_common(p)
+
+
 def run(args: argparse.Namespace) -> int:
     if args.record is not None:
         if args.bench is not None:
@@ -76,7 +103,11 @@ def run(args: argparse.Namespace) -> int:
         return run_throughput(args)
     if args.bench == "startup":
         return run_startup(args)
-    raise KilnError("choose a benchmark (throughput or startup), or import one with --record FILE")
+    if args.bench == "serve":
+        return run_serve(args)
+    raise KilnError(
+        "choose a benchmark (throughput, startup or serve), or import one with --record FILE"
+    )
 
 
 def _import_records(path: Path, db: Path | None) -> int:
@@ -236,3 +267,39 @@ def _bench_record(bench: str, model: str, **fields):
     from perf_dashboard.records import BenchRecord
 
     return BenchRecord(bench=bench, model=model_label(model), card=card_name(), **fields)
+
+
+# --- serve ------------------------------------------------------------------------------------
+def run_serve(args: argparse.Namespace) -> int:
+    from kiln.benchmarking.serve import ServeBench, Slo, parse_loads, run_bench
+    from model_defs.registry import read_config, resolve_model_path
+
+    cfg = ServeBench(
+        model=args.model, url=args.url, loads=parse_loads(args.concurrency, args.request_rate),
+        input_len=args.input_len, output_len=args.output_len, num_prompts=args.num_prompts,
+        prompts_file=args.prompts_file, slo=Slo(args.slo_ttft_ms, args.slo_itl_ms, args.slo_e2e_ms),
+        offline=not args.no_offline, seed=args.seed, api_key=args.api_key,
+        served_name=args.served_model_name,
+    )  # fmt: skip
+    _, model_cfg = read_config(resolve_model_path(args.model))
+    rows, errors = run_bench(cfg, engine_argv(args), model_cfg.vocab_size)
+    print(serve_table(rows))
+    finish(_bench_record("serve", args.model, results=rows), args.json_out, args.db)
+    return 1 if errors else 0
+
+
+def serve_table(rows: list[dict]) -> str:
+    """One line per load and engine; served lines carry their ratio to offline."""
+    from kiln.benchmarking.stats import format_table
+
+    headers = ["load", "engine", "tok/s", "vs offline", "TTFT p50", "TTFT p99", "ITL p50",
+               "ITL p99", "E2E p50", "E2E p99", "goodput req/s"]  # fmt: skip
+    table = []
+    for r in rows:
+        rate = r.get("request_rate")
+        load = f"{rate:g} req/s" if rate is not None else f"{r['batch_size']} clients"
+        ratio = r.get("served_ratio")
+        table.append([load, r["engine"], r["tok_s"], f"{ratio:.0%}" if ratio else None,
+                      r["ttft_p50_ms"], r["ttft_p99_ms"], r["itl_p50_ms"], r["itl_p99_ms"],
+                      r.get("e2e_p50_ms"), r.get("e2e_p99_ms"), r.get("goodput_req_s")])  # fmt: skip
+    return format_table(headers, table) + "\n(latencies in ms)"

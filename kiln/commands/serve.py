@@ -1,16 +1,20 @@
 """`kiln serve [MODEL|ARTIFACT]`: the OpenAI-compatible HTTP server.
 
-Builds the engine (compiles on a cache miss, loads on a hit), then serves until SIGTERM or
-Ctrl-C, draining in-flight requests for up to `--shutdown-timeout` seconds.
+Spawns the engine-core process, which builds the engine (`build_core_engine`: compiles on a cache
+miss, loads on a hit), then serves from this process until SIGTERM or Ctrl-C, draining
+in-flight requests for up to `--shutdown-timeout` seconds. If the engine process dies, the
+server exits with code 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from kiln import startup
 from kiln.commands.flags import add_engine_arguments, engine_kwargs
+from kiln.errors import KilnError
 
 
 def add_parser(sub) -> None:
@@ -53,6 +57,13 @@ def add_parser(sub) -> None:
         help="seconds in-flight requests may finish after SIGTERM (default 10)",
     )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--engine-threads",
+        type=int,
+        default=None,
+        help="CPU threads of the engine-core process (default: all cores but one, which the "
+        "API server keeps; at least 1)",
+    )
     add_engine_arguments(p)
     p.set_defaults(compile="on_miss")  # serve compiles on a cache miss, loads on a hit
     p.set_defaults(run=run)
@@ -81,20 +92,37 @@ def run(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     config = server_config(args)  # bad flags fail before the (slow) engine build
+    if args.engine_threads is not None and args.engine_threads < 1:
+        raise KilnError(f"--engine-threads {args.engine_threads} must be >= 1")
+
+    from server.app import create_app
+    from server.core_client import launch_core
+    from server.runner import serve
+
+    core = launch_core(build_core_engine, args)
+    startup.resume_gc()
+    app = create_app(core, config)
+    names = ", ".join(config.served_model_names or (core.info.model_name,))
+
+    def ready(url: str) -> None:
+        logging.getLogger("kiln.server").info("serving %s; %s", names, core.info.description)
+        print(f"kiln serve: listening on {url}", flush=True)
+
+    return asyncio.run(serve(app, args.host, args.port, on_ready=ready))
+
+
+def build_core_engine(args: argparse.Namespace):
+    """The engine `kiln serve` runs; called in the engine-core process (so it must stay a
+    module-level function of picklable `args`)."""
+    import torch
 
     from kiln.config import EngineConfig
     from kiln.resolve import build_engine
-    from server.app import create_app
-    from server.runner import serve
 
+    # Intra-op threads that outnumber the free cores wait on each other at every op's barrier
+    # whenever the server process runs: on a 2-core host that cost 5-10x in step time.
+    torch.set_num_threads(args.engine_threads or max(1, (os.cpu_count() or 2) - 1))
+    startup.pause_gc()
     engine = build_engine(EngineConfig(model=args.model, **engine_kwargs(args)))
     startup.resume_gc()
-    app = create_app(engine, config)
-    names = ", ".join(config.served_model_names or (engine.model_name,))
-
-    def ready(url: str) -> None:
-        logging.getLogger("kiln.server").info("serving %s; %s", names, engine.loaded.describe())
-        print(f"kiln serve: listening on {url}", flush=True)
-
-    asyncio.run(serve(app, args.host, args.port, on_ready=ready))
-    return 0
+    return engine

@@ -106,6 +106,24 @@ def test_window_stays_small_on_long_outputs():
     assert sum(calls) <= 8 * len(ids)
 
 
+def test_ids_beyond_the_tokenizer_keep_the_window_small():
+    """A 128,256-id model over the demo's 512-entry tokenizer: unknown ids decode to nothing
+    and must not pile up in the decode window (each step would re-decode all of them)."""
+    calls = []
+
+    class Counting:
+        def decode(self, ids, skip_special_tokens=True):
+            calls.append(len(ids))
+            return TOK.decode(ids, skip_special_tokens=skip_special_tokens)
+
+    unknown = [100_000 + 7 * i for i in range(2000)]
+    text_ids = _bytewise("ok ✓")
+    detok = IncrementalDetokenizer(Counting(), [1, 2, 3])
+    deltas = _stream(detok, unknown[:1000] + text_ids + unknown[1000:])
+    assert "".join(deltas) == "ok ✓"
+    assert max(calls) <= 8
+
+
 def test_works_with_a_transformers_tokenizer():
     from transformers import PreTrainedTokenizerFast
 

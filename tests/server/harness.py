@@ -125,3 +125,13 @@ def wait_for_metrics(url: str, predicate, timeout: float = 60.0) -> dict[str, fl
         time.sleep(0.1)
         values = metrics(url)
     return values
+
+
+def engine_core_pid(server_pid: int) -> int:
+    """The spawned child that runs `runtime.engine_core.run_core` (not the resource tracker)."""
+    children = Path(f"/proc/{server_pid}/task/{server_pid}/children").read_text().split()
+    for pid in map(int, children):
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+        if b"spawn_main" in cmdline and b"resource_tracker" not in cmdline:
+            return pid
+    raise AssertionError(f"no engine core among the children {children} of {server_pid}")

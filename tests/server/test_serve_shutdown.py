@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from pathlib import Path
 
 import aiohttp
 import pytest
 
-from tests.server.harness import ServeProcess, request
+from tests.server.harness import ServeProcess, engine_core_pid, request
 
 pytestmark = pytest.mark.timeout(300)
 SHUTDOWN_TIMEOUT_S = 3.0
@@ -66,6 +67,7 @@ async def load_then_sigterm(proc: ServeProcess) -> dict:
         status, headers, body = await asyncio.to_thread(
             request, url, "POST", "/v1/completions", {"prompt": "x", "max_tokens": 2}
         )
+        core = engine_core_pid(proc.proc.pid)
         t0 = time.monotonic()
         code = await asyncio.to_thread(proc.terminate, SHUTDOWN_TIMEOUT_S + 30)
         results = await asyncio.gather(*tasks)
@@ -76,6 +78,7 @@ async def load_then_sigterm(proc: ServeProcess) -> dict:
         "code": code,
         "elapsed": time.monotonic() - t0,
         "results": results,
+        "core_left": Path(f"/proc/{core}").exists(),
     }
 
 
@@ -85,6 +88,7 @@ def test_full_queue_503_then_sigterm_drains_and_exits_zero(small_server):
     assert out["headers"]["retry-after"] == "1"
     assert out["body"]["error"]["code"] == "queue_full"
     assert out["code"] == 0
+    assert not out["core_left"]  # the engine-core process stopped with the server
     assert out["elapsed"] < SHUTDOWN_TIMEOUT_S + 15  # interpreter exit included
     short, long_ = out["results"][:2], out["results"][2:]
     assert all(reason == "length" for reason, _ in short)  # finished within the grace period

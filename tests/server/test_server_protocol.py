@@ -96,3 +96,36 @@ def test_config_names_the_bad_field():
     with pytest.raises(KilnError, match="max_queue"):
         ServerConfig(max_queue=0)
     assert ServerConfig(served_model_names=["a"]).served_model_names == ("a",)
+
+
+def test_held_sse_events_go_out_in_one_write_in_order():
+    import asyncio
+
+    from server import sse
+
+    class Resp(dict):
+        def __init__(self):
+            super().__init__()
+            self.writes: list[bytes] = []
+
+        async def write(self, data: bytes) -> None:
+            self.writes.append(data)
+
+        async def write_eof(self) -> None:
+            self.writes.append(b"<eof>")
+
+    async def run(resp):
+        await sse.send_event(resp, {"n": 1}, flush=False)
+        await sse.send_event(resp, {"n": 2}, flush=False)
+        await sse.send_event(resp, {"n": 3})
+        await sse.send_event(resp, {"n": 4}, flush=False)
+        await sse.send_done(resp)
+
+    resp = Resp()
+    asyncio.run(run(resp))
+    assert resp.writes == [
+        b'data: {"n":1}\n\ndata: {"n":2}\n\ndata: {"n":3}\n\n',
+        b'data: {"n":4}\n\n',
+        b"data: [DONE]\n\n",
+        b"<eof>",
+    ]

@@ -1,0 +1,76 @@
+"""The wire format between the API server and the engine-core process (msgspec msgpack).
+
+Server -> core: `AddRequests`, `AbortRequests`, `Shutdown` (one tagged union).
+Core -> server: one `CoreOutputs` per engine step for every request that moved, plus the
+admission answers (`accepted` / `rejected`) of the adds applied before that step, and engine
+stats now and then. Structs are `array_like` (field names stay off the wire) because a step's
+message is sent for every step; no torch here, the server process never imports it.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from runtime.outputs import TokenLogprob
+from runtime.sampling_params import SamplingParams
+
+
+class NewRequest(msgspec.Struct, array_like=True):
+    request_id: str
+    prompt_token_ids: list[int]
+    params: SamplingParams
+
+
+class AddRequests(msgspec.Struct, tag="add", array_like=True):
+    requests: list[NewRequest]
+
+
+class AbortRequests(msgspec.Struct, tag="abort", array_like=True):
+    request_ids: list[str]
+
+
+class Shutdown(msgspec.Struct, tag="shutdown", array_like=True):
+    pass
+
+
+CoreInput = AddRequests | AbortRequests | Shutdown
+
+
+class TokenDelta(msgspec.Struct, array_like=True, omit_defaults=True):
+    """What one request gained in one step: its new token ids and, when it ended, why."""
+
+    request_id: str
+    new_token_ids: list[int]
+    finish_reason: str | None = None  # "stop" | "length" | "abort" (set once, at the end)
+    new_logprobs: list[TokenLogprob] | None = None
+
+
+class Rejected(msgspec.Struct, array_like=True):
+    request_id: str
+    message: str  # the engine's KilnError text (the server answers 400 with it)
+
+
+class CoreOutputs(msgspec.Struct, array_like=True, omit_defaults=True):
+    outputs: list[TokenDelta] = []
+    accepted: list[str] = []
+    rejected: list[Rejected] = []
+    failed: str | None = None  # the step raised: every running request ended with this error
+    stats: dict[str, float | int | None] | None = None  # engine.stats() + core step timing
+
+
+class CoreCodec:
+    """One encoder/decoder pair per process (msgspec reuses its buffers)."""
+
+    def __init__(self) -> None:
+        self._encoder = msgspec.msgpack.Encoder()
+        self._inputs = msgspec.msgpack.Decoder(CoreInput)
+        self._outputs = msgspec.msgpack.Decoder(CoreOutputs)
+
+    def encode(self, message: msgspec.Struct) -> bytes:
+        return self._encoder.encode(message)
+
+    def decode_input(self, data: bytes) -> AddRequests | AbortRequests | Shutdown:
+        return self._inputs.decode(data)
+
+    def decode_outputs(self, data: bytes) -> CoreOutputs:
+        return self._outputs.decode(data)

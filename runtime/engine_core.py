@@ -1,0 +1,190 @@
+"""The engine core: `Engine.step()` in a loop of its own process, fed and read over ZMQ.
+
+The API server process owns HTTP, tokenizing, detokenizing, stop strings and SSE; this
+process owns the engine and nothing else, so a step never waits for the event loop and
+never competes with it for one interpreter. Per loop turn it applies every queued command
+(adds, aborts), answers the adds, runs one step and sends ONE `CoreOutputs` for all requests
+that moved. Sends never block (no high-water mark): a slow server only grows a queue.
+
+    server --PUSH (CoreInput)--> ipc in  --> core
+    server <--PULL (CoreOutputs)-- ipc out <-- core
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from kiln.errors import KilnError
+from runtime.core_messages import (
+    AbortRequests,
+    AddRequests,
+    CoreCodec,
+    CoreOutputs,
+    Rejected,
+    Shutdown,
+    TokenDelta,
+)
+
+log = logging.getLogger("kiln.engine_core")
+STATS_INTERVAL_S = 0.1  # engine stats ride on an output message at most this often
+IDLE_POLL_MS = 500  # idle: wake this often to notice a parent that died without a word
+READY, FAILED, OUTPUTS = b"ready", b"failed", b"out"  # first frame of a core -> server message
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    """What the server needs of the engine, sent once (pickled) when the core is ready."""
+
+    model_name: str
+    max_model_len: int
+    vocab_size: int
+    tokenizer: object  # the engine's tokenizer; the server detokenizes with it
+    description: str  # `loaded.describe()`: what runs (compiled artifact, eager, ...)
+    stats: dict
+
+
+def engine_info(engine) -> EngineInfo:
+    loaded = engine.loaded
+    return EngineInfo(
+        model_name=engine.model_name,
+        max_model_len=engine.max_model_len,
+        vocab_size=loaded.vocab_size,
+        tokenizer=engine.tokenizer,
+        description=loaded.describe(),
+        stats=dict(engine.stats()),
+    )
+
+
+class EngineCore:
+    """Applies commands to an engine and turns each step into one `CoreOutputs`."""
+
+    def __init__(self, engine) -> None:
+        self.engine = engine
+        engine.detokenize = False  # text is the server's; the core sends token ids
+        self.running: set[str] = set()  # added, not finished or aborted
+        self.shutdown = False
+        self._last_stats = 0.0
+        self._step_seconds = 0.0  # summed over steps since the last stats send
+        self._steps = 0
+
+    def apply(self, message: AddRequests | AbortRequests | Shutdown) -> CoreOutputs | None:
+        """Apply one command; adds are answered at once (accepted / rejected), and aborts that
+        leave nothing running report the freed engine."""
+        if isinstance(message, AddRequests):
+            return self._add(message)
+        if isinstance(message, AbortRequests):
+            for rid in message.request_ids:
+                self.engine.abort(rid)  # frees the sequence's KV blocks
+                self.running.discard(rid)
+            return None if self.running else CoreOutputs(stats=self.stats_due(force=True))
+        self.shutdown = True
+        return None
+
+    def _add(self, message: AddRequests) -> CoreOutputs:
+        answer = CoreOutputs(accepted=[], rejected=[])
+        for req in message.requests:
+            try:
+                self.engine.add_request(req.request_id, req.prompt_token_ids, req.params)
+            except KilnError as e:
+                answer.rejected.append(Rejected(req.request_id, str(e)))
+                continue
+            self.running.add(req.request_id)
+            answer.accepted.append(req.request_id)
+        return answer
+
+    def step(self) -> CoreOutputs:
+        """One engine step -> one message; a failing step ends every running request."""
+        t0 = time.perf_counter()
+        try:
+            outputs = self.engine.step()
+        except Exception as e:  # noqa: BLE001 - reported to the server, which answers 500
+            log.exception("engine step failed; failing its requests")
+            for rid in self.running:
+                self.engine.abort(rid)
+            self.running.clear()
+            return CoreOutputs(failed=f"{type(e).__name__}: {e}")
+        self._step_seconds += time.perf_counter() - t0
+        self._steps += 1
+        deltas = []
+        for out in outputs:
+            if out.finished:
+                self.running.discard(out.request_id)
+            deltas.append(
+                TokenDelta(out.request_id, out.new_token_ids, out.finish_reason, out.new_logprobs)
+            )
+        # The step that empties the batch reports at once: /metrics must show an idle engine.
+        return CoreOutputs(outputs=deltas, stats=self.stats_due(force=not self.running))
+
+    def stats_due(self, force: bool = False) -> dict | None:
+        now = time.monotonic()
+        if not force and now - self._last_stats < STATS_INTERVAL_S:
+            return None
+        stats = dict(self.engine.stats())
+        stats["core_steps"] = self._steps
+        stats["core_step_seconds"] = self._step_seconds
+        self._last_stats = now
+        return stats
+
+
+def run_core(build: Callable[..., object], build_arg: object, in_addr: str, out_addr: str) -> None:
+    """The core process's main: build the engine, say ready, loop until Shutdown."""
+    import zmq
+
+    _ignore_signals()
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
+    ctx = zmq.Context()
+    pull, push = ctx.socket(zmq.PULL), ctx.socket(zmq.PUSH)
+    for sock in (pull, push):
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.set_hwm(0)
+    pull.connect(in_addr)
+    push.connect(out_addr)
+    try:
+        engine = build(build_arg)
+        info = engine_info(engine)
+    except BaseException as e:  # noqa: BLE001 - the server prints it and exits non-zero
+        push.send_multipart([FAILED, f"{type(e).__name__}: {e}".encode()])
+        push.close(linger=2000)
+        raise SystemExit(1) from None
+    push.send_multipart([READY, pickle.dumps(info)])
+    _loop(EngineCore(engine), pull, push)
+    push.close(linger=2000)
+    pull.close()
+
+
+def _loop(core: EngineCore, pull, push) -> None:
+    codec = CoreCodec()
+    parent = os.getppid()
+    while not core.shutdown:
+        timeout = 0 if core.running else IDLE_POLL_MS
+        while pull.poll(timeout):
+            answer = core.apply(codec.decode_input(pull.recv()))
+            if answer is not None:
+                push.send_multipart([OUTPUTS, codec.encode(answer)], copy=False)
+            timeout = 0
+        if core.shutdown:
+            return
+        if os.getppid() != parent:
+            log.error("the API server process is gone; the engine core exits")
+            return
+        if core.running:
+            push.send_multipart([OUTPUTS, codec.encode(core.step())], copy=False)
+        else:
+            stats = core.stats_due()
+            if stats is not None:
+                push.send_multipart([OUTPUTS, codec.encode(CoreOutputs(stats=stats))])
+
+
+def _ignore_signals() -> None:
+    """Ctrl-C and SIGTERM reach the whole process group; the server decides when the core
+    stops (it drains first), and tells it with `Shutdown`."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)

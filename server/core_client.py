@@ -1,0 +1,212 @@
+"""The server side of the engine-core process: spawn it, feed it, read it, watch it.
+
+`launch_core` spawns `runtime.engine_core.run_core` and waits until the engine is built (a
+build error becomes a KilnError here). `EngineCoreClient` then drives it from the event loop:
+prompts are tokenized here, each step's `CoreOutputs` is read once and split per request,
+and detokenizing and stop strings happen here too (a stop string aborts the request in the
+core). The core process exiting on its own marks the engine dead: /health answers 503,
+in-flight requests fail, and `server.runner.serve` exits non-zero.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import pickle
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import zmq
+import zmq.asyncio
+
+from kiln.errors import KilnError
+from runtime.core_messages import (
+    AbortRequests,
+    AddRequests,
+    CoreCodec,
+    CoreOutputs,
+    NewRequest,
+    Shutdown,
+)
+from runtime.engine_core import FAILED, READY, EngineInfo, run_core
+from server.core_streams import CoreStreams
+from server.metrics import ServerMetrics
+from server.tracker import RequestTracker
+
+log = logging.getLogger("kiln.server")
+STOP_TIMEOUT_S = 10.0  # after Shutdown, the core gets this long to exit before a kill
+
+
+@dataclass
+class CoreProcess:
+    """A started engine-core process and the two sockets to it (bound here)."""
+
+    process: multiprocessing.Process
+    push: zmq.Socket  # server -> core commands
+    pull: zmq.Socket  # core -> server outputs
+    folder: str  # holds the ipc socket files
+    info: EngineInfo
+
+
+def launch_core(build: Callable[[object], object], build_arg: object) -> CoreProcess:
+    """Spawn the core, which calls `build(build_arg)` to make its engine; wait until ready."""
+    folder = tempfile.mkdtemp(prefix="kiln-core-")
+    ctx = zmq.Context.instance()
+    push, pull = ctx.socket(zmq.PUSH), ctx.socket(zmq.PULL)
+    for sock in (push, pull):
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.set_hwm(0)  # never drop, never block: the core must not wait on the server
+    push.bind(f"ipc://{folder}/in")
+    pull.bind(f"ipc://{folder}/out")
+    spawn = multiprocessing.get_context("spawn")
+    proc = spawn.Process(
+        target=run_core,
+        args=(build, build_arg, f"ipc://{folder}/in", f"ipc://{folder}/out"),
+        name="kiln-engine-core",
+    )
+    proc.start()
+    try:
+        info = _wait_ready(proc, pull)
+    except BaseException:
+        proc.kill()
+        proc.join(10)
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return CoreProcess(proc, push, pull, folder, info)
+
+
+def _wait_ready(proc: multiprocessing.Process, pull: zmq.Socket) -> EngineInfo:
+    while not pull.poll(200):
+        if not proc.is_alive():
+            raise KilnError(
+                f"the engine core process exited with code {proc.exitcode} before it was "
+                "ready; see the messages above"
+            )
+    kind, payload = pull.recv_multipart()
+    if kind == FAILED:
+        raise KilnError(f"the engine could not start: {payload.decode()}")
+    if kind != READY:
+        raise KilnError(f"the engine core sent {kind!r} before it was ready")
+    return pickle.loads(payload)
+
+
+class EngineCoreClient(RequestTracker):
+    """The engine driver `create_app` uses for an engine running in a `CoreProcess`."""
+
+    def __init__(
+        self, core: CoreProcess, metrics: ServerMetrics, *, max_queue: int, retry_after_s: int = 1
+    ) -> None:
+        super().__init__(metrics, max_queue=max_queue, retry_after_s=retry_after_s)
+        self.core = core
+        info = core.info
+        self.model_name, self.max_model_len = info.model_name, info.max_model_len
+        self.tokenizer, self.description = info.tokenizer, info.description
+        self.stats = dict(info.stats)
+        self.streams = CoreStreams(info.tokenizer, info.vocab_size, info.max_model_len)
+        self._codec = CoreCodec()
+        self._pending: dict[str, asyncio.Future] = {}  # request id -> its add's answer
+        self._reader: asyncio.Task | None = None
+        self._pull: zmq.asyncio.Socket | None = None
+
+    # --- lifecycle -----------------------------------------------------------------------
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._pull = zmq.asyncio.Socket.from_socket(self.core.pull)
+        self._reader = asyncio.create_task(self._read(), name="kiln-core-reader")
+        loop.add_reader(self.core.process.sentinel, self._on_core_exit)
+
+    async def stop(self) -> None:
+        """Abort what is left, tell the core to stop, wait for it (kill it if it hangs)."""
+        self.stop_accepting()
+        self.abort_all()
+        proc = self.core.process
+        asyncio.get_running_loop().remove_reader(proc.sentinel)
+        if proc.is_alive():
+            self._send(Shutdown())
+            await asyncio.to_thread(proc.join, STOP_TIMEOUT_S)
+            if proc.is_alive():
+                log.warning("the engine core did not stop within %.0f s; killing it",
+                            STOP_TIMEOUT_S)  # fmt: skip
+                proc.kill()
+                await asyncio.to_thread(proc.join, 5)
+        if self._reader is not None:
+            self._reader.cancel()
+        self.core.push.close()
+        self.core.pull.close()
+        shutil.rmtree(self.core.folder, ignore_errors=True)
+
+    # --- commands ------------------------------------------------------------------------
+    async def _send_add(self, ids, prompts, params) -> None:
+        """Tokenize here (bad prompts are 400s at once), then wait for the core's answer."""
+        new = [
+            NewRequest(rid, self.streams.open(rid, prompt, p), p)
+            for rid, prompt, p in zip(ids, prompts, params, strict=True)
+        ]
+        loop = asyncio.get_running_loop()
+        answers = [loop.create_future() for _ in ids]
+        self._pending.update(zip(ids, answers, strict=True))
+        self._send(AddRequests(new))
+        try:
+            await asyncio.gather(*answers)
+        finally:
+            for rid in ids:
+                self._pending.pop(rid, None)
+
+    def _send_abort(self, ids: list[str]) -> None:
+        self.streams.close(ids)
+        self._send(AbortRequests(ids))
+
+    def _send(self, message) -> None:
+        if self.dead_reason is None:
+            self.core.push.send(self._codec.encode(message), copy=False)
+
+    # --- outputs -------------------------------------------------------------------------
+    async def _read(self) -> None:
+        while True:
+            kind, payload = await self._pull.recv_multipart()
+            self._on_outputs(self._codec.decode_outputs(payload))
+
+    def _on_outputs(self, msg: CoreOutputs) -> None:
+        at = time.monotonic()
+        for rid in msg.accepted:
+            _settle(self._pending.get(rid), None)
+        for r in msg.rejected:
+            _settle(self._pending.get(r.request_id), KilnError(r.message))
+        if msg.failed is not None:
+            error = RuntimeError(f"engine step failed: {msg.failed}")
+            self.fail(self.streams.close_all(), error)
+        for delta in msg.outputs:
+            out, stopped_here = self.streams.advance(delta)
+            if out is None:
+                continue  # aborted meanwhile
+            if stopped_here:
+                self._send(AbortRequests([delta.request_id]))  # the core knows no stop strings
+            self.deliver(out, at)
+        if msg.stats is not None:
+            self.stats = msg.stats
+
+    def _on_core_exit(self) -> None:
+        proc = self.core.process
+        asyncio.get_running_loop().remove_reader(proc.sentinel)
+        proc.join(1)
+        self.dead_reason = f"the engine core process exited with code {proc.exitcode}"
+        log.error("%s; failing %d requests", self.dead_reason, self.num_active)
+        error = RuntimeError(self.dead_reason)
+        for future in self._pending.values():
+            _settle(future, error)
+        self.streams.close_all()
+        self.fail_all(error)
+        self.died.set()
+
+
+def _settle(future: asyncio.Future | None, error: BaseException | None) -> None:
+    if future is None or future.done():
+        return  # cancelled meanwhile, or already answered
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)

@@ -1,0 +1,103 @@
+"""The engine core: one compact message per step, and aborts that free KV blocks."""
+
+from __future__ import annotations
+
+import pytest
+
+from runtime.core_messages import (
+    AbortRequests,
+    AddRequests,
+    CoreCodec,
+    CoreOutputs,
+    NewRequest,
+    Rejected,
+    Shutdown,
+    TokenDelta,
+)
+from runtime.engine_core import EngineCore
+from runtime.outputs import TokenLogprob
+from runtime.sampling_params import SamplingParams
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def test_batched_outputs_round_trip_without_field_names():
+    lp = TokenLogprob(17, -0.25, ((17, -0.25), (3, -1.5)))
+    msg = CoreOutputs(
+        outputs=[
+            TokenDelta("cmpl-a-0", [101]),
+            TokenDelta("cmpl-a-1", [7, 9], "length"),
+            TokenDelta("chat-b-0", [17], "stop", [lp]),
+        ],
+        accepted=["x-0"],
+        rejected=[Rejected("x-1", "prompt too long")],
+        stats={"num_running": 2, "kv_usage": 0.125, "compile_seconds": None},
+    )
+    codec = CoreCodec()
+    data = codec.encode(msg)
+    assert codec.decode_outputs(data) == msg
+    assert b"request_id" not in data and b"new_token_ids" not in data  # positional on the wire
+    assert len(data) < 200
+
+
+def test_inputs_round_trip_with_their_sampling_params():
+    codec = CoreCodec()
+    params = SamplingParams(max_tokens=9, temperature=0.5, seed=3, stop=("\n",), logprobs=2)
+    for msg in (
+        AddRequests([NewRequest("r-0", [1, 2, 3], params)]),
+        AbortRequests(["r-0", "r-1"]),
+        Shutdown(),
+    ):
+        assert codec.decode_input(codec.encode(msg)) == msg
+
+
+@pytest.fixture(scope="module")
+def core():
+    from kiln.config import EngineConfig
+    from kiln.resolve import build_engine
+
+    return EngineCore(build_engine(EngineConfig("demo", compile="never", max_model_len=256)))
+
+
+def _add(core: EngineCore, ids: list[str], max_tokens: int) -> CoreOutputs:
+    params = SamplingParams(max_tokens=max_tokens, temperature=1.0, seed=5, ignore_eos=True)
+    prompts = [[(13 * i + k) % 400 + 5 for k in range(20 + i)] for i in range(len(ids))]
+    return core.apply(AddRequests([NewRequest(r, p, params) for r, p in zip(ids, prompts)]))
+
+
+def test_one_message_per_step_carries_every_request(core):
+    answer = _add(core, ["a-0", "a-1", "a-2"], max_tokens=3)
+    assert answer.accepted == ["a-0", "a-1", "a-2"] and not answer.rejected
+    seen: dict[str, list[int]] = {}
+    finished = {}
+    while core.running:
+        msg = core.step()
+        if not core.running:  # the step that empties the batch says so
+            assert msg.stats["num_running"] == 0 and msg.stats["kv_blocks_used"] == 0
+        assert len({d.request_id for d in msg.outputs}) == len(msg.outputs)
+        for d in msg.outputs:
+            seen.setdefault(d.request_id, []).extend(d.new_token_ids)
+            if d.finish_reason:
+                finished[d.request_id] = d.finish_reason
+    assert {rid: len(t) for rid, t in seen.items()} == {"a-0": 3, "a-1": 3, "a-2": 3}
+    assert finished == {"a-0": "length", "a-1": "length", "a-2": "length"}
+    assert core.stats_due(force=True)["kv_blocks_used"] == 0
+
+
+def test_abort_frees_the_sequence_and_its_kv_blocks(core):
+    _add(core, ["b-0", "b-1"], max_tokens=200)
+    for _ in range(4):
+        core.step()
+    stats = core.stats_due(force=True)
+    assert stats["num_running"] == 2 and stats["kv_blocks_used"] >= 4
+    answer = core.apply(AbortRequests(["b-0", "b-1"]))
+    assert answer.stats["kv_blocks_used"] == 0  # what the server's /metrics shows next
+    stats = core.stats_due(force=True)
+    assert core.running == set()
+    assert (stats["num_running"], stats["num_waiting"], stats["kv_blocks_used"]) == (0, 0, 0)
+
+
+def test_a_refused_request_is_answered_not_raised(core):
+    answer = _add(core, ["c-0"], max_tokens=10_000)  # beyond max_model_len
+    assert answer.accepted == [] and "context length" in answer.rejected[0].message
+    assert core.running == set()
