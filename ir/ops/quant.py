@@ -22,7 +22,7 @@ def check_group_size(k: int, group_size: int) -> None:
         )
 
 
-@ir_op("quant_fp8")
+@ir_op("quant_fp8", example=lambda: (torch.randn(5, 256), 128))
 def quant_fp8(x: torch.Tensor, group_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Dynamic fp8 quantization of x [..., K]: returns (xq fp8 [..., K], scale fp32).
 
@@ -51,7 +51,17 @@ def dequant_fp8(xq: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return xq.float() * expand_scale(scale, xq.shape[-1])
 
 
-@ir_op("scaled_mm")
+def _fp8(*shape: int) -> torch.Tensor:
+    return (torch.randn(shape) * 10).to(FP8_DTYPE)
+
+
+def _scaled_mm_example() -> tuple:
+    """Per-group activation scales (2 groups of 32), per-channel weight scales, a bias."""
+    x_scale, w_scale = torch.rand(5, 2) + 0.1, torch.rand(8) + 0.1
+    return _fp8(5, 64), x_scale, _fp8(8, 64), w_scale, torch.randn(8), torch.bfloat16
+
+
+@ir_op("scaled_mm", example=_scaled_mm_example)
 def scaled_mm(
     xq: torch.Tensor,
     x_scale: torch.Tensor,
