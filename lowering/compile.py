@@ -26,6 +26,9 @@ from kiln.errors import KilnError
 ARTIFACT_FORMAT = 1
 
 
+LOWERINGS = ("piecewise", "monolithic")
+
+
 @dataclass(frozen=True)
 class CompileOptions:
     model: str = "demo"
@@ -35,15 +38,27 @@ class CompileOptions:
     tensor_parallel_size: int = 1
     passes: str | None = None  # toggles text; None = default pipeline
     max_num_tokens: int = 512  # largest step (token budget) the graph is built for
+    lowering: str = "monolithic"  # piecewise: each distinct decoder layer compiled once
 
-    def lookup_options(self) -> dict:
+    def __post_init__(self) -> None:
+        if self.lowering not in LOWERINGS:
+            raise KilnError(
+                f"lowering={self.lowering!r} is not known; use one of {', '.join(LOWERINGS)}"
+            )
+
+    def lookup_options(self, target) -> dict:
+        """The options as key factors: dtype resolved for the target, GPU lowering mode."""
         from lowering.lowered import gpu_lowering
 
-        d = asdict(self)
-        d.pop("model")
-        d.pop("target")
-        d["gpu_lowering"] = gpu_lowering()  # shapes GPU artifacts
-        return d
+        return {
+            "dtype": str(resolve_dtype(self.dtype, target)).removeprefix("torch."),
+            "quantization": self.quantization or "none",
+            "tensor_parallel_size": self.tensor_parallel_size,
+            "passes": self.passes or "default",
+            "max_num_tokens": self.max_num_tokens,
+            "lowering": self.lowering,
+            "gpu_lowering": gpu_lowering() if target.device_type == "cuda" else "none",
+        }
 
 
 @dataclass
@@ -60,32 +75,45 @@ def resolve_dtype(dtype: str, target) -> torch.dtype:
     return getattr(torch, dtype)
 
 
-def lookup_key(options: CompileOptions, path: Path, target) -> tuple[str, dict]:
-    from compile_cache import compute_key
-    from lowering.lookup import lookup_factors
+def lookup_key(options: CompileOptions, path: Path, target, store=None) -> tuple[str, dict]:
+    """(pre-key, its factors): what a start computes without capturing (lowering/lookup.py)."""
+    from compile_cache import Store, compute_key
+    from lowering.lookup import pre_factors
 
-    factors = lookup_factors(path, options.lookup_options(), json.loads(target.to_json()))
+    store = store or Store()
+    target_json = json.loads(target.to_json())
+    factors = pre_factors(path, options.lookup_options(target), target_json, store.memo_dir)
     return compute_key(factors), factors
+
+
+def find_artifact(options: CompileOptions, path: Path, target, store=None):
+    """The cached artifact for these options and checkpoint, or None; never captures."""
+    from compile_cache import Store
+    from lowering.lookup import find_artifact as follow
+
+    store = store or Store()
+    pre_key, _ = lookup_key(options, path, target, store)
+    return follow(store, pre_key, path)
 
 
 def compile_model(options: CompileOptions, store=None, progress=print) -> CompileResult:
     from compile_cache import Store
     from ir.targets import get_target
+    from lowering.lookup import find_artifact as follow
     from model_defs.registry import resolve_model_path
 
     store = store or Store()
     target = get_target(options.target)
     path = resolve_model_path(options.model)
-    lkey, lfactors = lookup_key(options, path, target)
-    phases: dict[str, float] = {}
-    _explain_miss(store, lkey, lfactors, progress)
     t0 = time.perf_counter()
-    art, built = store.get_or_build(
-        lkey, lfactors, lambda d: _build(d, options, path, target, phases, progress)
-    )
-    total = time.perf_counter() - t0
-    if not built:
-        phases = {"cache_lookup": total}
+    pre_key, pre = lookup_key(options, path, target, store)
+    art = follow(store, pre_key, path)
+    phases: dict[str, float] = {"cache_lookup": time.perf_counter() - t0}
+    built = False
+    if art is None:
+        art, built = _capture_then_build(
+            options, path, target, store, pre_key, pre, phases, progress
+        )
     man = art.manifest
     record = {
         "model": options.model,
@@ -96,11 +124,56 @@ def compile_model(options: CompileOptions, store=None, progress=print) -> Compil
         "passes": man.get("passes", []),
         "kernels": man.get("kernels", {}),
         "artifact_bytes": art.size,
-        "versions": lfactors["versions"],
+        "versions": pre["versions"],
         "host": socket.gethostname(),
         "created": time.time(),
     }
     return CompileResult(art, built, art.key, record)
+
+
+def _capture_then_build(options, path, target, store, pre_key, pre, phases, progress):
+    """Capture and run the passes (the content key needs the graph), then find or build the
+    artifact under the content key and file the pre-key as its alias."""
+    from compile_cache import compute_key
+    from lowering.lookup import content_factors, weights_alias, weights_hash
+
+    model, passed, trace = _capture(options, path, target, phases, progress)
+    impls = choose_impls(passed.gm, target)
+    graph = {
+        "graph_hash": trace.graph_hash,
+        "passes": [{"name": p.name, "uuid": p.uuid} for p in trace.passes if p.enabled],
+        "impls": impls,
+    }
+    embeds = embedded_weights(passed, model)
+    weights = weights_hash(path, store.memo_dir) if embeds else None
+    factors = content_factors(pre, graph, weights)
+    key = compute_key(factors)
+    _explain_miss(store, key, factors, progress)
+    art, built = store.get_or_build(
+        key, factors, lambda d: _build(d, options, target, model, passed, trace, phases, progress)
+    )
+    store.set_alias(pre_key, key, weights=bool(embeds))
+    if embeds:
+        store.set_alias(weights_alias(pre_key, weights), key)
+    return art, built
+
+
+def choose_impls(gm, target) -> dict[str, str]:
+    """The implementation the dispatch table picks for each IR op in the graph."""
+    import ir.kernels  # noqa: F401  (registers kernel implementations)
+    from ir.registry import choose
+    from lowering.lowered import ir_ops_in
+
+    return {op: choose(op, target).chosen.provider for op in sorted(ir_ops_in(gm))}
+
+
+def embedded_weights(passed, model) -> list[str]:
+    """Graph tensors derived from the checkpoint's weights (quantized, padded): the artifact
+    stores them, so it depends on the weights' content. Buffers (the rotary table) come from
+    the config alone and parameters are read from the checkpoint at load."""
+    own = {id(t) for t in model.parameters()} | {id(t) for t in model.buffers()}
+    tensors = {**passed.weights, "__lm_head__": passed.lm_head}
+    return sorted(name for name, t in tensors.items() if id(t) not in own)
 
 
 def _explain_miss(store, key: str, factors: dict, progress) -> None:
@@ -130,17 +203,13 @@ def _timed(phases: dict, name: str, progress):
     return _T()
 
 
-def _build(staging: Path, options: CompileOptions, path: Path, target, phases, progress) -> dict:
-    from lowering.lowered import lower
+def _capture(options: CompileOptions, path: Path, target, phases, progress):
+    from model_defs.decoder import ParallelConfig
     from model_defs.loader import load_model
-    from model_defs.registry import read_config
     from passes.compile import compile_graph
 
     dtype = resolve_dtype(options.dtype, target)
-    _, cfg = read_config(path)
     with _timed(phases, "load", progress):
-        from model_defs.decoder import ParallelConfig
-
         on_gpu = target.is_cuda and torch.cuda.is_available()
         # Every rank runs the same graph; rank 0's shards stand in for the rest.
         par = ParallelConfig(options.tensor_parallel_size, 0)
@@ -148,6 +217,12 @@ def _build(staging: Path, options: CompileOptions, path: Path, target, phases, p
     with _timed(phases, "capture+passes", progress):
         pcfg = pass_config(options.passes, options.quantization)
         passed, trace = compile_graph(model, pcfg, max_num_tokens=options.max_num_tokens)
+    return model, passed, trace
+
+
+def _build(staging: Path, options, target, model, passed, trace, phases, progress) -> dict:
+    from lowering.lowered import lower
+
     with _timed(phases, "lower", progress):
         lowered = lower(passed, model, target, staging, options)
     graph_factors = {
@@ -158,9 +233,9 @@ def _build(staging: Path, options: CompileOptions, path: Path, target, phases, p
     return {
         "format": ARTIFACT_FORMAT,
         "model": options.model,
-        "model_config": asdict(cfg),
+        "model_config": asdict(model.cfg),
         "target": json.loads(target.to_json()),
-        "dtype": str(dtype).removeprefix("torch."),
+        "dtype": str(resolve_dtype(options.dtype, target)).removeprefix("torch."),
         "graph": graph_factors,
         "passes": [
             {

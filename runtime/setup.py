@@ -207,7 +207,7 @@ def compile_options(config: EngineConfig):
 def _artifact_forward(config: EngineConfig, path: Path, model, phases):
     from compile_cache import Store
     from ir.targets import get_target
-    from lowering.compile import host_check, lookup_key
+    from lowering.compile import find_artifact, host_check
     from runtime.artifact import load_artifact_forward
 
     store = Store()
@@ -224,8 +224,7 @@ def _artifact_forward(config: EngineConfig, path: Path, model, phases):
     else:
         target = get_target(config.target)
         t0 = time.perf_counter()
-        key, _ = lookup_key(compile_options(config), path, target)
-        art = store.get(key)
+        art = find_artifact(compile_options(config), path, target, store)
         phases["manifest"] = time.perf_counter() - t0
         if art is None and config.compile == "on_miss":
             from lowering.compile import compile_model
