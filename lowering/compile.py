@@ -97,11 +97,15 @@ def find_artifact(options: CompileOptions, path: Path, target, store=None):
 
 
 def compile_model(options: CompileOptions, store=None, progress=print) -> CompileResult:
+    """The artifact for `options`: found through the pre-key alias, found under the content
+    key after a capture, or built. `progress`: a message callable or a CompileProgress."""
     from compile_cache import Store
     from ir.targets import get_target
     from lowering.lookup import find_artifact as follow
+    from lowering.progress import as_progress
     from model_defs.registry import resolve_model_path
 
+    progress = as_progress(progress)
     store = store or Store()
     target = get_target(options.target)
     path = resolve_model_path(options.model)
@@ -189,32 +193,18 @@ def _explain_miss(store, key: str, factors: dict, progress) -> None:
     progress(f"[kiln compile] cache miss; closest entry {other[:12]} differs in: {paths}")
 
 
-def _timed(phases: dict, name: str, progress):
-    class _T:
-        def __enter__(self):
-            progress(f"[kiln compile] {name} ...")
-            self.t = time.perf_counter()
-
-        def __exit__(self, *exc):
-            phases[name] = time.perf_counter() - self.t
-            if exc[0] is None:
-                progress(f"[kiln compile] {name} done in {phases[name]:.2f}s")
-
-    return _T()
-
-
 def _capture(options: CompileOptions, path: Path, target, phases, progress):
     from model_defs.decoder import ParallelConfig
     from model_defs.loader import load_model
     from passes.compile import compile_graph
 
     dtype = resolve_dtype(options.dtype, target)
-    with _timed(phases, "load", progress):
+    with progress.phase("load", phases):
         on_gpu = target.is_cuda and torch.cuda.is_available()
         # Every rank runs the same graph; rank 0's shards stand in for the rest.
         par = ParallelConfig(options.tensor_parallel_size, 0)
         model = load_model(path, dtype, "cuda" if on_gpu else "cpu", par)
-    with _timed(phases, "capture+passes", progress):
+    with progress.phase("capture+passes", phases):
         pcfg = pass_config(options.passes, options.quantization)
         passed, trace = compile_graph(model, pcfg, max_num_tokens=options.max_num_tokens)
     return model, passed, trace
@@ -223,8 +213,8 @@ def _capture(options: CompileOptions, path: Path, target, phases, progress):
 def _build(staging: Path, options, target, model, passed, trace, phases, progress) -> dict:
     from lowering.lowered import lower
 
-    with _timed(phases, "lower", progress):
-        lowered = lower(passed, model, target, staging, options)
+    with progress.phase("lower", phases):
+        lowered = lower(passed, model, target, staging, options, progress)
     graph_factors = {
         "graph_hash": trace.graph_hash,
         "pass_uuids": [p.uuid for p in trace.passes if p.enabled],

@@ -3,6 +3,7 @@ GPU (Triton cubins for an arch the host lacks)."""
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,9 +40,12 @@ def ir_ops_in(gm) -> Counter:
     return counts
 
 
-def lower(passed, model, target, staging: Path, options) -> dict:
+def lower(passed, model, target, staging: Path, options, progress=None) -> dict:
     from safetensors.torch import save_file
 
+    from lowering.progress import as_progress
+
+    progress = as_progress(progress or (lambda message: None))
     import ir.kernels  # noqa: F401  (registers kernel implementations)
     from ir.registry import choose
 
@@ -58,12 +62,15 @@ def lower(passed, model, target, staging: Path, options) -> dict:
         "ir_ops": dict(ops),
         "impls": impls,
     }
-    if target.device_type == "cpu":
-        manifest.update(_lower_aoti(passed, staging, options, impls))
-    elif torch.cuda.is_available() and _host_matches(target):
-        manifest.update(_lower_native_gpu(passed, staging, options, impls))
-    else:
-        manifest.update(_lower_cross(ops, impls, target, staging))
+    with progress.pieces(1, "compile the whole graph") as tick:
+        start = time.perf_counter()
+        if target.device_type == "cpu":
+            manifest.update(_lower_aoti(passed, staging, options, impls))
+        elif torch.cuda.is_available() and _host_matches(target):
+            manifest.update(_lower_native_gpu(passed, staging, options, impls))
+        else:
+            manifest.update(_lower_cross(ops, impls, target, staging))
+        tick(manifest["lowering"], time.perf_counter() - start)
     return {"impls": impls, "manifest": manifest}
 
 

@@ -28,6 +28,7 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from kiln.errors import KilnError
     from lowering.compile import CompileOptions, compile_model
+    from lowering.progress import CompileProgress
 
     if args.tensor_parallel_size < 1:
         raise KilnError(f"--tensor-parallel-size={args.tensor_parallel_size} must be >= 1")
@@ -53,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
         passes=args.passes,
         max_num_tokens=args.max_num_batched_tokens,
     )
-    result = compile_model(options, progress=lambda m: print(m, file=sys.stderr, flush=True))
+    progress = CompileProgress(lambda m: print(m, file=sys.stderr, flush=True), sys.stderr)
+    result = compile_model(options, progress=progress)
     print_summary(result)
     if not args.no_record:
         _record(result.record)
