@@ -78,3 +78,17 @@ def blas_prewarm_enabled() -> bool:
     """KILN_BLAS_PREWARM=0 stops an engine's load running cuBLAS's first GEMM on a side thread
     (see `runtime.blas_warmup`); anything else, or unset, allows it."""
     return os.environ.get("KILN_BLAS_PREWARM", "1") != "0"
+
+
+def compile_workers() -> int:
+    """KILN_COMPILE_WORKERS=N: how many pieces a piecewise compile builds at once, each in its
+    own process (default: a quarter of the CPUs, 1 to 8; 1 compiles them one after another
+    in this process). Each worker pays its own start-up and C++ header precompile."""
+    value = os.environ.get("KILN_COMPILE_WORKERS")
+    if value is None:
+        return max(1, min(8, (os.cpu_count() or 1) // 4))
+    if not value.isdigit() or int(value) < 1:
+        from kiln.errors import KilnError
+
+        raise KilnError(f"KILN_COMPILE_WORKERS={value!r}: give a whole number >= 1")
+    return int(value)

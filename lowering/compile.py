@@ -38,7 +38,7 @@ class CompileOptions:
     tensor_parallel_size: int = 1
     passes: str | None = None  # toggles text; None = default pipeline
     max_num_tokens: int = 512  # largest step (token budget) the graph is built for
-    lowering: str = "monolithic"  # piecewise: each distinct decoder layer compiled once
+    lowering: str = "piecewise"  # each distinct decoder layer compiled once; or monolithic
 
     def __post_init__(self) -> None:
         if self.lowering not in LOWERINGS:

@@ -62,6 +62,13 @@ def lower(passed, model, target, staging: Path, options, progress=None) -> dict:
         "ir_ops": dict(ops),
         "impls": impls,
     }
+    if options.lowering == "piecewise" and _aoti_lowering(target):
+        from lowering.piecewise import lower_piecewise
+
+        manifest.update(
+            lower_piecewise(passed, staging, options, _runnable(impls, target), progress)
+        )
+        return {"impls": impls, "manifest": manifest}
     with progress.pieces(1, "compile the whole graph") as tick:
         start = time.perf_counter()
         if target.device_type == "cpu":
@@ -72,6 +79,22 @@ def lower(passed, model, target, staging: Path, options, progress=None) -> dict:
             manifest.update(_lower_cross(ops, impls, target, staging))
         tick(manifest["lowering"], time.perf_counter() - start)
     return {"impls": impls, "manifest": manifest}
+
+
+def _aoti_lowering(target) -> bool:
+    """Whether this host lowers `target` through AOTInductor (the CPU, or its own GPU)."""
+    if target.device_type == "cpu":
+        return True
+    native = torch.cuda.is_available() and _host_matches(target)
+    return native and gpu_lowering() == "aoti"
+
+
+def _runnable(impls: dict[str, str], target) -> dict[str, str]:
+    """`impls` with every provider that cannot run at serve time replaced by its reference:
+    on a GPU only Triton kernels stay calls (no Helion on the serve path)."""
+    if target.device_type == "cpu":
+        return dict(impls)
+    return {op: p if p == "triton" else "reference" for op, p in impls.items()}
 
 
 def _host_matches(target) -> bool:

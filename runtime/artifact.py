@@ -54,6 +54,10 @@ def load_artifact_forward(artifact, model, phases: dict) -> ArtifactForward:
     import time
 
     man = artifact.manifest
+    if man.get("lowering") == "aoti_piecewise":
+        from runtime.piecewise import load_piecewise_forward
+
+        return load_piecewise_forward(artifact, model, phases)
     if man.get("lowering") not in ("aoti", "inductor_jit"):
         raise KilnError(
             f"artifact {artifact.key[:12]} was cross-compiled for {man['target']['name']} "

@@ -21,6 +21,13 @@ def add_parser(sub) -> None:
         default=512,
         help="largest step the graph is built for (must match serve/generate)",
     )
+    p.add_argument(
+        "--lowering",
+        default=None,
+        choices=["piecewise", "monolithic"],
+        help="piecewise: compile each distinct decoder layer once (the default); monolithic: "
+        "the whole graph as one program",
+    )
     p.add_argument("--no-record", action="store_true", help="do not write a dashboard record")
     p.set_defaults(run=run)
 
@@ -53,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
         tensor_parallel_size=args.tensor_parallel_size,
         passes=args.passes,
         max_num_tokens=args.max_num_batched_tokens,
+        **({"lowering": args.lowering} if args.lowering else {}),
     )
     progress = CompileProgress(lambda m: print(m, file=sys.stderr, flush=True), sys.stderr)
     result = compile_model(options, progress=progress)
