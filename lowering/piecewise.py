@@ -18,6 +18,7 @@ residual yet), layer, epilogue.
 from __future__ import annotations
 
 import hashlib
+import logging
 import operator
 import re
 import time
@@ -32,6 +33,7 @@ from kiln.errors import KilnError
 # The wrapper only unpacks arguments and calls kernels; at -O0 g++ builds it in about half the
 # time (CPU demo: 6.5 s -> 2.4-5 s per piece), and a CUDA graph replays past it in decode.
 PIECE_OPTIONS = {"aot_inductor.compile_wrapper_opt_level": "O0"}
+log = logging.getLogger(__name__)
 kiln = torch.ops.kiln
 _LAYER_WEIGHT = re.compile(r"(?:^|_)layers_(\d+)_")
 _LAYER_KV = re.compile(r"^kv_caches_(\d+)_\d+$")
@@ -323,7 +325,12 @@ def _compile_in_workers(programs, folder: Path, labels, workers: int, tick) -> d
             for d, path in saved.items()
         }
         for future in as_completed(futures):
-            tick(labels[futures[future]], future.result())
+            digest = futures[future]
+            try:
+                tick(labels[digest], future.result())
+            except Exception as e:  # noqa: BLE001 (a program that saved but cannot load there)
+                log.warning("piece %s failed in a worker (%s); compiling it here", digest[:16], e)
+                local[digest] = programs[digest]
     for path in saved.values():
         path.unlink()
     return local

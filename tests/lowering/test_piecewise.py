@@ -83,3 +83,32 @@ def test_pieces_in_order_equal_the_whole_graph(passed_by_depth):
     torch.testing.assert_close(values[results[0]], want, rtol=0, atol=0)
     for name in step:  # the KV caches were written alike
         torch.testing.assert_close(step[name], whole_step[name], rtol=0, atol=0)
+
+
+@pytest.mark.slow  # two Inductor compiles of the demo
+def test_piecewise_and_monolithic_artifacts_generate_the_reference_tokens(tmp_path):
+    from compile_cache import Store
+    from lowering.compile import CompileOptions, compile_model
+    from runtime.llm import LLM
+    from runtime.sampling_params import SamplingParams
+    from tests.lowering.test_compile_e2e import assert_same_greedy_tokens
+
+    store = Store(tmp_path / "compile")
+    paths = {}
+    for lowering in ("piecewise", "monolithic"):
+        options = CompileOptions(target="cpu", lowering=lowering)
+        result = compile_model(options, store, progress=lambda m: None)
+        assert result.artifact.manifest["lowering"] == f"aoti_{lowering}".replace("_monolithic", "")
+        paths[lowering] = str(result.artifact.path)
+    prompts = ["héllo ✓ a first prompt", "and a second, longer prompt to decode from"]
+    params = SamplingParams(max_tokens=12, temperature=0, ignore_eos=True)
+    ref = LLM("demo", compile="never").generate(prompts, params)
+    for lowering, path in paths.items():
+        llm = LLM("demo", artifact=path)
+        assert type(llm.engine.loaded.runner.forward).__name__ == (
+            "PiecewiseForward" if lowering == "piecewise" else "ArtifactForward"
+        )
+        got = llm.generate(prompts, params)
+        for g, r in zip(got, ref, strict=True):
+            assert g.prompt_token_ids == r.prompt_token_ids
+            assert_same_greedy_tokens(r.prompt_token_ids, r.token_ids, g.token_ids)
