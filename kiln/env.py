@@ -92,3 +92,16 @@ def compile_workers() -> int:
 
         raise KilnError(f"KILN_COMPILE_WORKERS={value!r}: give a whole number >= 1")
     return int(value)
+
+
+def load_threads() -> int:
+    """KILN_LOAD_THREADS=N: threads that read checkpoint tensors and copy them into the model
+    (default: the CPU count, at most 8; 1 reads them one after another)."""
+    value = os.environ.get("KILN_LOAD_THREADS")
+    if value is None:
+        return max(1, min(8, os.cpu_count() or 1))
+    if not value.isdigit() or int(value) < 1:
+        from kiln.errors import KilnError
+
+        raise KilnError(f"KILN_LOAD_THREADS={value!r}: give a whole number >= 1")
+    return int(value)
