@@ -81,12 +81,10 @@ def blas_prewarm_enabled() -> bool:
 
 
 def compile_workers() -> int:
-    """KILN_COMPILE_WORKERS=N: how many pieces a piecewise compile builds at once, each in its
-    own process (default: a quarter of the CPUs, 1 to 8; 1 compiles them one after another
-    in this process). Each worker pays its own start-up and C++ header precompile."""
-    value = os.environ.get("KILN_COMPILE_WORKERS")
-    if value is None:
-        return max(1, min(8, (os.cpu_count() or 1) // 4))
+    """KILN_COMPILE_WORKERS=N: how many pieces a piecewise compile builds at once, each in a
+    spawned process (default 1: one after another, in this process). Each worker pays its own
+    start-up and C++ header precompile, which on a 2-core CPU costs more than it saves."""
+    value = os.environ.get("KILN_COMPILE_WORKERS", "1")
     if not value.isdigit() or int(value) < 1:
         from kiln.errors import KilnError
 
