@@ -3,7 +3,8 @@
 #   cold `kiln compile` (empty Kiln, Inductor and Triton caches: all live in a fresh
 #   KILN_CACHE_DIR) of each lowering, then decode bs1/bs32 and a 2048-token prefill of each
 #   artifact in a fresh process. Writes $OUT/<shape>-<lowering>-{compile.txt,bench.json} and
-#   $OUT/piecewise-summary.json. About 3 min for llama3.2-1b and 5 min for llama3-8b on an H200.
+#   $OUT/piecewise-summary.json. Estimated 3 min for llama3.2-1b and 5 min for llama3-8b on an
+#   H200 (the 8B monolithic compile alone took 173 s there); give one shape per call if need be.
 # Usage (device): PYTHONPATH=<wheels>:$PWD bash benchmarks/gpu_piecewise.sh [SHAPE...]
 set -u
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -37,7 +38,7 @@ for f in sorted(out.glob("*-compile.txt")):
     row = {"shape": shape, "lowering": lowering}
     row["compile_wall_s"] = float(re.search(r"^wall_s (\S+)", text, re.M).group(1))
     row["phases"] = {k: float(v) for k, v in re.findall(r"^phase\s+(\S+)\s+([\d.]+)s", text, re.M)}
-    row["pieces"] = [l for l in text.splitlines() if "distinct pieces" in l][-1:]
+    row["pieces"] = [l for l in text.splitlines() if "distinct pieces" in l]
     bench = out / f"{shape}-{lowering}-bench.json"
     if bench.is_file():
         b = json.loads(bench.read_text())
