@@ -109,17 +109,17 @@ def _run_copies(jobs: list, copy, device: torch.device) -> None:
     threads = min(load_threads(), len(jobs))
     handles: dict = {}  # (thread id, file) -> open safetensors handle, for this load only
     local = threading.local()
+    # Inference mode is per thread: parameters made under it take in-place writes only there.
+    inference = torch.is_inference_mode_enabled()
 
     def run(job) -> None:
         key = (threading.get_ident(), job[0])
         if key not in handles:
             handles[key] = safe_open(str(job[0]), framework="pt", device="cpu")
-        if device.type != "cuda" or threads <= 1:
-            copy(handles[key], job)
-            return
-        if not hasattr(local, "stream"):
+        if device.type == "cuda" and threads > 1 and not hasattr(local, "stream"):
             local.stream = torch.cuda.Stream(device)
-        with torch.cuda.stream(local.stream):
+        stream = getattr(local, "stream", None)
+        with torch.inference_mode(inference), torch.cuda.stream(stream):
             copy(handles[key], job)
 
     if threads <= 1:
