@@ -102,8 +102,9 @@ def load(config: EngineConfig, forward_factory: Callable | None = None) -> Loade
             del phases["compile"]
     if device.type == "cuda":
         from runtime.artifact import ArtifactForward
+        from runtime.piecewise import PiecewiseForward
 
-        if not isinstance(forward, ArtifactForward):
+        if not isinstance(forward, (ArtifactForward, PiecewiseForward)):
             _bind_cuda_kernels()  # an artifact binds what its package calls itself
     max_len = config.max_model_len or cfg.max_position_embeddings
     if max_len > cfg.max_position_embeddings:
