@@ -133,3 +133,32 @@ def test_gpu_piecewise_and_monolithic_logits_match_the_reference(tmp_path):
         got = llm.engine.loaded.runner.execute(batch)
         rel = ((got - ref).abs().max() / ref.abs().max()).item()
         assert rel <= 1e-3, (lowering, rel)
+
+
+def test_fp8_graph_aligns_layer_0_and_splits_exactly():
+    """With --quantization fp8 layer 0 starts with rms_norm_quant: it is aligned to the other
+    layers' fused_add_rms_norm_quant, and the pieces still compute the graph bit for bit."""
+    from lowering.compile import pass_config
+    from lowering.piecewise import run_eager
+    from model_defs.loader import load_model
+    from model_defs.registry import resolve_model_path
+    from passes.compile import compile_graph
+
+    model = load_model(resolve_model_path("demo"), torch.bfloat16)
+    passed, _ = compile_graph(model, pass_config(None, "fp8"), max_num_tokens=64)
+    assert "kiln.rms_norm_quant" in str(passed.gm.graph)
+    gen = torch.Generator().manual_seed(3)
+    step = {k: v.to(torch.bfloat16) if k.startswith("kv_") else v for k, v in
+            _random_step(passed, 6, gen).items()}  # fmt: skip
+    step["input_ids"] = step["input_ids"] % passed.vocab_size
+    whole = {k: v.clone() for k, v in step.items()}
+    (want,) = passed.gm(
+        *[passed.weights[n] if n in passed.weights else whole[n] for n in passed.inputs]
+    )
+    pieces, results, groups = _split(passed)
+    assert [len(m) for m in groups.values()] == [1, model.cfg.num_layers, 1]
+    values = {}
+    for piece, args in zip(pieces, run_eager(pieces, passed.weights, step), strict=True):
+        values.update(zip(piece.outputs, piece.gm(*args), strict=True))
+    assert want.abs().max() > 0
+    torch.testing.assert_close(values[results[0]], want, rtol=0, atol=0)
