@@ -12,6 +12,7 @@ ARTIFACT_FORMAT = 1
 
 AOTI = "aoti"  # an AOTInductor `.pt2` package, loaded through the C++ loader
 INDUCTOR_JIT = "inductor_jit"  # an exported program run under torch.compile at load
+AOTI_PIECEWISE = "aoti_piecewise"  # one `.pt2` package per distinct piece, called per the plan
 CROSS = "cross"  # Triton cubins for a GPU the building host lacks; not runnable here
 
 # The IR references are the spec, rounding included (e.g. silu_and_mul rounds silu's output to

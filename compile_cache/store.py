@@ -5,6 +5,9 @@ Layout under the root (default <Kiln cache dir>/compile):
     staging/<key>.*/    a build in progress; renamed into artifacts/ when complete
     trash/              entries being deleted (renamed out first, so readers never see half)
     locks/<key>.lock    flock per key
+    aliases/<name>.json another name for a key ({"key": ..., plus the caller's fields}): a
+                        cheap pre-key that leads to a content key; dangling ones read as misses
+    hashes/             memoized digests (code, weight files) keyed by their files' stat
     index/              diskcache Index: key -> {model, target, size, created, last_used}
     inductor/, triton/  the tools' own caches (see `configure_tool_caches`)
 
@@ -69,6 +72,8 @@ class Store:
         self.staging_dir = self.root / "staging"
         self.trash_dir = self.root / "trash"
         self.locks_dir = self.root / "locks"
+        self.aliases_dir = self.root / "aliases"
+        self.memo_dir = self.root / "hashes"
         self._index = None
 
     def __repr__(self) -> str:
@@ -144,6 +149,24 @@ class Store:
         self._index_put(key, _record(manifest))
         log.info("compile cache: stored %s (%.1f s build)", key[:12], seconds)
         return Artifact(key, final, manifest)
+
+    # -- aliases: other names for a key ----------------------------------------------------------
+
+    def alias(self, name: str) -> dict[str, Any] | None:
+        """The record filed under alias `name` ({"key": ..., ...}), or None."""
+        try:
+            record = json.loads((self.aliases_dir / f"{_checked(name)}.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return record if isinstance(record, dict) and isinstance(record.get("key"), str) else None
+
+    def set_alias(self, name: str, key: str, **fields: Any) -> None:
+        """File `key` (plus JSON-shaped `fields`) under alias `name`, replacing any older one."""
+        self.aliases_dir.mkdir(parents=True, exist_ok=True)
+        path = self.aliases_dir / f"{_checked(name)}.json"
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
+        tmp.write_text(json.dumps({**fields, "key": key}, sort_keys=True), encoding="utf-8")
+        os.replace(tmp, path)  # atomic: readers see the old record or the new one
 
     # -- facts measured while loading an entry ------------------------------------------------
 
@@ -275,9 +298,7 @@ class Store:
             self._index = None
 
     def _entry_dir(self, key: str) -> Path:
-        if not key or "/" in key or key.startswith("."):
-            raise ValueError(f"bad cache key {key!r}: use compute_key(factors)")
-        return self.artifacts_dir / key
+        return self.artifacts_dir / _checked(key)
 
     @staticmethod
     def _manifest_or_problem(key: str, entry: Path) -> tuple[dict | None, list[Problem]]:
@@ -375,6 +396,12 @@ def _record(manifest: dict) -> dict:
         "created": created,
         "last_used": created,
     }
+
+
+def _checked(name: str) -> str:
+    if not name or "/" in name or name.startswith("."):
+        raise ValueError(f"bad cache key or alias {name!r}: use compute_key(factors)")
+    return name
 
 
 def _children(folder: Path) -> list[Path]:

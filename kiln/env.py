@@ -19,7 +19,8 @@ _OFF, _ON = ("0", "false", "no", "off"), ("1", "true", "yes", "on")
 
 @dataclass(frozen=True)
 class Setting:
-    """One KILN_* variable. `kind` is str, path, flag (1/0) or choice (one of `choices`)."""
+    """One KILN_* variable. `kind` is str, path, flag (1/0), count (a whole number >= 1) or
+    choice (one of `choices`)."""
 
     name: str
     kind: str
@@ -60,11 +61,18 @@ def _parse_choice(setting: Setting, text: str) -> str:
     return text
 
 
+def _parse_count(setting: Setting, text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise KilnError(f"{setting.name}={text!r}: give a whole number >= 1")
+    return int(text)
+
+
 _PARSERS: dict[str, Callable[[Setting, str], Any]] = {
     "str": lambda setting, text: text,
     "path": _parse_path,
     "flag": _parse_flag,
     "choice": _parse_choice,
+    "count": _parse_count,
 }
 
 SETTINGS: dict[str, Setting] = {
@@ -96,6 +104,13 @@ SETTINGS: dict[str, Setting] = {
                 "built (kiln/startup.py)"),
         Setting("KILN_BLAS_PREWARM", "flag", True,
                 "an engine's load runs cuBLAS's first GEMM on a side thread (runtime/blas_warmup.py)"),
+        Setting("KILN_COMPILE_WORKERS", "count", 1,
+                "pieces a piecewise compile builds at once, each in a spawned process (1: one "
+                "after another in this process; each worker pays its own start-up and C++ "
+                "header precompile)"),
+        Setting("KILN_LOAD_THREADS", "count", None,
+                "threads that read checkpoint tensors and copy them into the model; default the "
+                "CPU count, at most 8"),
     )
 }  # fmt: skip
 
@@ -144,6 +159,14 @@ def startup_gc_pause_enabled() -> bool:
 
 def blas_prewarm_enabled() -> bool:
     return SETTINGS["KILN_BLAS_PREWARM"].get()
+
+
+def compile_workers() -> int:
+    return SETTINGS["KILN_COMPILE_WORKERS"].get()
+
+
+def load_threads() -> int:
+    return SETTINGS["KILN_LOAD_THREADS"].get() or max(1, min(8, os.cpu_count() or 1))
 
 
 # Inductor's and Triton's own caches; `compile_cache.configure_tool_caches` points them inside

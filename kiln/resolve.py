@@ -52,14 +52,14 @@ def _cached_artifact(config: EngineConfig, phases: dict[str, float]):
     """The cache's artifact for `config`, compiled now on a miss when `compile == "on_miss"`."""
     from compile_cache import Store
     from ir.targets import get_target
-    from lowering.compile import compile_model, lookup_key
+    from lowering.compile import compile_model, find_artifact
     from model_defs.registry import resolve_model_path
 
     store = Store()
     with timed(phases, "manifest"):
         path = resolve_model_path(config.model)
-        key, _ = lookup_key(engine_compile_options(config), path, get_target(config.target))
-        artifact = store.get(key)
+        options, target = engine_compile_options(config), get_target(config.target)
+        artifact = find_artifact(options, path, target, store)
     if artifact is None and config.compile == "on_miss":
         with timed(phases, "compile"):
             artifact = compile_model(engine_compile_options(config), store).artifact

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import socket
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -26,7 +25,8 @@ from compile_cache.formats import ARTIFACT_FORMAT
 from kiln import env
 from kiln.config import EngineConfig, resolve_dtype
 from kiln.errors import KilnError
-from kiln.timing import timed
+
+LOWERINGS = ("piecewise", "monolithic")
 
 
 @dataclass(frozen=True)
@@ -41,13 +41,25 @@ class CompileOptions:
     passes: str | None = EngineConfig.passes  # toggles text; None = default pipeline
     # The largest step (token budget) the graph is built for.
     max_num_tokens: int = EngineConfig.max_num_batched_tokens
+    lowering: str = "piecewise"  # each distinct decoder layer compiled once; or monolithic
 
-    def lookup_options(self) -> dict:
-        d = asdict(self)
-        d.pop("model")
-        d.pop("target")
-        d["gpu_lowering"] = env.gpu_lowering()  # shapes GPU artifacts
-        return d
+    def __post_init__(self) -> None:
+        if self.lowering not in LOWERINGS:
+            raise KilnError(
+                f"lowering={self.lowering!r} is not known; use one of {', '.join(LOWERINGS)}"
+            )
+
+    def lookup_options(self, target) -> dict:
+        """The options as key factors: dtype resolved for the target, GPU lowering mode."""
+        return {
+            "dtype": resolve_dtype(self.dtype, target.device_type),
+            "quantization": self.quantization or "none",
+            "tensor_parallel_size": self.tensor_parallel_size,
+            "passes": self.passes or "default",
+            "max_num_tokens": self.max_num_tokens,
+            "lowering": self.lowering,
+            "gpu_lowering": env.gpu_lowering() if target.device_type == "cuda" else "none",
+        }
 
 
 @dataclass
@@ -58,32 +70,49 @@ class CompileResult:
     record: dict  # compile record (perf_dashboard CompileRecord fields)
 
 
-def lookup_key(options: CompileOptions, path: Path, target) -> tuple[str, dict]:
-    from compile_cache import compute_key
-    from lowering.lookup import lookup_factors
+def lookup_key(options: CompileOptions, path: Path, target, store=None) -> tuple[str, dict]:
+    """(pre-key, its factors): what a start computes without capturing (lowering/lookup.py)."""
+    from compile_cache import Store, compute_key
+    from lowering.lookup import pre_factors
 
-    factors = lookup_factors(path, options.lookup_options(), json.loads(target.to_json()))
+    store = store or Store()
+    target_json = json.loads(target.to_json())
+    factors = pre_factors(path, options.lookup_options(target), target_json, store.memo_dir)
     return compute_key(factors), factors
 
 
+def find_artifact(options: CompileOptions, path: Path, target, store=None):
+    """The cached artifact for these options and checkpoint, or None; never captures."""
+    from compile_cache import Store
+    from lowering.lookup import find_artifact as follow
+
+    store = store or Store()
+    pre_key, _ = lookup_key(options, path, target, store)
+    return follow(store, pre_key, path)
+
+
 def compile_model(options: CompileOptions, store=None, progress=print) -> CompileResult:
+    """The artifact for `options`: found through the pre-key alias, found under the content
+    key after a capture, or built. `progress`: a message callable or a CompileProgress."""
     from compile_cache import Store
     from ir.targets import get_target
+    from lowering.lookup import find_artifact as follow
+    from lowering.progress import as_progress
     from model_defs.registry import resolve_model_path
 
+    progress = as_progress(progress)
     store = store or Store()
     target = get_target(options.target)
     path = resolve_model_path(options.model)
-    lkey, lfactors = lookup_key(options, path, target)
-    phases: dict[str, float] = {}
-    _explain_miss(store, lkey, lfactors, progress)
     t0 = time.perf_counter()
-    art, built = store.get_or_build(
-        lkey, lfactors, lambda d: _build(d, options, path, target, phases, progress)
-    )
-    total = time.perf_counter() - t0
-    if not built:
-        phases = {"cache_lookup": total}
+    pre_key, pre = lookup_key(options, path, target, store)
+    art = follow(store, pre_key, path)
+    phases: dict[str, float] = {"cache_lookup": time.perf_counter() - t0}
+    built = False
+    if art is None:
+        art, built = _capture_then_build(
+            options, path, target, store, pre_key, pre, phases, progress
+        )
     man = art.manifest
     record = {
         "model": options.model,
@@ -94,11 +123,56 @@ def compile_model(options: CompileOptions, store=None, progress=print) -> Compil
         "passes": man.get("passes", []),
         "kernels": man.get("kernels", {}),
         "artifact_bytes": art.size,
-        "versions": lfactors["versions"],
+        "versions": pre["versions"],
         "host": socket.gethostname(),
         "created": time.time(),
     }
     return CompileResult(art, built, art.key, record)
+
+
+def _capture_then_build(options, path, target, store, pre_key, pre, phases, progress):
+    """Capture and run the passes (the content key needs the graph), then find or build the
+    artifact under the content key and file the pre-key as its alias."""
+    from compile_cache import compute_key
+    from lowering.lookup import content_factors, weights_alias, weights_hash
+
+    model, passed, trace = _capture(options, path, target, phases, progress)
+    impls = choose_impls(passed.gm, target)
+    graph = {
+        "graph_hash": trace.graph_hash,
+        "passes": [{"name": p.name, "uuid": p.uuid} for p in trace.passes if p.enabled],
+        "impls": impls,
+    }
+    embeds = embedded_weights(passed, model)
+    weights = weights_hash(path, store.memo_dir) if embeds else None
+    factors = content_factors(pre, graph, weights)
+    key = compute_key(factors)
+    _explain_miss(store, key, factors, progress)
+    art, built = store.get_or_build(
+        key, factors, lambda d: _build(d, options, target, model, passed, trace, phases, progress)
+    )
+    store.set_alias(pre_key, key, weights=bool(embeds))
+    if embeds:
+        store.set_alias(weights_alias(pre_key, weights), key)
+    return art, built
+
+
+def choose_impls(gm, target) -> dict[str, str]:
+    """The implementation the dispatch table picks for each IR op in the graph."""
+    import ir.kernels  # noqa: F401  (registers kernel implementations)
+    from lowering.lowered import ir_ops_in
+    from lowering.op_table import runnable_impls
+
+    return runnable_impls(ir_ops_in(gm), target)[0]
+
+
+def embedded_weights(passed, model) -> list[str]:
+    """Graph tensors derived from the checkpoint's weights (quantized, padded): the artifact
+    stores them, so it depends on the weights' content. Buffers (the rotary table) come from
+    the config alone and parameters are read from the checkpoint at load."""
+    own = {id(t) for t in model.parameters()} | {id(t) for t in model.buffers()}
+    tensors = {**passed.weights, "__lm_head__": passed.lm_head}
+    return sorted(name for name, t in tensors.items() if id(t) not in own)
 
 
 def _explain_miss(store, key: str, factors: dict, progress) -> None:
@@ -114,35 +188,28 @@ def _explain_miss(store, key: str, factors: dict, progress) -> None:
     progress(f"[kiln compile] cache miss; closest entry {other[:12]} differs in: {paths}")
 
 
-@contextmanager
-def _phase(phases: dict, name: str, progress):
-    """Time one compile phase into `phases`, announcing its start and end."""
-    progress(f"[kiln compile] {name} ...")
-    with timed(phases, name):
-        yield
-    progress(f"[kiln compile] {name} done in {phases[name]:.2f}s")
-
-
-def _build(staging: Path, options: CompileOptions, path: Path, target, phases, progress) -> dict:
-    from lowering.lowered import lower
+def _capture(options: CompileOptions, path: Path, target, phases, progress):
+    from model_defs.decoder import ParallelConfig
     from model_defs.loader import load_model
-    from model_defs.registry import read_config
     from passes.compile import compile_graph
 
     dtype = getattr(torch, resolve_dtype(options.dtype, target.device_type))
-    _, cfg = read_config(path)
-    with _phase(phases, "load", progress):
-        from model_defs.decoder import ParallelConfig
-
+    with progress.phase("load", phases):
         on_gpu = target.is_cuda and torch.cuda.is_available()
         # Every rank runs the same graph; rank 0's shards stand in for the rest.
         par = ParallelConfig(options.tensor_parallel_size, 0)
         model = load_model(path, dtype, "cuda" if on_gpu else "cpu", par)
-    with _phase(phases, "capture+passes", progress):
+    with progress.phase("capture+passes", phases):
         pcfg = pass_config(options.passes, options.quantization)
         passed, trace = compile_graph(model, pcfg, max_num_tokens=options.max_num_tokens)
-    with _phase(phases, "lower", progress):
-        lowered = lower(passed, model, target, staging, options)
+    return model, passed, trace
+
+
+def _build(staging: Path, options, target, model, passed, trace, phases, progress) -> dict:
+    from lowering.lowered import lower
+
+    with progress.phase("lower", phases):
+        lowered = lower(passed, model, target, staging, options, progress)
     graph_factors = {
         "graph_hash": trace.graph_hash,
         "pass_uuids": [p.uuid for p in trace.passes if p.enabled],
@@ -151,9 +218,9 @@ def _build(staging: Path, options: CompileOptions, path: Path, target, phases, p
     return {
         "format": ARTIFACT_FORMAT,
         "model": options.model,
-        "model_config": asdict(cfg),
+        "model_config": asdict(model.cfg),
         "target": json.loads(target.to_json()),
-        "dtype": str(dtype).removeprefix("torch."),
+        "dtype": resolve_dtype(options.dtype, target.device_type),
         "graph": graph_factors,
         "passes": [
             {

@@ -16,6 +16,13 @@ def add_parser(sub) -> None:
     # The engine's own flags (defaults, choices, help): an artifact is found again only when
     # serve/generate pass the same values.
     add_engine_arguments(p, COMPILE_FIELDS)
+    p.add_argument(
+        "--lowering",
+        default=None,
+        choices=["piecewise", "monolithic"],
+        help="piecewise: compile each distinct decoder layer once (the default); monolithic: "
+        "the whole graph as one program",
+    )
     p.add_argument("--no-record", action="store_true", help="do not write a dashboard record")
     p.add_argument(
         "--json",
@@ -30,13 +37,16 @@ def run(args: argparse.Namespace) -> int:
     from kiln.errors import KilnError
     from kiln.resolve import compile_options
     from lowering.compile import compile_model
+    from lowering.progress import CompileProgress
 
     if args.tensor_parallel_size < 1:
         raise KilnError(f"--tensor-parallel-size={args.tensor_parallel_size} must be >= 1")
     if args.dtype not in DTYPES:
         raise KilnError(f"--dtype={args.dtype!r} is not supported; use {', '.join(DTYPES)}")
-    options = compile_options(args.model, **engine_kwargs(args, COMPILE_FIELDS))
-    result = compile_model(options, progress=lambda m: print(m, file=sys.stderr, flush=True))
+    lowering = {"lowering": args.lowering} if args.lowering else {}
+    options = compile_options(args.model, **engine_kwargs(args, COMPILE_FIELDS), **lowering)
+    progress = CompileProgress(lambda m: print(m, file=sys.stderr, flush=True), sys.stderr)
+    result = compile_model(options, progress=progress)
     if args.json:
         print(json.dumps(manifest_report(result), indent=2, sort_keys=True, default=str))
     else:

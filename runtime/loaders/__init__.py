@@ -10,15 +10,20 @@ import json
 from pathlib import Path
 
 from compile_cache import Artifact
-from compile_cache.formats import AOTI, CROSS, INDUCTOR_JIT
+from compile_cache.formats import AOTI, AOTI_PIECEWISE, CROSS, INDUCTOR_JIT
 from kiln.errors import KilnError
 from runtime.loaders.aoti import AOTILoader
 from runtime.loaders.base import Forward, Loader
 from runtime.loaders.compiled import CompiledLoader
 from runtime.loaders.eager import EagerLoader
 from runtime.loaders.jit import JitLoader
+from runtime.loaders.piecewise import PiecewiseLoader
 
-LOADERS: dict[str, type[CompiledLoader]] = {AOTI: AOTILoader, INDUCTOR_JIT: JitLoader}
+LOADERS: dict[str, type[CompiledLoader]] = {
+    AOTI: AOTILoader,
+    AOTI_PIECEWISE: PiecewiseLoader,
+    INDUCTOR_JIT: JitLoader,
+}
 
 __all__ = ["LOADERS", "EagerLoader", "Forward", "Loader", "loader_for", "read_artifact"]
 

@@ -42,10 +42,14 @@ class CompiledLoader(Loader):
         t0 = time.perf_counter()
         program = self.load_program(device)
         phases["kernels"] = time.perf_counter() - t0
-        man = self.manifest
-        run = ProgramCall(program, man["inputs"], weights, man.get("token_buckets", []))
-        logits = LMHead(lm_head, man["vocab_size"])
+        run = self.program_call(program, weights)
+        logits = LMHead(lm_head, self.manifest["vocab_size"])
         return Forward(run, logits, key=self.artifact.key, compiles_per_shape=self.compiles_per_shape())  # fmt: skip
+
+    def program_call(self, program, weights: dict[str, torch.Tensor]):
+        """The runner's `(ids, pos, attn, kv) -> hidden` over the loaded program."""
+        man = self.manifest
+        return ProgramCall(program, man["inputs"], weights, man.get("token_buckets", []))
 
     def bind_weights(self, model: torch.nn.Module) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """({graph input name: tensor} for every weight input, lm_head weight)."""

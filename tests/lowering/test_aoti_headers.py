@@ -27,11 +27,12 @@ def test_patched_headers_replace_only_the_device_parser(tmp_path):
 def test_unknown_gpu_lowering_is_a_clear_error(monkeypatch):
     import pytest
 
+    from ir.targets import get_target
     from kiln.errors import KilnError
     from lowering.compile import CompileOptions
 
     monkeypatch.setenv("KILN_GPU_LOWERING", "jit")
-    assert CompileOptions().lookup_options()["gpu_lowering"] == "jit"
+    assert CompileOptions().lookup_options(get_target("h100"))["gpu_lowering"] == "jit"
     monkeypatch.setenv("KILN_GPU_LOWERING", "fast")
     with pytest.raises(KilnError, match="KILN_GPU_LOWERING='fast': choose one of aoti, jit"):
-        CompileOptions().lookup_options()
+        CompileOptions().lookup_options(get_target("h100"))

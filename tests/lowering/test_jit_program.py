@@ -8,7 +8,8 @@ import torch
 
 from compile_cache.formats import jit_program
 from lowering.compile import CompileOptions, pass_config
-from lowering.lowered import EXAMPLE_T, _example_input, _export, inline_references
+from lowering.export import EXAMPLE_T, example_input, inline_references
+from lowering.lowered import _export
 from model_defs.attn_metadata import graph_inputs
 from model_defs.kv_cache import allocate_kv_caches
 from model_defs.loader import load_model
@@ -33,7 +34,7 @@ def test_program_runs_any_step_geometry_and_matches_eager():
     program = jit_program(ep, names)
     program(
         *[
-            passed.weights[n] if n in passed.weights else _example_input(n, EXAMPLE_T, passed)
+            passed.weights[n] if n in passed.weights else example_input(n, EXAMPLE_T, passed)
             for n in names
         ]
     )

@@ -11,7 +11,7 @@ from torch.export import export
 
 import ir.kernels.attention  # noqa: F401  (registers the Triton implementation)
 from ir.kernels.attention_inputs import paged_inputs
-from lowering.lowered import kernels_in_graph
+from lowering.export import kernels_in_graph
 
 GPU_IMPLS = {"attention": "triton", "attention_quant": "reference", "quant_fp8": "reference"}
 
