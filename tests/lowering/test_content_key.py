@@ -132,5 +132,6 @@ def test_code_hash_ignores_comments_and_docstrings_only(tmp_path):
 def test_code_hash_covers_the_code_generator_not_the_server():
     from lowering.lookup import CODEGEN_DIRS, GRAPH_DIRS
 
-    assert set(CODEGEN_DIRS) == {"ir", "passes", "lowering"} and GRAPH_DIRS == ("model_defs",)
+    assert {"ir", "passes", "lowering", "kiln/config.py"} <= set(CODEGEN_DIRS)
+    assert GRAPH_DIRS == ("model_defs",)
     assert not {"server", "docs", "runtime", "kiln", "scheduler"} & set(CODEGEN_DIRS + GRAPH_DIRS)

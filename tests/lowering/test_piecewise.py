@@ -87,9 +87,8 @@ def test_pieces_in_order_equal_the_whole_graph(passed_by_depth):
 
 @pytest.mark.slow  # two Inductor compiles of the demo
 def test_piecewise_and_monolithic_artifacts_generate_the_reference_tokens(tmp_path):
-    from kiln.llm import LLM
-
     from compile_cache import Store
+    from kiln.llm import LLM
     from lowering.compile import CompileOptions, compile_model
     from runtime.sampling_params import SamplingParams
     from tests.lowering.test_compile_e2e import assert_same_greedy_tokens
@@ -118,9 +117,8 @@ def test_piecewise_and_monolithic_artifacts_generate_the_reference_tokens(tmp_pa
 def test_gpu_piecewise_and_monolithic_logits_match_the_reference(tmp_path):
     """Both lowerings on this GPU (fp32 demo, AOTInductor with Triton attention in the
     package): logits of a prefill + decode batch within 1e-3 of the eager reference."""
-    from kiln.llm import LLM
-
     from compile_cache import Store
+    from kiln.llm import LLM
     from lowering.compile import CompileOptions, compile_model
     from runtime.model_runner import StepSeq
 

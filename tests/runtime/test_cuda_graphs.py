@@ -108,7 +108,8 @@ def test_route_attention_sends_every_layer_to_the_given_impl():
 
 
 def test_attention_quant_route_is_quant_of_the_routed_attention(monkeypatch):
-    """The fused op's stand-in keeps its spec: quant_fp8(attention(...).flatten(1))."""
+    """Without a capturable kernel of its own, the fused op's stand-in keeps its spec:
+    quant_fp8(attention(...).flatten(1)), with the routed attention inside."""
     import copy
 
     from ir.kernels.attention_inputs import paged_inputs
@@ -126,8 +127,9 @@ def test_attention_quant_route_is_quant_of_the_routed_attention(monkeypatch):
 
     stand_in = Impl("triton", counting, lambda target: None)
     found = ir.registry.capturable_impl
+    routed = {"attention": stand_in, "attention_quant": None}
     monkeypatch.setattr(
-        ir.registry, "capturable_impl", lambda op: stand_in if op == "attention" else found(op)
+        ir.registry, "capturable_impl", lambda op: routed[op] if op in routed else found(op)
     )
     route = cuda_graphs.capturable_routes()[torch.ops.kiln.attention_quant.default]
     args = paged_inputs([(3, 9), (1, 20)], num_heads=4, num_kv_heads=2, head_size=32,

@@ -13,6 +13,7 @@ from kiln.errors import KilnError
 from runtime.loaders import EagerLoader, Forward, loader_for, read_artifact
 from runtime.loaders.aoti import AOTILoader
 from runtime.loaders.jit import JitLoader
+from runtime.loaders.piecewise import PiecewiseLoader
 
 CPU = {"name": "cpu", "device_type": "cpu"}
 
@@ -21,7 +22,10 @@ def artifact(**manifest) -> Artifact:
     return Artifact("ab" * 32, Path("/nonexistent"), {"target": CPU, **manifest})
 
 
-@pytest.mark.parametrize("kind, loader", [("aoti", AOTILoader), ("inductor_jit", JitLoader)])
+@pytest.mark.parametrize(
+    "kind, loader",
+    [("aoti", AOTILoader), ("aoti_piecewise", PiecewiseLoader), ("inductor_jit", JitLoader)],
+)
 def test_the_manifest_picks_the_loader(kind, loader):
     assert type(loader_for(artifact(lowering=kind))) is loader
 
@@ -33,7 +37,7 @@ def test_a_cross_compiled_artifact_is_refused_naming_its_target():
 
 
 def test_an_unknown_kind_is_refused_naming_the_known_ones():
-    with pytest.raises(KilnError, match="lowering 'tvm'.*loads aoti, inductor_jit"):
+    with pytest.raises(KilnError, match="lowering 'tvm'.*loads aoti, aoti_piecewise, inductor_jit"):
         loader_for(artifact(lowering="tvm"))
 
 
