@@ -14,6 +14,7 @@ import zipfile
 from collections import Counter
 from pathlib import Path
 
+from compile_cache.formats import AOTI, AOTI_PIECEWISE
 from kiln.errors import KilnError
 
 NAMESPACE = "kiln::"
@@ -33,11 +34,23 @@ def package_calls(package: Path) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
+def artifact_calls(artifact_dir: Path, manifest: dict) -> list[str] | None:
+    """The IR ops an AOTInductor artifact's packages call (one package, or one per distinct
+    piece); None for other kinds."""
+    if manifest.get("lowering") == AOTI:
+        packages = [manifest["package"]]
+    elif manifest.get("lowering") == AOTI_PIECEWISE:
+        packages = [piece["package"] for piece in manifest["pieces"].values()]
+    else:
+        return None
+    return sorted({op for p in packages for op in package_calls(Path(artifact_dir) / p)})
+
+
 def check_manifest_calls(artifact_dir: Path, manifest: dict) -> None:
-    """Raise KilnError unless the manifest's `calls` are exactly the ops its package calls."""
-    if manifest.get("lowering") != "aoti":
+    """Raise KilnError unless the manifest's `calls` are exactly the ops its packages call."""
+    actual = artifact_calls(artifact_dir, manifest)
+    if actual is None:
         return
-    actual = sorted(package_calls(Path(artifact_dir) / manifest["package"]))
     recorded = sorted(manifest.get("calls", []))
     if actual != recorded:
         raise KilnError(
