@@ -23,7 +23,7 @@ CASES = {"decode_bs1": [(1, 1024)], "decode_bs8": [(1, 1024)] * 8,
 
 
 def _inputs(seqs) -> tuple:
-    from ir.kernels.attention_inputs import paged_inputs
+    from ir.ops.paged_inputs import paged_inputs
 
     q, k, v, *rest = paged_inputs(seqs, dtype=torch.bfloat16, device="cuda", **SHAPE)
     positions = torch.randint(0, 4096, (q.shape[0],), device="cuda")

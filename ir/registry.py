@@ -11,6 +11,7 @@ candidate was rejected.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -215,10 +216,16 @@ def dispatch_table(target: TargetLike) -> list[Choice]:
     return [choose(op.name, target) for op in all_ops()]
 
 
+# Packages whose modules register into this registry when imported. They import the registry,
+# not the other way round: it finds them by name, as a plugin host finds its plugins.
+OP_PACKAGES = ("ir.ops", "ir.impls")
+KERNEL_PACKAGES = ("ir.kernels",)
+
+
 def _load_builtin_ops() -> None:
-    # Importing the packages registers every built-in op and host implementation once.
-    import ir.impls  # noqa: F401
-    import ir.ops  # noqa: F401
+    """Import the op and host-implementation packages (once; each registers what it defines)."""
+    for package in OP_PACKAGES:
+        importlib.import_module(package)
 
 
 # Providers whose kernels may run at serve time, per device type: Helion kernels need Helion
@@ -259,7 +266,8 @@ def bind_for(device_type: str, chosen: dict[str, str] | None = None) -> dict[str
 
 def load_kernels() -> None:
     """Import every kernel module (`ir/kernels/`), registering their implementations."""
-    import ir.kernels  # noqa: F401
+    for package in KERNEL_PACKAGES:
+        importlib.import_module(package)
 
 
 def _impl(op: str, provider: str) -> Impl | None:

@@ -8,7 +8,7 @@ helion at module level, so this import stays cheap (the serve path must never im
 import importlib
 import pkgutil
 
-_HELPERS = frozenset({"base", "helion_util", "attention_inputs"})
+_HELPERS = frozenset({"base", "helion_util"})
 
 for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
     if _module not in _HELPERS:

@@ -230,7 +230,7 @@ def plain_source(config: dict, args: tuple, variant: str) -> PlainSource:
 
 def example_args(device: str, variant: str = "default") -> tuple:
     """Llama-3-8B heads (32 q, 8 kv, head size 128), 16-token blocks, a mixed batch of 13."""
-    from ir.kernels.attention_inputs import paged_inputs
+    from ir.ops.paged_inputs import paged_inputs
 
     return paged_inputs(
         [(5, 9), (1, 40), (7, 7)], num_heads=32, num_kv_heads=8, head_size=128,
@@ -241,7 +241,7 @@ def example_args(device: str, variant: str = "default") -> tuple:
 def cases() -> tuple[KernelCase, ...]:
     """A mixed batch (prefill with history, decode, an empty query, a fresh prefill) in bf16
     with 2 padding rows, and in fp32 with a sliding window."""
-    from ir.kernels.attention_inputs import paged_inputs
+    from ir.ops.paged_inputs import paged_inputs
 
     shape = dict(num_heads=4, num_kv_heads=2, head_size=24, block_size=4)
     seqs = [(5, 9), (1, 17), (0, 3), (7, 7)]

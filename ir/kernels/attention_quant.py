@@ -155,7 +155,7 @@ def example_args(device: str, variant: str = "per_token") -> tuple:
 def cases() -> tuple[KernelCase, ...]:
     """A mixed batch (prefill with history, decode, an empty query, a fresh prefill): bf16
     with 2 padding rows and per-token scales; fp32 with 24-wide groups."""
-    from ir.kernels.attention_inputs import paged_inputs
+    from ir.ops.paged_inputs import paged_inputs
 
     shape = dict(num_heads=4, num_kv_heads=2, head_size=24, block_size=4)
     seqs = [(5, 9), (1, 17), (0, 3), (7, 7)]

@@ -16,7 +16,6 @@ import triton
 import triton.language as tl
 
 from ir.kernels.attention import _attention_kernel, _default_launcher, check_layout
-from ir.kernels.attention_inputs import paged_inputs
 from ir.kernels.base import (
     KernelCase,
     KernelSpec,
@@ -27,6 +26,7 @@ from ir.kernels.base import (
     runtime_config,
     variant_config,
 )
+from ir.ops.paged_inputs import paged_inputs
 from ir.registry import register_impl
 
 NAME = "rope_attention"

@@ -16,7 +16,7 @@ def rope_cache(max_pos: int, rot_dim: int, base: float = 10000.0) -> torch.Tenso
 
 def paged_attention_args(sliding_window: int = 0) -> tuple:
     """`kiln.attention`'s arguments: a prefill of 3 and a decode with history, 1 padding row."""
-    from ir.kernels.attention_inputs import paged_inputs
+    from ir.ops.paged_inputs import paged_inputs
 
     seed = int(torch.randint(0, 2**31, ()).item())  # follows torch.manual_seed
     return paged_inputs(

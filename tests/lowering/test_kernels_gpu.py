@@ -5,8 +5,8 @@ import copy
 import pytest
 import torch
 
-from ir.kernels.attention_inputs import paged_inputs
 from ir.kernels.base import all_kernels, get_kernel
+from ir.ops.paged_inputs import paged_inputs
 from ir.registry import get_op
 from tests.lowering.conftest import close, close_quant
 

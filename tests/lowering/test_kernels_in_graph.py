@@ -10,7 +10,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.export import export
 
 import ir.kernels.attention  # noqa: F401  (registers the Triton implementation)
-from ir.kernels.attention_inputs import paged_inputs
+from ir.ops.paged_inputs import paged_inputs
 from lowering.export import kernels_in_graph
 
 GPU_IMPLS = {"attention": "triton", "attention_quant": "reference", "quant_fp8": "reference"}

@@ -112,7 +112,7 @@ def test_attention_quant_route_is_quant_of_the_routed_attention(monkeypatch):
     quant_fp8(attention(...).flatten(1)), with the routed attention inside."""
     import copy
 
-    from ir.kernels.attention_inputs import paged_inputs
+    from ir.ops.paged_inputs import paged_inputs
     from ir.registry import get_op
 
     calls = []
