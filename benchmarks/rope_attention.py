@@ -47,11 +47,12 @@ def _unfused():
 def main() -> None:
     import triton.testing
 
-    from ir.registry import get_op
+    from ir.registry import get_op, load_kernels
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default="rope_attention.json")
     out = parser.parse_args().out
+    load_kernels()  # get_op alone registers the references only
     fused = next(i.fn for i in get_op("rope_attention").impls if i.provider == "triton")
     unfused = _unfused()
     rows = {"card": torch.cuda.get_device_name()}
