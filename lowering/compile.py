@@ -3,10 +3,12 @@
 Phases (each timed into the compile record): load, capture+passes, lower, cache write.
 Lowering takes one of two paths (docs/architecture.md):
 - native (the CPU, or the GPU of the target itself): AOTInductor compiles the post-pass graph
-  (weights as inputs, step sizes dynamic) to a `.pt2` package that a warm start loads through
-  the C++ loader;
-- cross GPU (the host lacks the target): every non-GEMM IR op in the graph gets its Triton
-  kernel compiled for the target's arch; GEMMs stay library calls.
+  (weights as inputs, step sizes dynamic) to `.pt2` packages that a warm start loads through
+  the C++ loader: one per distinct decoder-layer piece (`--lowering piecewise`, the default;
+  lowering/piecewise.py) or one for the whole graph (`monolithic`); `KILN_GPU_LOWERING=jit`
+  keeps the exported program for `torch.compile` instead;
+- cross GPU (the host lacks the target): every IR op whose chosen implementation is a Triton
+  or Helion kernel gets it compiled for the target's arch; GEMMs stay library calls.
 Weights stay in the checkpoint: the artifact names each graph weight by the model parameter it
 is, and stores only weights a pass derived (fp8-quantized, padded) in `derived.safetensors`.
 """
