@@ -1,6 +1,7 @@
-"""Benchmarks behind `kiln bench`: throughput/latency against a baseline, and startup phases.
+"""Benchmark scripts for a GPU host (and a few CPU measurements), with their recorded results.
 
-Each module measures one thing and returns plain rows; `kiln/commands/bench.py` prints them and
-turns them into a `perf_dashboard.records.BenchRecord`. Heavy imports (torch, transformers) stay
-inside functions, so importing this package is cheap.
+`kiln bench` itself measures through `kiln/benchmarking/`; the scripts here build random-weight
+checkpoints of real model shapes and drive the CLI or the engine on them, each writing JSON
+(`results/` holds what they measured). Heavy imports (torch, transformers) stay inside
+functions, so importing this package is cheap.
 """
