@@ -212,7 +212,7 @@ class BenchRecord(_JsonRecord):
     kind: ClassVar[str] = "bench"
     optional_fields: ClassVar[tuple[str, ...]] = ("results", "startup", "startup_runs")
 
-    bench: str  # "throughput" | "startup" | "latency" | ...
+    bench: str  # "throughput" | "startup" | "serve" (`kiln bench`) | "serve_load" | ...
     model: str
     card: str  # e.g. "NVIDIA H200" or "cpu"
     results: tuple[dict[str, Any], ...] = ()
