@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The kernels-that-run evidence on one GPU (issue 14), phase by phase; JSON and logs in $OUT.
+# Evidence that the compiled kernels run, on one GPU, phase by phase; JSON and logs in $OUT.
 #
 #   bash benchmarks/gpu_kernels.sh [PHASE ...]          default: tests 1b   (~7 min, H200)
 #
