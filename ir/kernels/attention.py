@@ -19,12 +19,11 @@ from ir.kernels.base import (
     KernelCase,
     KernelSpec,
     PlainSource,
-    graph_launcher,
     needs_cuda,
     register_kernel,
+    register_triton_impl,
     runtime_config,
 )
-from ir.registry import register_impl
 
 NAME = "attention"
 
@@ -163,56 +162,28 @@ def check_layout(q, k_cache) -> None:
     assert q.stride(-1) == 1 and k_cache.stride(-1) == 1, "head dim must be contiguous"
 
 
-def _attend(launcher, q, k, v, k_cache, *rest) -> torch.Tensor:
-    """Both registered forms: contiguous q/k/v, the device's pinned config, then the launch
-    (eager through Triton's JIT, in-graph through `wrap_triton`)."""
+@register_triton_impl(NAME, needs_cuda, "Triton, paged, online softmax", _default_launcher)
+def attention(
+    launcher,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    slot_mapping: torch.Tensor,
+    block_tables: torch.Tensor,
+    seq_lens: torch.Tensor,
+    query_start_loc: torch.Tensor,
+    scale: float,
+    sliding_window: int,
+) -> torch.Tensor:
+    """Contiguous q/k/v, the device's pinned config, then the launch (eager through Triton's
+    JIT; in-graph, as lowering traces it into an artifact, through `wrap_triton`)."""
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
     check_layout(q, k_cache)
     config = runtime_config(NAME, q.device.type)
+    rest = (v_cache, slot_mapping, block_tables, seq_lens, query_start_loc, scale, sliding_window)
     return attention_launch(q, k, v, k_cache, *rest, config=config, _launcher=launcher)
-
-
-def attention_in_graph(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    k_cache: torch.Tensor,
-    v_cache: torch.Tensor,
-    slot_mapping: torch.Tensor,
-    block_tables: torch.Tensor,
-    seq_lens: torch.Tensor,
-    query_start_loc: torch.Tensor,
-    scale: float,
-    sliding_window: int,
-) -> torch.Tensor:
-    """The Triton implementation as lowering traces it into the compiled graph (see
-    `ir.registry.Impl.in_graph`): the same kernels and pinned config, launched traceably."""
-    args = (q, k, v, k_cache, v_cache, slot_mapping, block_tables, seq_lens, query_start_loc)
-    return _attend(graph_launcher, *args, scale, sliding_window)
-
-
-@register_impl(
-    NAME,
-    provider="triton",
-    supports=needs_cuda,
-    description="Triton, paged, online softmax",
-    in_graph=attention_in_graph,
-)
-def attention(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    k_cache: torch.Tensor,
-    v_cache: torch.Tensor,
-    slot_mapping: torch.Tensor,
-    block_tables: torch.Tensor,
-    seq_lens: torch.Tensor,
-    query_start_loc: torch.Tensor,
-    scale: float,
-    sliding_window: int,
-) -> torch.Tensor:
-    args = (q, k, v, k_cache, v_cache, slot_mapping, block_tables, seq_lens, query_start_loc)
-    return _attend(_default_launcher, *args, scale, sliding_window)
 
 
 def plain_source(config: dict, args: tuple, variant: str) -> PlainSource:

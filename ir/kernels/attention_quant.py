@@ -20,12 +20,11 @@ from ir.kernels.base import (
     KernelCase,
     KernelSpec,
     PlainSource,
-    graph_launcher,
     needs_fp8,
     register_kernel,
+    register_triton_impl,
     runtime_config,
 )
-from ir.registry import register_impl
 
 NAME = "attention_quant"
 
@@ -82,58 +81,32 @@ def _check_group(width: int, group_size: int) -> None:
         )
 
 
-def _attend_quant(launcher, q, k, v, k_cache, *rest):
-    *attention_rest, group_size = rest
+@register_triton_impl(
+    NAME, needs_fp8, "Triton attention + Triton row quantizer, no host sync", _default_launcher
+)
+def attention_quant(
+    launcher,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    slot_mapping: torch.Tensor,
+    block_tables: torch.Tensor,
+    seq_lens: torch.Tensor,
+    query_start_loc: torch.Tensor,
+    scale: float,
+    sliding_window: int,
+    group_size: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention's checks and tiling, then attention and the quantizer (two launches)."""
     _check_group(q.shape[1] * q.shape[2], group_size)
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
     attention_kernel.check_layout(q, k_cache)
     config = runtime_config(NAME, q.device.type)  # attention's tiling
-    args = (q, k, v, k_cache, *attention_rest, group_size)
+    rest = (v_cache, slot_mapping, block_tables, seq_lens, query_start_loc, scale, sliding_window)
+    args = (q, k, v, k_cache, *rest, group_size)
     return attention_quant_launch(*args, config=config, _launcher=launcher)
-
-
-def attention_quant_in_graph(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    k_cache: torch.Tensor,
-    v_cache: torch.Tensor,
-    slot_mapping: torch.Tensor,
-    block_tables: torch.Tensor,
-    seq_lens: torch.Tensor,
-    query_start_loc: torch.Tensor,
-    scale: float,
-    sliding_window: int,
-    group_size: int,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The kernels launched through `wrap_triton` (traced into the artifact)."""
-    args = (q, k, v, k_cache, v_cache, slot_mapping, block_tables, seq_lens, query_start_loc)
-    return _attend_quant(graph_launcher, *args, scale, sliding_window, group_size)
-
-
-@register_impl(
-    NAME,
-    provider="triton",
-    supports=needs_fp8,
-    description="Triton attention + Triton row quantizer, no host sync",
-    in_graph=attention_quant_in_graph,
-)
-def attention_quant(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    k_cache: torch.Tensor,
-    v_cache: torch.Tensor,
-    slot_mapping: torch.Tensor,
-    block_tables: torch.Tensor,
-    seq_lens: torch.Tensor,
-    query_start_loc: torch.Tensor,
-    scale: float,
-    sliding_window: int,
-    group_size: int,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    args = (q, k, v, k_cache, v_cache, slot_mapping, block_tables, seq_lens, query_start_loc)
-    return _attend_quant(_default_launcher, *args, scale, sliding_window, group_size)
 
 
 def plain_source(config: dict, args: tuple, variant: str) -> PlainSource:

@@ -15,8 +15,10 @@ Triton's CPU interpreter (tests), or launch a precompiled cubin (runtime).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
+import inspect
 import json
 import sys
 from collections.abc import Callable, Iterator
@@ -26,7 +28,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from ir.registry import TargetLike
+from ir.registry import SupportsFn, TargetLike, register_impl
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 # Targets with pinned configs; a CPU run (interpret mode) borrows the first one's.
@@ -192,6 +194,36 @@ def graph_launcher(kernel, grid, *args, num_warps, num_stages, **kwargs):
 
     note_launch(getattr(kernel, "fn", kernel).__name__)
     return wrap_triton(kernel)[grid](*args, num_warps=num_warps, num_stages=num_stages, **kwargs)
+
+
+def bind_first(body: Callable, value: Any) -> Callable:
+    """`body` with its first parameter (a launcher or runner) bound to `value`; the result's
+    signature is the rest of `body`'s, which `register_impl` checks against the op's."""
+    signature = inspect.signature(body)
+    params = list(signature.parameters.values())[1:]
+
+    @functools.wraps(body)
+    def call(*args):
+        return body(value, *args)
+
+    call.__signature__ = signature.replace(parameters=params)
+    return call
+
+
+def register_triton_impl(
+    op: str, supports: SupportsFn, description: str, default_launcher: Callable
+) -> Callable[[Callable], Callable]:
+    """Register `body(launcher, *op_args)` as `op`'s triton implementation, in both forms:
+    eagerly with `default_launcher` (Triton's JIT, a function of the kernel's own file so its
+    plain source stays standalone) and in-graph with `graph_launcher` (what lowering traces
+    into an artifact). The body does the host-side checks, picks the config and launches."""
+
+    def wrap(body: Callable) -> Callable:
+        eager, in_graph = bind_first(body, default_launcher), bind_first(body, graph_launcher)
+        register_impl(op, "triton", supports, description, in_graph=in_graph)(eager)
+        return eager
+
+    return wrap
 
 
 def load_source(source: str) -> Any:

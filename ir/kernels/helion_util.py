@@ -8,7 +8,6 @@ Helion reads a kernel's globals (it rejects closures), so a kernel file keeps `h
 from __future__ import annotations
 
 import ast
-import functools
 import importlib.util
 import inspect
 import json
@@ -21,6 +20,7 @@ from ir.kernels.base import (
     KernelCase,
     KernelSpec,
     PlainSource,
+    bind_first,
     graph_launcher,
     load_source,
     register_kernel,
@@ -156,24 +156,11 @@ def register_helion_impl(
         return supports(target) or needs_helion(target)
 
     def wrap(body: Callable) -> Callable:
-        eager, in_graph = _with_runner(body, run_helion), _with_runner(body, run_helion_in_graph)
+        eager, in_graph = bind_first(body, run_helion), bind_first(body, run_helion_in_graph)
         register_impl(op, "helion", both, description, in_graph=in_graph)(eager)
         return eager
 
     return wrap
-
-
-def _with_runner(body: Callable, run: Callable) -> Callable:
-    """`body` with its first parameter (the runner) bound; its signature is the op's."""
-    signature = inspect.signature(body)
-    params = list(signature.parameters.values())[1:]
-
-    @functools.wraps(body)
-    def call(*args):
-        return body(run, *args)
-
-    call.__signature__ = signature.replace(parameters=params)
-    return call
 
 
 def helion_plain_source(fn: Callable, config: dict, args: tuple) -> PlainSource:
@@ -210,7 +197,6 @@ def inline_triton_helpers(code: str) -> str:
     of its import, and call the helpers by their bare names."""
     if _HELPERS_IMPORT not in code:
         return code
-    import inspect
 
     import helion.runtime.triton.helpers as helpers
 

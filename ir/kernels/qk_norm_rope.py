@@ -19,12 +19,11 @@ from ir.kernels.base import (
     KernelCase,
     KernelSpec,
     PlainSource,
-    graph_launcher,
     needs_cuda,
     register_kernel,
+    register_triton_impl,
     runtime_config,
 )
-from ir.registry import register_impl
 from kiln.errors import KilnError
 
 NAME = "qk_norm_rope"
@@ -121,50 +120,25 @@ def check_shapes(q, k, cos_sin_cache) -> None:
         )
 
 
-def _norm_rope(launcher, positions, q, k, q_weight, k_weight, eps, cache, is_neox):
-    """Both registered forms: head dims made contiguous, the device's pinned config."""
-    check_shapes(q, k, cache)
+@register_triton_impl(NAME, needs_cuda, "Triton, (token, head) per program", _default_launcher)
+def qk_norm_rope(
+    launcher,
+    positions: torch.Tensor,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    q_weight: torch.Tensor,
+    k_weight: torch.Tensor,
+    eps: float,
+    cos_sin_cache: torch.Tensor,
+    is_neox: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Head dims made contiguous, the device's pinned config, then the launch."""
+    check_shapes(q, k, cos_sin_cache)
     q = q if q.stride(-1) == 1 else q.contiguous()
     k = k if k.stride(-1) == 1 else k.contiguous()
     config = runtime_config(NAME, q.device.type)
-    args = (positions, q, k, q_weight, k_weight, eps, cache.contiguous(), is_neox)
+    args = (positions, q, k, q_weight, k_weight, eps, cos_sin_cache.contiguous(), is_neox)
     return qk_norm_rope_launch(*args, config=config, _launcher=launcher)
-
-
-def qk_norm_rope_in_graph(
-    positions: torch.Tensor,
-    q: torch.Tensor,
-    k: torch.Tensor,
-    q_weight: torch.Tensor,
-    k_weight: torch.Tensor,
-    eps: float,
-    cos_sin_cache: torch.Tensor,
-    is_neox: bool,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The kernel launched through `wrap_triton` (traced into the artifact)."""
-    args = (positions, q, k, q_weight, k_weight, eps, cos_sin_cache, is_neox)
-    return _norm_rope(graph_launcher, *args)
-
-
-@register_impl(
-    NAME,
-    provider="triton",
-    supports=needs_cuda,
-    description="Triton, (token, head) per program",
-    in_graph=qk_norm_rope_in_graph,
-)
-def qk_norm_rope(
-    positions: torch.Tensor,
-    q: torch.Tensor,
-    k: torch.Tensor,
-    q_weight: torch.Tensor,
-    k_weight: torch.Tensor,
-    eps: float,
-    cos_sin_cache: torch.Tensor,
-    is_neox: bool,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    args = (positions, q, k, q_weight, k_weight, eps, cos_sin_cache, is_neox)
-    return _norm_rope(_default_launcher, *args)
 
 
 def plain_source(config: dict, args: tuple, variant: str) -> PlainSource:

@@ -20,14 +20,13 @@ from ir.kernels.base import (
     KernelCase,
     KernelSpec,
     PlainSource,
-    graph_launcher,
     needs_cuda,
     register_kernel,
+    register_triton_impl,
     runtime_config,
     variant_config,
 )
 from ir.ops.paged_inputs import paged_inputs
-from ir.registry import register_impl
 
 NAME = "rope_attention"
 
@@ -125,42 +124,23 @@ def rope_attention_launch(
 CONFIG = {"BLOCK_N": 32, "num_warps": 4, "num_stages": 1}  # overwritten by the pinned config
 
 
-def _run(launcher, positions, q, k, v, cos_sin_cache, is_neox, k_cache, *rest) -> torch.Tensor:
-    """Both registered forms: contiguous inputs, the device's pinned config, then the launch."""
+@register_triton_impl(NAME, needs_cuda, "Triton, rotary in the KV write", _default_launcher)
+def rope_attention(
+    launcher,
+    positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+    cos_sin_cache: torch.Tensor, is_neox: bool, k_cache: torch.Tensor, v_cache: torch.Tensor,
+    slot_mapping: torch.Tensor, block_tables: torch.Tensor, seq_lens: torch.Tensor,
+    query_start_loc: torch.Tensor, scale: float, sliding_window: int,
+) -> torch.Tensor:  # fmt: skip
+    """Contiguous inputs, the device's pinned config, then the launch (eager through Triton's
+    JIT; in-graph, as lowering traces it into an artifact, through `wrap_triton`)."""
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
     check_layout(q, k_cache)
     variant = "neox" if is_neox else "gptj"
     config = variant_config(runtime_config(NAME, q.device.type), variant)
+    rest = (v_cache, slot_mapping, block_tables, seq_lens, query_start_loc, scale, sliding_window)
     args = (positions, q, k, v, cos_sin_cache.contiguous(), is_neox, k_cache, *rest)
     return rope_attention_launch(*args, config=config, _launcher=launcher)
-
-
-def rope_attention_in_graph(
-    positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-    cos_sin_cache: torch.Tensor, is_neox: bool, k_cache: torch.Tensor, v_cache: torch.Tensor,
-    slot_mapping: torch.Tensor, block_tables: torch.Tensor, seq_lens: torch.Tensor,
-    query_start_loc: torch.Tensor, scale: float, sliding_window: int,
-) -> torch.Tensor:  # fmt: skip
-    """The kernels launched through `wrap_triton`, for lowering to trace into the package."""
-    rest = (v_cache, slot_mapping, block_tables, seq_lens, query_start_loc, scale, sliding_window)
-    return _run(graph_launcher, positions, q, k, v, cos_sin_cache, is_neox, k_cache, *rest)
-
-
-@register_impl(
-    NAME,
-    provider="triton",
-    supports=needs_cuda,
-    description="Triton, rotary in the KV write",
-    in_graph=rope_attention_in_graph,
-)
-def rope_attention(
-    positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-    cos_sin_cache: torch.Tensor, is_neox: bool, k_cache: torch.Tensor, v_cache: torch.Tensor,
-    slot_mapping: torch.Tensor, block_tables: torch.Tensor, seq_lens: torch.Tensor,
-    query_start_loc: torch.Tensor, scale: float, sliding_window: int,
-) -> torch.Tensor:  # fmt: skip
-    rest = (v_cache, slot_mapping, block_tables, seq_lens, query_start_loc, scale, sliding_window)
-    return _run(_default_launcher, positions, q, k, v, cos_sin_cache, is_neox, k_cache, *rest)
 
 
 def plain_source(config: dict, args: tuple, variant: str) -> PlainSource:
