@@ -62,7 +62,7 @@ def _cached_artifact(config: EngineConfig, phases: dict[str, float]):
         artifact = find_artifact(options, path, target, store)
     if artifact is None and config.compile == "on_miss":
         with timed(phases, "compile"):
-            artifact = compile_model(engine_compile_options(config), store).artifact
+            artifact = compile_model(options, store).artifact
     return artifact
 
 
