@@ -7,8 +7,9 @@ Lowering takes one of two paths (docs/architecture.md):
   the C++ loader: one per distinct decoder-layer piece (`--lowering piecewise`, the default;
   lowering/piecewise.py) or one for the whole graph (`monolithic`); `KILN_GPU_LOWERING=jit`
   keeps the exported program for `torch.compile` instead;
-- cross GPU (the host lacks the target): every IR op whose chosen implementation is a Triton
-  or Helion kernel gets it compiled for the target's arch; GEMMs stay library calls.
+- plan (a GPU target the host lacks, or `--lowering plan`): the post-pass graph as an execution
+  plan, every kernel it launches compiled to a cubin for the target's arch at the model's
+  shapes; GEMMs stay library calls (lowering/plan_artifact.py).
 Weights stay in the checkpoint: the artifact names each graph weight by the model parameter it
 is, and stores only weights a pass derived (fp8-quantized, padded) in `derived.safetensors`.
 """
@@ -28,7 +29,7 @@ from kiln import env
 from kiln.config import EngineConfig, resolve_dtype
 from kiln.errors import KilnError
 
-LOWERINGS = ("piecewise", "monolithic")
+LOWERINGS = ("piecewise", "monolithic", "plan")
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,8 @@ class CompileOptions:
     passes: str | None = EngineConfig.passes  # toggles text; None = default pipeline
     # The largest step (token budget) the graph is built for.
     max_num_tokens: int = EngineConfig.max_num_batched_tokens
-    lowering: str = "piecewise"  # each distinct decoder layer compiled once; or monolithic
+    # piecewise: each distinct decoder layer compiled once; monolithic; plan: cubins + plan
+    lowering: str = "piecewise"
 
     def __post_init__(self) -> None:
         if self.lowering not in LOWERINGS:

@@ -23,6 +23,7 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -142,8 +143,28 @@ def variant_config(config: dict, variant: str) -> dict:
     return config[variant] if variant in config else config
 
 
+# The target whose pinned configs kernel bodies use, when a caller fixes it (`configs_for`):
+# building a plan artifact for a GPU the host lacks, and running one (its cubins were compiled
+# with its own target's configs, whatever GPU or interpreter runs them).
+_CONFIG_TARGET: ContextVar[str | None] = ContextVar("kiln_config_target", default=None)
+
+
+@contextmanager
+def configs_for(target: str) -> Iterator[None]:
+    """Inside the block, `runtime_config` returns `target`'s pinned configs."""
+    token = _CONFIG_TARGET.set(target)
+    try:
+        yield
+    finally:
+        _CONFIG_TARGET.reset(token)
+
+
 def runtime_config(kernel: str, device_type: str) -> dict:
-    """Config for an eager call on this host: its own target's, or h100's on the CPU."""
+    """Config for a call: the target `configs_for` set, else this host's own target's (h100's
+    on the CPU)."""
+    fixed = _CONFIG_TARGET.get()
+    if fixed is not None:
+        return load_config(kernel, fixed)
     if device_type != "cuda":
         return load_config(kernel, CONFIG_TARGETS[0])
     from ir.targets import detect_host_target
@@ -220,7 +241,9 @@ def register_triton_impl(
 
     def wrap(body: Callable) -> Callable:
         eager, in_graph = bind_first(body, default_launcher), bind_first(body, graph_launcher)
-        register_impl(op, "triton", supports, description, in_graph=in_graph)(eager)
+        register_impl(
+            op, "triton", supports, description, in_graph=in_graph, body=body, body_takes="launcher"
+        )(eager)
         return eager
 
     return wrap

@@ -19,9 +19,10 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--lowering",
         default=None,
-        choices=["piecewise", "monolithic"],
+        choices=["piecewise", "monolithic", "plan"],
         help="piecewise: compile each distinct decoder layer once (the default); monolithic: "
-        "the whole graph as one program",
+        "the whole graph as one program; plan: cubins + an execution plan (GPU targets; what "
+        "a build for a GPU this host lacks always makes)",
     )
     p.add_argument("--no-record", action="store_true", help="do not write a dashboard record")
     p.add_argument(
