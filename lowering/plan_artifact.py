@@ -16,6 +16,7 @@ from compile_cache.formats import PLAN
 from kiln import env
 from kiln.config import EngineConfig
 from kiln.errors import KilnError
+from lowering.package_calls import check_plan
 from lowering.plan import build_plan
 from lowering.plan_kernels import compile_jobs, plan_jobs, write_cubins
 
@@ -51,7 +52,7 @@ def lower_plan(
     (staging / PLAN_FILE).write_text(json.dumps(build.plan, indent=1))
     rows = plan_op_table(build.plan, ops)
     counts = Counter(r["implementation"] for r in rows if r["runs"] == "cubin")
-    return {
+    manifest = {
         "lowering": PLAN,
         "plan_file": PLAN_FILE,
         "ops": rows,
@@ -61,6 +62,8 @@ def lower_plan(
         "arch": target.arch,
         "triton": {"version": triton.__version__, "scratch_params": _scratch_abi(cubins)},
     }
+    check_plan(staging, manifest)  # the table names only what the artifact contains
+    return manifest
 
 
 def _refuse_host_syncing_references(impls: dict[str, str], target) -> None:

@@ -11,8 +11,10 @@ graph capturing the step records the launch. The runtime's own Triton release pl
 from __future__ import annotations
 
 import ctypes
+import inspect
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -129,77 +131,99 @@ class CudaDriver:
         self.check(result, "cuLaunchKernel")
 
 
-class CubinKernel:
-    """One cubin: its metadata (`<id>.json`) and, once loaded, its function handle."""
+class CubinTable:
+    """The cubins of a plan by jit function (name, source hash), most specialized first, and
+    the choice of one for a launch. Reads metadata only: it needs no GPU."""
 
-    def __init__(self, meta: dict, cubin: bytes):
-        for flag in ("launch_cooperative_grid", "launch_pdl"):
-            if meta.get(flag):
-                raise KilnError(f"kernel {meta['id']} needs {flag}, which this launcher lacks")
-        if meta.get("num_ctas", 1) != 1:
-            raise KilnError(f"kernel {meta['id']} needs {meta['num_ctas']} CTAs per cluster")
-        self.meta, self.cubin, self.function = meta, cubin, None
-        self.rank = len(meta["specialization"])  # more assumptions: faster, tried first
+    def __init__(self, metas: list[dict]):
+        for meta in metas:
+            for flag in ("launch_cooperative_grid", "launch_pdl"):
+                if meta.get(flag):
+                    raise KilnError(f"kernel {meta['id']} needs {flag}, which this launcher lacks")
+            if meta.get("num_ctas", 1) != 1:
+                raise KilnError(f"kernel {meta['id']} needs {meta['num_ctas']} CTAs per cluster")
+        self.by_function: dict[tuple[str, str], list[dict]] = {}
+        for meta in sorted(metas, key=lambda m: -len(m["specialization"])):
+            self.by_function.setdefault((meta["fn"], meta["source_hash"]), []).append(meta)
+        self._keys: dict[int, tuple[str, str, list]] = {}  # id(jit fn) -> key and params
+
+    @classmethod
+    def from_folder(cls, folder: Path, ids: Sequence[str]) -> CubinTable:
+        return cls([json.loads((folder / f"{i}.json").read_text()) for i in ids])
+
+    def select(self, fn, args: Sequence, num_warps: int, num_stages: int) -> tuple[dict, list]:
+        """(metadata of the most specialized cubin of `fn` that takes these arguments, the
+        function's parameters); KilnError naming the kernel and every mismatch if none."""
+        known = self._keys.get(id(fn))
+        if known is None:
+            known = self._keys[id(fn)] = (fn.__name__, source_hash(fn), params_of(fn))
+        name, digest, params = known
+        candidates = self.by_function.get((name, digest))
+        if not candidates:
+            raise KilnError(
+                f"the artifact has no cubin for kernel {name} with this source (hash "
+                f"{digest[:12]}); it was built from other kernel code: recompile it"
+            )
+        reasons = []
+        for meta in candidates:
+            why = mismatch(meta, params, args, num_warps, num_stages)
+            if why is None:
+                return meta, params
+            reasons.append(f"{meta['id']}: {why}")
+        raise KilnError(
+            f"no cubin of kernel {name} takes this launch ({'; '.join(reasons)}); the step "
+            "differs from what the artifact was compiled for: recompile it"
+        )
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    is_constexpr: bool
+
+
+def params_of(fn) -> list:
+    """A jit function's parameters (`.name`, `.is_constexpr`); Triton's interpreter wraps the
+    function without them, so they are read from its annotations there."""
+    params = getattr(fn, "params", None)
+    if params is not None:
+        return params
+    signature = inspect.signature(fn.fn)
+    return [Param(p.name, "constexpr" in str(p.annotation)) for p in signature.parameters.values()]
 
 
 class CubinLauncher:
     """The launcher a plan's kernel bodies are bound to on the GPU (see the module docstring)."""
 
-    def __init__(self, kernels: list[CubinKernel], device: torch.device):
-        self.device, self.driver = device, CudaDriver()
-        self.by_function: dict[tuple[str, str], list[CubinKernel]] = {}
-        for k in sorted(kernels, key=lambda k: -k.rank):
-            self.by_function.setdefault((k.meta["fn"], k.meta["source_hash"]), []).append(k)
-        self._keys: dict[int, tuple[str, str]] = {}  # id(jit fn) -> its lookup key
+    def __init__(self, table: CubinTable, cubins: dict[str, bytes], device: torch.device):
+        self.table, self.device, self.driver = table, device, CudaDriver()
         # Scratch buffers, never freed: a captured CUDA graph keeps using the one it saw.
         self._scratch: dict[tuple[str, str], list[torch.Tensor]] = {}
         torch.empty(1, device=device)  # torch makes the device's primary context current
-        for k in kernels:
-            name, shared = k.meta["kernel_name"], k.meta["shared"]
-            k.function = self.driver.load_function(k.cubin, name, shared)
+        self.functions = {}
+        for metas in table.by_function.values():
+            for meta in metas:
+                self.functions[meta["id"]] = self.driver.load_function(
+                    cubins[meta["id"]], meta["kernel_name"], meta["shared"]
+                )
 
     @classmethod
     def from_folder(cls, folder: Path, ids: Sequence[str], device: torch.device) -> CubinLauncher:
-        kernels = [
-            CubinKernel(json.loads((folder / f"{i}.json").read_text()), (folder / f"{i}.cubin").read_bytes())
-            for i in ids
-        ]  # fmt: skip
-        return cls(kernels, device)
+        cubins = {i: (folder / f"{i}.cubin").read_bytes() for i in ids}
+        return cls(CubinTable.from_folder(folder, ids), cubins, device)
 
     def __call__(self, fn, grid, *args, num_warps: int, num_stages: int, **kwargs) -> None:
         if kwargs:
             raise KilnError(f"{fn.__name__}: launch options {sorted(kwargs)} are not supported")
-        kernel = self.select(fn, args, num_warps, num_stages)
+        meta, params = self.table.select(fn, args, num_warps, num_stages)
         grid = tuple(grid) + (1,) * (3 - len(grid))
         if 0 in grid:
             return
-        meta = kernel.meta
         scratch = [self._scratch_ptr(meta, kind, grid) for kind in meta["scratch_params"]]
-        values = pack_params(meta, fn.params, args, scratch)
+        values = pack_params(meta, params, args, scratch)
         stream = torch.cuda.current_stream(self.device).cuda_stream
-        self.driver.launch(kernel.function, grid, 32 * meta["num_warps"], meta["shared"], stream, values)  # fmt: skip
-
-    def select(self, fn, args: Sequence, num_warps: int, num_stages: int) -> CubinKernel:
-        """The most specialized cubin of `fn` that takes these arguments; KilnError if none."""
-        key = self._keys.get(id(fn))
-        if key is None:
-            key = self._keys[id(fn)] = (fn.__name__, source_hash(fn))
-        candidates = self.by_function.get(key)
-        if not candidates:
-            raise KilnError(
-                f"the artifact has no cubin for kernel {fn.__name__} with this source (hash "
-                f"{key[1][:12]}); it was built from other kernel code: recompile it"
-            )
-        reasons = []
-        for k in candidates:
-            why = mismatch(k.meta, fn.params, args, num_warps, num_stages)
-            if why is None:
-                return k
-            reasons.append(f"{k.meta['id']}: {why}")
-        raise KilnError(
-            f"no cubin of kernel {fn.__name__} takes this launch ({'; '.join(reasons)}); the "
-            "step differs from what the artifact was compiled for: recompile it"
-        )
+        function = self.functions[meta["id"]]
+        self.driver.launch(function, grid, 32 * meta["num_warps"], meta["shared"], stream, values)
 
     def _scratch_ptr(self, meta: dict, kind: str, grid: tuple) -> int:
         """A scratch buffer of `<kind>_scratch_size` bytes per program, kept per kernel and
