@@ -68,7 +68,7 @@ def build_plan(
     passed, impls: dict[str, str], target, block_size: int, tokens: int = EXAMPLE_TOKENS
 ) -> PlanBuild:
     """The plan of `passed.gm` for `target`, recorded on a step of `tokens` tokens."""
-    from ir.kernels.base import configs_for
+    from ir.targets import configs_for
 
     gm = passed.gm
     build = PlanBuild(plan={"format": PLAN_FORMAT, "inputs": [], "entries": [], "outputs": []})

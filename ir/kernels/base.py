@@ -23,7 +23,6 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -143,26 +142,12 @@ def variant_config(config: dict, variant: str) -> dict:
     return config[variant] if variant in config else config
 
 
-# The target whose pinned configs kernel bodies use, when a caller fixes it (`configs_for`):
-# building a plan artifact for a GPU the host lacks, and running one (its cubins were compiled
-# with its own target's configs, whatever GPU or interpreter runs them).
-_CONFIG_TARGET: ContextVar[str | None] = ContextVar("kiln_config_target", default=None)
-
-
-@contextmanager
-def configs_for(target: str) -> Iterator[None]:
-    """Inside the block, `runtime_config` returns `target`'s pinned configs."""
-    token = _CONFIG_TARGET.set(target)
-    try:
-        yield
-    finally:
-        _CONFIG_TARGET.reset(token)
-
-
 def runtime_config(kernel: str, device_type: str) -> dict:
     """Config for a call: the target `configs_for` set, else this host's own target's (h100's
     on the CPU)."""
-    fixed = _CONFIG_TARGET.get()
+    from ir.targets import config_target
+
+    fixed = config_target()
     if fixed is not None:
         return load_config(kernel, fixed)
     if device_type != "cuda":

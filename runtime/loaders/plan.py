@@ -88,7 +88,7 @@ class PlanProgram:
         _plan_frees(self.steps, self.outputs)
 
     def __call__(self, *inputs: torch.Tensor) -> tuple:
-        from ir.kernels.base import configs_for
+        from ir.targets import configs_for
 
         values: list[Any] = [*inputs, *([None] * (self.num_slots - len(inputs)))]
         with configs_for(self.target):  # bodies pick the configs their cubins were built with
