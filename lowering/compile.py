@@ -53,6 +53,13 @@ class CompileOptions:
                 f"lowering={self.lowering!r} is not known; use one of {', '.join(LOWERINGS)}"
             )
 
+    def lowering_for(self, target) -> str:
+        """The lowering that runs: "plan" for a GPU target this host lacks, whatever was
+        asked (so a plan built on a CPU box and a native build on the GPU never share a key)."""
+        from lowering.lowered import plan_lowering
+
+        return "plan" if plan_lowering(self, target) else self.lowering
+
     def lookup_options(self, target) -> dict:
         """The options as key factors: dtype resolved for the target, GPU lowering mode."""
         return {
@@ -61,7 +68,7 @@ class CompileOptions:
             "tensor_parallel_size": self.tensor_parallel_size,
             "passes": self.passes or "default",
             "max_num_tokens": self.max_num_tokens,
-            "lowering": self.lowering,
+            "lowering": self.lowering_for(target),
             "gpu_lowering": env.gpu_lowering() if target.device_type == "cuda" else "none",
         }
 
