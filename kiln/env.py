@@ -108,6 +108,9 @@ SETTINGS: dict[str, Setting] = {
                 "pieces a piecewise compile builds at once, each in a spawned process (1: one "
                 "after another in this process; each worker pays its own start-up and C++ "
                 "header precompile)"),
+        Setting("KILN_KERNEL_THREADS", "count", None,
+                "threads a plan compile builds cubins on (Triton's ptxas runs as a subprocess); "
+                "default the CPU count, at most 4"),
         Setting("KILN_LOAD_THREADS", "count", None,
                 "threads that read checkpoint tensors and copy them into the model; default the "
                 "CPU count, at most 8"),
@@ -163,6 +166,10 @@ def blas_prewarm_enabled() -> bool:
 
 def compile_workers() -> int:
     return SETTINGS["KILN_COMPILE_WORKERS"].get()
+
+
+def kernel_threads() -> int:
+    return SETTINGS["KILN_KERNEL_THREADS"].get() or min(4, os.cpu_count() or 1)
 
 
 def load_threads() -> int:

@@ -157,7 +157,9 @@ def register_helion_impl(
 
     def wrap(body: Callable) -> Callable:
         eager, in_graph = bind_first(body, run_helion), bind_first(body, run_helion_in_graph)
-        register_impl(op, "helion", both, description, in_graph=in_graph)(eager)
+        register_impl(
+            op, "helion", both, description, in_graph=in_graph, body=body, body_takes="runner"
+        )(eager)
         return eager
 
     return wrap
