@@ -14,9 +14,12 @@ Works on a host with no GPU: `triton.compile(ASTSource(...), target=GPUTarget("c
    hint) and record every specialization so a loader can check a launch still satisfies it,
 4. compile for the target and return the cubin with its metadata.
 
-The cubin's ABI belongs to the Triton release that built it (3.9 appends global and profile
-scratch pointers to the kernel parameters; earlier releases differ), so `triton_version` is in
-the metadata and a loader must refuse a mismatch.
+The cubin's ABI belongs to the Triton release that built it (3.9 appends a global and a profile
+scratch pointer to the kernel parameters; earlier releases differ), so `compile_signature`
+reads the appended parameters from the PTX entry into the metadata (`scratch_params`), and a
+launcher packs exactly those. `lowering/plan_kernels.py` compiles a whole model's launches
+with `compile_signature`; `cross_compile` here compiles each registered kernel at its own
+example shapes (the kernel tests).
 """
 
 from __future__ import annotations

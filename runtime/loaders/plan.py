@@ -12,9 +12,9 @@ Nothing here compiles: no Triton JIT, no Helion, no Inductor.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import json
 import sys
+import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -250,12 +250,14 @@ class SourceRunner:
 
 
 def import_source(path: Path) -> Any:
-    """Import a stored plain Triton module (once per process)."""
+    """Import a stored plain Triton module (once per process). Compiled here rather than by the
+    import system, so no `__pycache__` is written into the artifact; the code keeps the file's
+    path, where Triton reads each kernel's source."""
     name = f"kiln_plan_{path.stem.replace('-', '_')}"
     if name in sys.modules:
         return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
+    module = types.ModuleType(name)
+    module.__file__ = str(path)
     sys.modules[name] = module
-    spec.loader.exec_module(module)
+    exec(compile(path.read_text(), str(path), "exec"), module.__dict__)
     return module

@@ -10,7 +10,7 @@ import pytest
 
 from tests.lowering.test_compile_e2e import kiln
 
-pytestmark = pytest.mark.slow  # a cross compile runs ptxas for every kernel: ~30 s
+pytestmark = pytest.mark.slow  # a plan compile runs ptxas for every kernel: ~20 s
 
 
 @pytest.fixture(scope="module")

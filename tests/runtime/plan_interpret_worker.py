@@ -68,11 +68,14 @@ def main(artifact_dir: str, checkpoint: str, out_path: str) -> None:
     forward = loader.load(model, {})
     prompts = [[5, 17, 3, 99, 42], [7, 8, 9, 10, 11, 12, 13, 14, 15]]
     results = {}
+    heavy = ("helion", "torch._inductor", "transformers", "passes", "lowering")
     for name, fwd, logits in (("plan", forward, forward.compute_logits),
                               ("reference", model, model.compute_logits)):  # fmt: skip
         kv = allocate_kv_caches(cfg, NUM_BLOCKS, BLOCK, torch.float32, "cpu")
         runner = ModelRunner(fwd, logits, kv, BLOCK, "cpu")
         results[name] = greedy(runner, prompts, steps=3)
+        if name == "plan":  # what loading and running the plan imported
+            results["imported"] = sorted(m for m in heavy if m in sys.modules)
     results["launches"] = list(LAUNCHES)
     torch.save(results, out_path)
 

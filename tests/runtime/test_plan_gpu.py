@@ -27,10 +27,14 @@ ODD = dict(hidden_size=96, num_attention_heads=6, num_key_value_heads=2, head_di
 KW = dict(gpu_memory_utilization=0.2, max_model_len=256)
 
 
-def kiln_compile(model: Path | str, *args: str, no_gpu: bool = False) -> dict:
+def kiln_compile(
+    model: Path | str, *args: str, no_gpu: bool = False, cache: Path | None = None
+) -> dict:
     env = dict(os.environ)
     if no_gpu:
         env["CUDA_VISIBLE_DEVICES"] = ""
+    if cache is not None:  # a cache of its own: the build must not hit another one's artifact
+        env["KILN_CACHE_DIR"] = str(cache)
     proc = subprocess.run(
         [sys.executable, "-m", "kiln", "compile", str(model), "--json", "--no-record", *args],
         capture_output=True, text=True, cwd=ROOT, env=env, timeout=900,
@@ -79,8 +83,10 @@ def test_a_plan_built_without_a_gpu_serves_the_native_tokens(checkpoint):
     assert got == want
 
 
-def test_a_native_plan_build_serves_the_native_tokens(checkpoint):
-    plan = kiln_compile(checkpoint, "--target", "auto", "--lowering", "plan", "--dtype", "float32")
+def test_a_native_plan_build_serves_the_native_tokens(checkpoint, tmp_path):
+    plan = kiln_compile(checkpoint, "--target", "auto", "--lowering", "plan", "--dtype", "float32",
+                        cache=tmp_path / "cache")  # fmt: skip
+    assert plan["built"], "the plan was found in a cache, not built on this GPU"
     assert plan["manifest"]["lowering"] == "plan"
     native = kiln_compile(checkpoint, "--target", "auto", "--dtype", "float32")
     assert greedy(checkpoint, plan["artifact"])[0] == greedy(checkpoint, native["artifact"])[0]

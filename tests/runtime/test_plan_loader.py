@@ -67,6 +67,12 @@ def test_every_kernel_of_the_plan_ran_from_a_cubin_of_the_artifact(interpreted):
     assert set(out["launches"]) <= listed
 
 
+@pytest.mark.slow
+def test_loading_and_running_a_plan_imports_no_compiler(interpreted):
+    _, out = interpreted
+    assert out["imported"] == [], out["imported"]
+
+
 @triton.jit
 def _axpy(x, y, out, n, alpha, stride, BLOCK: tl.constexpr):
     i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
