@@ -31,10 +31,12 @@ import triton
 import triton.language as tl
 
 from ir.kernels.base import (
+    CONFIG_TARGETS,
     KernelCase,
     KernelSpec,
     PlainSource,
     graph_launcher,
+    load_config,
     needs_fp8,
     note_launch,
     register_kernel,
@@ -170,6 +172,9 @@ def scaled_mm_small_m_launch(
             num_warps=4, num_stages=1,
         )  # fmt: skip
     return out.reshape(*lead, n)
+
+
+CONFIG = load_config(NAME, CONFIG_TARGETS[0])  # a plain source pins its target's instead
 
 
 def kernel_refusal(xq, x_scale, wq, w_scale) -> str | None:
