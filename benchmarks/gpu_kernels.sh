@@ -4,8 +4,12 @@
 #   bash benchmarks/gpu_kernels.sh [PHASE ...]          default: tests 1b   (~7 min, H200)
 #
 # Phases (cold Kiln/Inductor caches; times measured on nothing yet, estimated):
-#   tests    pytest -m gpu: kernels vs IR reference, in-graph forms, scaled_mm, the fp8 demo
-#            artifact (every op in graph, its named kernels in the package)       ~2 min
+#   tests    pytest -m gpu: kernels vs IR reference, in-graph forms, scaled_mm and its small-M
+#            kernel (8B shapes, capture, an AOTInductor package taking both branches), the fp8
+#            demo artifact (every op in graph, its named kernels in the package)  ~3 min
+#   fp8gemm  benchmarks/fp8_small_m.py: the small-M fp8 GEMM's config sweep, vs
+#            torch._scaled_mm and bf16 mm at 8B shapes, M = 1..64; the config to pin (with its
+#            record) in $OUT/fp8_small_m/configs/                                 ~1.5 min
 #   1b | 8b  Llama-3.2-1B | Llama-3-8B shape, random bf16 weights:               ~5 | ~9 min
 #            compile bf16 + fp8 (--json manifest with the per-op table), `kiln bench
 #            throughput` bs1/bs32 each, fp8 vs bf16 greedy agreement (64 prompts x 64 tokens)
@@ -84,8 +88,10 @@ for phase in $phases; do
   case $phase in
     tests) TAIL=15 run tests 420 python3 -m pytest -m gpu -x -q -p no:cacheprovider \
              tests/lowering/test_kernels_gpu.py tests/lowering/test_scaled_mm.py \
+             tests/lowering/test_scaled_mm_small_m.py \
              "tests/lowering/test_gpu_compiled.py::test_fp8_artifact_runs_every_op_in_graph_and_holds_the_kernels_it_names" \
              "tests/lowering/test_gpu_compiled.py::test_fp8_compiled_runs_under_graphs_and_matches_the_quantized_graph" ;;
+    fp8gemm) TAIL=40 run fp8gemm 240 python3 benchmarks/fp8_small_m.py --out "$OUT/fp8_small_m" ;;
     1b) shape_phase 1b llama3.2-1b ;;
     8b) shape_phase 8b llama3-8b ;;
     passes) passes_phase ;;
@@ -93,6 +99,6 @@ for phase in $phases; do
           TAIL=30 run tune 400 python3 -m kiln tune "$ck" --target auto --effort quick \
             --budget-seconds "${TUNE_BUDGET:-20}"
           mkdir -p "$OUT/configs" && cp -r ir/kernels/configs/* "$OUT/configs/" ;;
-    *) echo "unknown phase $phase (tests 1b 8b passes tune)"; exit 2 ;;
+    *) echo "unknown phase $phase (tests fp8gemm 1b 8b passes tune)"; exit 2 ;;
   esac
 done
