@@ -4,19 +4,21 @@
 
 Per variant: decode ITL p50 at batch 1 and 32 (128-token prompts, 64 generated tokens) and the
 time to first token of one 2048-token prompt (prefill, chunked by the engine's token budget),
-after a warm-up batch each. Groups: bf16 (every default-on pass that applies) and
-`--quantization fp8` (its quant fusions). A variant whose pass made no rewrite in the default
-compile is captured first: when its post-pass graph, weights and token buckets equal the
-default's, it compiles to the same code and reuses the default's row ("same graph"); every
-other variant is compiled (one process, so Inductor's and Triton's caches and imports are
-shared) and measured. Random bf16 weights (`benchmarks/gpu_shapes.py make_checkpoint`).
+after a warm-up batch each (`--repeat-default`: the default measured again last, so the
+spread between its two rows shows the noise). Groups: bf16 (every default-on pass that
+applies) and `--quantization fp8` (its quant fusions). A variant whose pass made no rewrite in
+the default compile is captured first: when its post-pass graph, weights and token buckets
+equal the default's, it compiles to the same code and reuses the default's row ("same
+graph"); every other variant is compiled (in this one process, so Inductor's and Triton's
+caches and imports are shared) and measured. Random bf16 weights (`benchmarks/gpu_shapes.py`).
 
     python benchmarks/pass_table.py --shape llama3-8b --out DIR [--groups bf16,fp8]
 
-Device time (H200, estimated from the 2026-11-28 compile records: an 8B piecewise compile
-~85 s cold, ~45 s once Inductor is warm; ~20 s to load and measure a variant): 8B bf16
-3 compiled variants + fp8 4 ~ 8 min with the checkpoint; 1B ~ 4 min. Writes
-DIR/pass_table.json and DIR/pass_table.md (the table `docs/` can hold).
+Device time, estimated from the H200 compile records of 2026-11-28 (an 8B piecewise compile
+~85 s cold, ~45 s with Inductor warm) and ~20 s to load and measure a variant: 8B shape,
+checkpoint ~1 min, bf16 (3 variants compiled, 2 same-graph captures) ~4.5 min, fp8 (4
+compiled) ~4.5 min; the 1B shape about half. Writes DIR/pass_table.json and
+DIR/pass_table.md (the table `docs/` can hold).
 """
 
 from __future__ import annotations
@@ -80,6 +82,7 @@ def measure(config) -> dict:
         vocab = engine.loaded.vocab_size
         if not engine.loaded.artifact_key:
             raise RuntimeError(f"{config.passes}: the eager model ran, not a compiled artifact")
+        bench_kiln(engine, Workload((1,), DECODE["input_len"], 8, seed=2), vocab)  # warm bs1
         decode = bench_kiln(engine, Workload(**DECODE), vocab)
         prefill = bench_kiln(engine, Workload(**PREFILL), vocab)[0]
     finally:
@@ -131,7 +134,7 @@ def same_graph_as_default(ckpt: Path, group: str, quantization, candidates: list
         gc.collect()
 
 
-def run_group(ckpt: Path, group: str, log) -> list[dict]:
+def run_group(ckpt: Path, group: str, log, repeat_default: bool = False) -> list[dict]:
     """The group's default row, then one row per pass turned off."""
     quantization = GROUPS[group]
     seconds, manifest = compile_variant(engine_config(ckpt, quantization, None))
@@ -154,6 +157,11 @@ def run_group(ckpt: Path, group: str, log) -> list[dict]:
             row |= {"graph": "compiled", **measure(config)}
         log(row)
         rows.append(row)
+    if repeat_default:
+        again = {"group": group, "passes": "default (again)", "compile_s": None,
+                 "graph": "cached", **measure(engine_config(ckpt, quantization, None))}  # fmt: skip
+        log(again)
+        rows.append(again)
     return rows
 
 
@@ -170,7 +178,7 @@ def markdown(rows: list[dict], meta: dict) -> str:
         "| bs1 vs default | bs32 vs default | prefill vs default |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    defaults = {r["group"]: r for r in rows if r["passes"] == "default"}
+    defaults = {r["group"]: r for r in rows if r["passes"] == "default"}  # the first one
     for r in rows:
         base = defaults[r["group"]]
         ratios = [r[k] / base[k] for k in ("itl_bs1_ms", "itl_bs32_ms", "prefill_ms")]
@@ -212,6 +220,10 @@ def commit() -> str:
     return proc.stdout.strip() or "unknown"
 
 
+def print_row(row: dict) -> None:
+    print(json.dumps(row), flush=True)
+
+
 def main() -> None:
     import torch
 
@@ -223,6 +235,8 @@ def main() -> None:
     parser.add_argument("--ckpt", type=Path, help="checkpoint folder (default: made in /tmp)")
     parser.add_argument("--groups", default="bf16,fp8", help="bf16, fp8 or both")
     parser.add_argument("--prefill-len", type=int, default=PREFILL["input_len"])
+    parser.add_argument("--repeat-default", action="store_true",
+                        help="measure the default again after the variants (~20 s per group)")  # fmt: skip
     parser.add_argument("--out", type=Path, default=Path("pass_table"))
     opts = parser.parse_args()
     PREFILL["input_len"] = opts.prefill_len
@@ -239,7 +253,7 @@ def main() -> None:
     }  # fmt: skip
     rows: list[dict] = []
     for group in groups:
-        rows += run_group(ckpt, group, lambda r: print(json.dumps(r), flush=True))
+        rows += run_group(ckpt, group, print_row, opts.repeat_default)
     opts.out.mkdir(parents=True, exist_ok=True)
     (opts.out / "pass_table.json").write_text(json.dumps({**meta, "rows": rows}, indent=1))
     table = markdown(rows, meta)
