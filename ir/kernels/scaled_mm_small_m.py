@@ -30,6 +30,7 @@ import torch
 import triton
 import triton.language as tl
 
+import ir.kernels.scaled_mm as library_mm
 from ir.kernels.base import (
     CONFIG_TARGETS,
     KernelCase,
@@ -184,6 +185,9 @@ def kernel_refusal(xq, x_scale, wq, w_scale) -> str | None:
     k, n = xq.shape[-1], wq.shape[0]
     if x_scale.dim() <= 1 and x_scale.numel() != 1:
         return f"activation scale of shape {tuple(x_scale.shape)} is neither [1] nor per token"
+    # per token or per group: one row of scales per token (the kernel strides over rows)
+    if x_scale.dim() >= 2 and x_scale.shape[:-1] != xq.shape[:-1]:
+        return f"activation scale rows {tuple(x_scale.shape[:-1])} are not one per token"
     if w_scale.numel() not in (1, n):
         return f"weight scale has {w_scale.numel()} values for {n} output channels"
     groups = 1 if x_scale.dim() <= 1 else x_scale.shape[-1]
@@ -252,8 +256,7 @@ def scaled_mm(
 ) -> torch.Tensor:
     """The kernel for at most the config's `max_m` tokens, the library's GEMM above (eagerly by
     the token count; traced with a dynamic one, through `torch.cond`)."""
-    from ir.kernels.scaled_mm import scaled_mm as library
-
+    library = library_mm.scaled_mm  # the `library` implementation: torch._scaled_mm
     config = runtime_config(NAME, xq.device.type)
     max_m = config["max_m"]
     if kernel_refusal(xq, x_scale, wq, w_scale) is not None or max_m == 0:

@@ -58,6 +58,8 @@ def test_refusals_name_the_layout():
     assert "multiple of 32" in small.kernel_refusal(*narrow[:4])
     assert "output channels" in small.kernel_refusal(xq, x_scale, wq, w_scale[:3])
     assert small.kernel_refusal(*small.operands(3, 128, 16, groups=-1)[:4]) is None  # [1]
+    one_row = x_scale[:1]  # [1, 1] for 3 tokens: per tensor in 2-D, the library takes it
+    assert "one per token" in small.kernel_refusal(xq, one_row, wq, w_scale)
 
 
 def close_bf16(got: torch.Tensor, want: torch.Tensor) -> None:
