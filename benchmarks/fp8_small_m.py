@@ -14,8 +14,8 @@ bytes over the time, beside a device-to-device copy measured here.
    torch._scaled_mm on a whole layer (the four shapes summed). Prints the config file to pin
    (with its record) and writes it under --out.
 Usage: python benchmarks/fp8_small_m.py --out DIR [--quick]
-(about 24 configs, each compiled for a few specializations: ~1.5 min on an H200; --quick
-sweeps two: ~30 s)
+(24 configs, each JIT-compiled for a few specializations, then 112 timings: ~2 min on an
+H200, estimated; --quick sweeps two configs: ~40 s)
 """
 
 from __future__ import annotations
