@@ -11,8 +11,8 @@ bytes over the time, beside a device-to-device copy measured here.
 1. Sweep configs at M = 1 and 16 (BLOCK_N, BLOCK_K and programs, then num_stages and
    num_warps of the best); score: the sum over the four shapes of both times. 2. With the best, BLOCK_M 16 and 32 at M = 1..64 vs
    torch._scaled_mm and bf16: max_m is the largest bucket up to which the kernel beats
-   torch._scaled_mm on a whole layer (the four shapes summed). Prints the config file to pin
-   (with its record) and writes it under --out.
+   torch._scaled_mm on a whole layer (the four shapes summed). Prints the config to pin and
+   writes the file (with its record) as --out/scaled_mm_small_m.<target>.json.
 Usage: python benchmarks/fp8_small_m.py --out DIR [--quick]
 (24 configs, each JIT-compiled for a few specializations, then 112 timings: ~2 min on an
 H200, estimated; --quick sweeps two configs: ~40 s)
@@ -212,8 +212,7 @@ def main() -> None:
     }  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     (out / "sweep.json").write_text(json.dumps(rows, indent=1))
-    config_file = out / "configs" / target / f"{NAME}.json"
-    config_file.parent.mkdir(parents=True, exist_ok=True)
+    config_file = out / f"{NAME}.{target}.json"  # -> ir/kernels/configs/<target>/<NAME>.json
     config_file.write_text(json.dumps(dict(pinned, record=record), indent=1) + "\n")
     print(f"pin (ir/kernels/configs/{target}/{NAME}.json, full record in {config_file}):")
     print(json.dumps(pinned))

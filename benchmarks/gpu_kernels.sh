@@ -9,7 +9,7 @@
 #            demo artifact (every op in graph, its named kernels in the package)  ~3 min
 #   fp8gemm  benchmarks/fp8_small_m.py: the small-M fp8 GEMM's config sweep, vs
 #            torch._scaled_mm and bf16 mm at 8B shapes, M = 1..64; the config to pin (with its
-#            record) in $OUT/fp8_small_m/configs/                                   ~2 min
+#            record) as $OUT/fp8_small_m/scaled_mm_small_m.<target>.json        ~2 min
 #   1b | 8b  Llama-3.2-1B | Llama-3-8B shape, random bf16 weights:               ~5 | ~9 min
 #            compile bf16 + fp8 (--json manifest with the per-op table), `kiln bench
 #            throughput` bs1/bs32 each, fp8 vs bf16 greedy agreement (64 prompts x 64 tokens)
