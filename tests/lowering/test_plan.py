@@ -184,10 +184,13 @@ def test_the_manifest_names_only_what_the_artifact_contains(artifacts, tmp_path)
         check_manifest_calls(art.path, {**art.manifest, "cubins": art.manifest["cubins"][1:]})
 
 
-def test_an_fp8_artifact_cross_compiles_with_scaled_mm_as_a_library_call():
+def test_an_fp8_artifact_cross_compiles_its_small_m_gemm_and_fused_quant_kernels():
+    """scaled_mm runs the Triton small-M kernel's cubins for few tokens (its body calls
+    torch._scaled_mm above the pinned max_m, which needs no cubin)."""
     art = build("demo", "h100", quantization="fp8")
     rows = {r["op"]: r for r in art.manifest["ops"]}
-    assert rows["scaled_mm"]["runs"] == "library call"
+    assert rows["scaled_mm"]["runs"] == "cubin" and rows["scaled_mm"]["implementation"] == "triton"
+    assert any("scaled_mm_small_m" in k or "small_m" in k for k in rows["scaled_mm"]["kernels"])
     assert rows["attention_quant"]["runs"] == "cubin" and rows["attention_quant"]["kernels"]
     fp8 = [m for _, m in kernels(art) if any(a.get("dtype") == "float8_e4m3fn"
                                                for a in m["example"]["args"] if isinstance(a, dict))]  # fmt: skip
