@@ -23,6 +23,7 @@ turns the kernel off (the library runs for every M).
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 
@@ -196,20 +197,27 @@ def kernel_refusal(xq, x_scale, wq, w_scale) -> str | None:
     return None
 
 
-@torch.library.triton_op(TRITON_OP, mutates_args=())
-def kernel_op(
-    a: torch.Tensor,
-    x_scale: torch.Tensor,
-    wq: torch.Tensor,
-    w_scale: torch.Tensor,
-    bias: torch.Tensor | None,
-    out_dtype: torch.dtype,
-) -> torch.Tensor:
+@functools.cache
+def kernel_op():
     """The kernel as an op of its own, for `torch.cond`'s kernel branch (see the module
-    docstring): AOTInductor traces this body, whose launches go through `wrap_triton`."""
-    config = runtime_config(NAME, a.device.type)
-    args = (a, x_scale, wq, w_scale, bias, out_dtype)
-    return scaled_mm_small_m_launch(*args, config=config, _launcher=graph_launcher)
+    docstring): AOTInductor traces its body, whose launches go through `wrap_triton`.
+    Registered on first trace: `torch.library.triton_op` imports torch._inductor, which the
+    serve path never loads."""
+
+    @torch.library.triton_op(TRITON_OP, mutates_args=())
+    def op(
+        a: torch.Tensor,
+        x_scale: torch.Tensor,
+        wq: torch.Tensor,
+        w_scale: torch.Tensor,
+        bias: torch.Tensor | None,
+        out_dtype: torch.dtype,
+    ) -> torch.Tensor:
+        config = runtime_config(NAME, a.device.type)
+        args = (a, x_scale, wq, w_scale, bias, out_dtype)
+        return scaled_mm_small_m_launch(*args, config=config, _launcher=graph_launcher)
+
+    return op
 
 
 def _traced_dispatch(a, x_scale, wq, w_scale, bias, out_dtype, max_m: int):
@@ -221,9 +229,10 @@ def _traced_dispatch(a, x_scale, wq, w_scale, bias, out_dtype, max_m: int):
         note_launch(name)
     note_launch("aten._scaled_mm" if refusal is None else f"reference: {refusal}")
     operands = (a, x_scale, wq, w_scale) + (() if bias is None else (bias,))
+    op = kernel_op()  # registered before cond traces its branches
 
     def kernel(a, x_scale, wq, w_scale, *bias):
-        return kernel_op(a, x_scale, wq, w_scale, bias[0] if bias else None, out_dtype)
+        return op(a, x_scale, wq, w_scale, bias[0] if bias else None, out_dtype)
 
     def library(a, x_scale, wq, w_scale, *bias):
         b = bias[0] if bias else None
