@@ -4,6 +4,9 @@
 #                visible: what a laptop or CI box builds), cubins + execution plan;
 #   plan-native  `kiln compile --target auto --lowering plan` on the GPU itself;
 #   piecewise    `kiln compile --target auto` (AOTInductor, the default).
+#   plan-carried the artifact `benchmarks/plan_carry.py build` made on a host with no GPU, when
+#                CARRY names its folder (CARRY/artifacts/<shape>); nothing is compiled here.
+# VARIANTS picks among them (default: all but plan-carried, which CARRY adds).
 # Each is compiled cold (fresh KILN_CACHE_DIR: Kiln, Inductor and Triton caches), then decode
 # at batch 1 and 32 (128 prompt tokens, 32 generated, CUDA graphs) and a 2048-token prefill
 # run in a fresh process (benchmarks/piecewise_bench.py). Writes $OUT/<shape>-<variant>-*.json
@@ -19,8 +22,16 @@ shapes=${*:-llama3.2-1b llama3-8b}
 for shape in $shapes; do
   ck=/tmp/ckpt-$shape
   [ -f $ck/config.json ] || python3 -c "from pathlib import Path; from benchmarks.gpu_shapes import make_checkpoint as m; m('$shape', Path('$ck'))" > /dev/null 2>&1 || { echo "checkpoint $shape failed"; exit 1; }
-  for variant in plan-cross plan-native piecewise; do
+  variants=${VARIANTS:-plan-cross plan-native piecewise}
+  [ -n "${CARRY:-}" ] && [ -d "$CARRY/artifacts/$shape" ] && variants="plan-carried $variants"
+  for variant in $variants; do
     cache=/tmp/kcache-$shape-$variant; rm -rf $cache
+    if [ $variant = plan-carried ]; then
+      echo "wall_s 0" > $OUT/$shape-$variant-compile.txt
+      KILN_CACHE_DIR=$cache timeout 300 python3 benchmarks/piecewise_bench.py $ck $CARRY/artifacts/$shape \
+        --label $variant --out $OUT/$shape-$variant-bench.json > $OUT/$shape-$variant-bench.log 2>&1 || tail -20 $OUT/$shape-$variant-bench.log
+      continue
+    fi
     case $variant in
       plan-cross) cmd="env CUDA_VISIBLE_DEVICES= python3 -m kiln compile $ck --target $target" ;;
       plan-native) cmd="python3 -m kiln compile $ck --target auto --lowering plan" ;;
@@ -43,7 +54,7 @@ from pathlib import Path
 out = Path(sys.argv[1]); rows = []
 for f in sorted(out.glob("*-compile.txt")):
     name = f.name[: -len("-compile.txt")]
-    variant = next((v for v in ("plan-cross", "plan-native", "piecewise") if name.endswith(v)), None)
+    variant = next((v for v in ("plan-carried", "plan-cross", "plan-native", "piecewise") if name.endswith(v)), None)
     if variant is None:
         continue
     shape, text = name[: -len(variant) - 1], f.read_text()

@@ -11,7 +11,9 @@ On the GPU host, after copying DIR there:
 rebuilds the same tiny checkpoints, builds a plan of each natively on that GPU, and compares
 the greedy tokens of the carried artifact with the native one's and the eager reference's
 (decode under CUDA graphs). Real shapes are benchmarked with benchmarks/piecewise_bench.py
-(see benchmarks/gpu_plan.sh), giving it the carried artifact.
+(see benchmarks/gpu_plan.sh), giving it the carried artifact, and their logits compared with
+a native artifact's on a mixed prefill and two decode steps:
+    python benchmarks/plan_carry.py compare CKPT CARRIED NATIVE --out logits.json
 """
 
 from __future__ import annotations
@@ -173,6 +175,23 @@ def check(into: Path, out: Path) -> None:
     raise SystemExit(0 if ok else 1)
 
 
+def compare_logits(ckpt: Path, carried: Path, native: Path, out: Path) -> None:
+    """Logits of both artifacts on the same steps: worst relative error, cosine, and whether
+    every row's argmax (the greedy token) agrees."""
+    import torch
+
+    from benchmarks.gpu_compile_check import compare, run_steps
+
+    engine = dict(model=str(ckpt), max_model_len=4096, gpu_memory_utilization=0.4)
+    got = run_steps(engine | dict(artifact=str(carried)))
+    want = run_steps(engine | dict(artifact=str(native)))
+    result = compare(got, want)
+    result["argmax_agree"] = [int(g.argmax()) == int(w.argmax()) for g, w in zip(got, want)]
+    result["card"] = torch.cuda.get_device_name()
+    print(json.dumps(result), flush=True)
+    out.write_text(json.dumps(result, indent=2))
+
+
 def main() -> None:
     sys.path.insert(0, str(ROOT))
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -184,11 +203,18 @@ def main() -> None:
     c = sub.add_parser("check")
     c.add_argument("into", type=Path)
     c.add_argument("--out", type=Path, required=True)
+    m = sub.add_parser("compare")
+    m.add_argument("checkpoint", type=Path)
+    m.add_argument("carried", type=Path)
+    m.add_argument("native", type=Path)
+    m.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     if args.cmd == "build":
         build(args.into.resolve(), args.target, args.shapes)
-    else:
+    elif args.cmd == "check":
         check(args.into.resolve(), args.out)
+    else:
+        compare_logits(args.checkpoint, args.carried, args.native, args.out)
 
 
 if __name__ == "__main__":
