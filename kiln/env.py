@@ -108,6 +108,9 @@ SETTINGS: dict[str, Setting] = {
                 "pieces a piecewise compile builds at once, each in a spawned process (1: one "
                 "after another in this process; each worker pays its own start-up and C++ "
                 "header precompile)"),
+        Setting("KILN_WEIGHT_STREAM", "flag", True,
+                "engines stream the weights into one arena on threads from the start of the "
+                "process (runtime/weight_stream.py); 0: the plain loader reads them"),
         Setting("KILN_LOAD_THREADS", "count", None,
                 "threads that read checkpoint tensors and copy them into the model; default the "
                 "CPU count, at most 8"),
@@ -163,6 +166,10 @@ def blas_prewarm_enabled() -> bool:
 
 def compile_workers() -> int:
     return SETTINGS["KILN_COMPILE_WORKERS"].get()
+
+
+def weight_stream_enabled() -> bool:
+    return SETTINGS["KILN_WEIGHT_STREAM"].get()
 
 
 def load_threads() -> int:

@@ -114,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
 def build_core_engine(args: argparse.Namespace):
     """The engine `kiln serve` runs; called in the engine-core process (so it must stay a
     module-level function of picklable `args`)."""
+    startup.head_start(args.model, args.device)  # before torch: the weights stream meanwhile
     import torch
 
     from kiln.config import EngineConfig
