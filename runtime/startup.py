@@ -47,6 +47,9 @@ class LoadedModel:
     artifact_key: str | None = None  # the compiled artifact running, None = eager
     activation_peak_bytes: int = 0  # GPU: from the warm-up step (or kept with the artifact)
     weight_figures: dict[str, float] = field(default_factory=dict)  # `Weights.figures`
+    # Wall-clock marks (time.time()) a caller adds for its start-up report; `kiln serve`'s
+    # engine core: t_process_start and t_load_start.
+    marks: dict[str, float] = field(default_factory=dict)
 
     def describe(self) -> str:
         return self.description

@@ -3,7 +3,7 @@ while the rest of the start-up (torch's import above all) goes on.
 
 `WeightStream(path, device)` works on a thread of its own: it plans the copies
 (`model_defs/weight_plan.py`, no torch), allocates the arena, and has `KILN_LOAD_THREADS`
-threads copy 32 MiB chunks of file ranges into it:
+threads (default: the cores but one, at most 8) copy 32 MiB chunks of file ranges into it:
 - on a GPU (`CudaArena`, through `runtime/cuda_driver.py`): a thread reads a chunk from the file
   (the page cache) into one of its two page-locked staging buffers and queues an asynchronous
   host-to-device copy on its own stream, then reads the next chunk into the other buffer while
@@ -86,7 +86,7 @@ class WeightStream:
         self.arena: HostArena | CudaArena | None = None
         self.error: BaseException | None = None
         self.stats: StreamStats | None = None
-        self._threads = threads or env.load_threads()
+        self._threads = threads or env.stream_threads()
         self._planned = threading.Event()
         self._t_start = time.time()
         self._thread = threading.Thread(target=self._run, name="kiln-weights", daemon=True)
