@@ -208,18 +208,20 @@ def read_exact(fd: int, view: memoryview, offset: int, file: Path) -> None:
 # --- arenas -----------------------------------------------------------------------------------
 def _arena(requested: str, nbytes: int) -> tuple[str, HostArena | CudaArena]:
     """(device name, arena) for a `--device` value; "auto" is the first GPU when the driver
-    has one, else the CPU."""
-    from runtime.cuda_driver import CudaError, device_ordinal
+    has one, else the CPU. Failing to allocate on a GPU that is there is an error."""
+    from runtime.cuda_driver import CudaError, Driver, device_ordinal
 
     ordinal = device_ordinal(requested)
     if ordinal is None:
         return "cpu", HostArena(nbytes)
     try:
-        return f"cuda:{ordinal}", CudaArena(ordinal, nbytes)
+        driver = Driver()
+        ctx = driver.primary_context(ordinal)
     except (OSError, CudaError):
         if requested != "auto":
             raise
         return "cpu", HostArena(nbytes)  # no driver or no GPU: auto runs on the CPU
+    return f"cuda:{ordinal}", CudaArena(driver, ctx, ordinal, nbytes)
 
 
 class HostArena:
@@ -252,13 +254,10 @@ class _HostWorker:
 class CudaArena:
     """The arena in device memory, in the device's primary context (the one torch uses)."""
 
-    def __init__(self, ordinal: int, nbytes: int):
-        from runtime.cuda_driver import Driver
-
-        self.driver, self.ordinal, self.nbytes = Driver(), ordinal, nbytes
-        self.ctx = self.driver.primary_context(ordinal)
-        self.driver.set_current(self.ctx)
-        self.ptr = self.driver.mem_alloc(max(nbytes, 1))
+    def __init__(self, driver, ctx: int, ordinal: int, nbytes: int):
+        self.driver, self.ctx, self.ordinal, self.nbytes = driver, ctx, ordinal, nbytes
+        driver.set_current(ctx)
+        self.ptr = driver.mem_alloc(max(nbytes, 1))
 
     def worker(self) -> _CudaWorker:
         return _CudaWorker(self)

@@ -145,3 +145,91 @@ def test_the_engine_generates_the_same_tokens_either_way(monkeypatch):
     monkeypatch.setenv("KILN_WEIGHT_STREAM", "0")
     plain = LLM("demo", compile="never").generate(["hello there"], params)[0].token_ids
     assert streamed == plain
+
+
+class _FakeDriver:
+    """The driver calls the GPU arena makes, on host memory. A copy runs only when an event
+    after it (or its stream) is synchronized, as on a GPU, so a staging buffer refilled before
+    its copy finished would show up as wrong bytes."""
+
+    def __init__(self):
+        import ctypes
+
+        self.ctypes, self.blocks, self.queues, self.marks = ctypes, {}, {}, {}
+
+    def primary_context(self, ordinal):
+        return 1
+
+    def set_current(self, ctx):
+        assert ctx == 1
+
+    def mem_alloc(self, nbytes):
+        buf = self.ctypes.create_string_buffer(nbytes)
+        self.blocks[self.ctypes.addressof(buf)] = buf
+        return self.ctypes.addressof(buf)
+
+    host_alloc = mem_alloc
+
+    def mem_free(self, ptr):
+        del self.blocks[ptr]
+
+    host_free = mem_free
+
+    def stream_create(self):
+        self.queues[len(self.queues) + 1] = []
+        return len(self.queues)
+
+    def copy_to_device(self, dst, src, nbytes, stream):
+        self.queues[stream].append((dst, src, nbytes))
+
+    def event_create(self, timing=False):
+        self.marks[len(self.marks) + 1] = None
+        return len(self.marks)
+
+    def event_record(self, event, stream):
+        self.marks[event] = (stream, len(self.queues[stream]))
+
+    def _run(self, stream, upto):
+        queue = self.queues[stream]
+        for i, (dst, src, n) in enumerate(queue[:upto]):
+            if n:
+                self.ctypes.memmove(dst, src, n)
+            queue[i] = (dst, src, 0)  # done
+
+    def event_sync(self, event):
+        self._run(*self.marks[event])
+
+    def stream_sync(self, stream):
+        self._run(stream, len(self.queues[stream]))
+
+    def event_seconds(self, start, end):
+        return 1e-4
+
+    def stream_destroy(self, stream):
+        assert all(n == 0 for _, _, n in self.queues[stream])
+
+    def event_destroy(self, event):
+        pass
+
+
+def test_gpu_arena_double_buffering_on_a_fake_driver(tmp_path, monkeypatch):
+    import ctypes
+
+    from runtime import cuda_driver
+
+    make_checkpoint(tmp_path, "qwen2", seed=9)
+    fake = _FakeDriver()
+    monkeypatch.setattr(cuda_driver, "Driver", lambda: fake)
+    monkeypatch.setattr(weight_stream, "CHUNK", 1000)  # many refills of each staging buffer
+    stream = weight_stream.WeightStream(tmp_path, "cuda:0", threads=2)
+    stats = stream.wait()
+    assert stream.device == "cuda:0" and stats.h2d_s > 0
+    plan, arena = stream.ready()
+    got = ctypes.string_at(arena.ptr, arena.nbytes)
+    want = dict(load_model(tmp_path).named_parameters())
+    for slot in plan.params:
+        tensor = want[slot.name].detach().contiguous().view(torch.uint8).flatten()
+        assert got[slot.offset : slot.offset + slot.nbytes] == bytes(tensor.tolist()), slot.name
+    blocks, ptr = set(fake.blocks), arena.ptr
+    stream.discard()
+    assert blocks - set(fake.blocks) == {ptr}  # the staging buffers were freed earlier
