@@ -4,8 +4,8 @@ The module is built on the meta device (no memory), materialised on the target d
 each HF tensor is copied once into its (possibly fused, possibly sharded) Kiln parameter.
 Every parameter slice must be written exactly once, so a missing or unexpected tensor, or a
 shape mismatch, is reported by name. The compiler reads checkpoints through it, and so does an
-engine where its weight stream cannot (`runtime/weights.py`: KILN_WEIGHT_STREAM=0, a
-tensor-parallel rank, a fused parameter whose parts have different dtypes).
+engine where its weight stream cannot (`runtime/weights.py`: KILN_WEIGHT_STREAM=0, or a fused
+parameter whose parts have different dtypes).
 """
 
 from __future__ import annotations
