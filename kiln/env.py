@@ -113,8 +113,8 @@ SETTINGS: dict[str, Setting] = {
                 "process (runtime/weight_stream.py); 0: the plain loader reads them"),
         Setting("KILN_LOAD_THREADS", "count", None,
                 "threads that read checkpoint tensors and copy them into the model; default the "
-                "CPU count, at most 8 (the weight stream: one fewer, leaving a core to the "
-                "imports it runs beside)"),
+                "CPU count, at most 8 (a GPU engine's weight stream, which runs beside "
+                "torch's import: one fewer)"),
     )
 }  # fmt: skip
 
@@ -178,7 +178,7 @@ def load_threads() -> int:
 
 
 def stream_threads() -> int:
-    """The weight stream's threads: it runs while the main thread imports torch, so by
+    """An early weight stream's threads: it runs while the main thread imports torch, so by
     default it leaves that thread a core."""
     return SETTINGS["KILN_LOAD_THREADS"].get() or max(1, min(8, (os.cpu_count() or 2) - 1))
 

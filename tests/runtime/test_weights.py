@@ -76,22 +76,39 @@ def test_sharded_checkpoint_streams_every_shard(tmp_path):
     assert_same_model(streamed.model, load_model(tmp_path))
 
 
-def test_the_early_stream_is_taken_by_a_matching_engine_only(tmp_path, monkeypatch):
+def test_an_early_stream_is_taken_by_a_matching_engine_only(tmp_path, monkeypatch):
     make_checkpoint(tmp_path / "a", "llama", seed=1)
     make_checkpoint(tmp_path / "b", "llama", seed=2)
-    early = weight_stream.start_early(str(tmp_path / "a"), "cpu")
-    assert early is not None and weight_stream.start_early(str(tmp_path / "a"), "cpu") is None
+    early = weight_stream.WeightStream(tmp_path / "a", "cpu")  # as start_early leaves it
+    monkeypatch.setattr(weight_stream, "_early", early)
     weights = load_weights(tmp_path / "a", torch.float32, CPU)
-    assert weights.stream is early and weights.early
+    assert weights.stream is early and weights.early and weight_stream._early is None
     weights.wait()
     assert weights.figures["early"] == 1.0
 
-    monkeypatch.setattr(weight_stream, "_early", None)
-    other = weight_stream.start_early(str(tmp_path / "b"), "cpu")
+    other = weight_stream.WeightStream(tmp_path / "b", "cpu")
+    monkeypatch.setattr(weight_stream, "_early", other)
     weights = load_weights(tmp_path / "a", torch.float32, CPU)  # not the early stream's model
     assert weights.stream is not other and not weights.early and other.arena is None
     weights.wait()
     assert_same_model(weights.model, load_model(tmp_path / "a"))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a host without a GPU")
+def test_cpu_engines_stream_after_the_import(tmp_path):
+    """Reading beside torch's import slowed a CPU start on the 2-core machine: no early
+    stream for --device cpu, and "auto" without a GPU stops at once."""
+    make_checkpoint(tmp_path, "llama", seed=1)
+    assert weight_stream.start_early(str(tmp_path), "cpu") is None
+    early = weight_stream.start_early(str(tmp_path), "auto")
+    with pytest.raises(weight_stream.NoGPU):
+        early.ready()
+    assert early.arena is None
+    weights = load_weights(tmp_path, torch.float32, CPU)
+    assert weights.stream is not early and not weights.early
+    weights.wait()
+    assert weights.figures["threads"] == min(8, os.cpu_count())
+    assert_same_model(weights.model, load_model(tmp_path))
 
 
 def test_no_early_stream_for_a_folder_that_is_not_there(tmp_path):
