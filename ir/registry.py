@@ -19,6 +19,8 @@ from typing import Protocol
 
 import torch
 
+from ir.fake_memo import memoized
+
 NAMESPACE = "kiln"
 
 # Providers in order of preference: the first one whose `supports` accepts the target wins.
@@ -143,7 +145,10 @@ def ir_op(
         lib = _library()
         lib.define(f"{name}{schema}")
         lib.impl(name, reference, "CompositeExplicitAutograd")
-        torch.library.register_fake(f"{NAMESPACE}::{name}", fake or reference, lib=lib)
+        # Memoized per input description (ir/fake_memo.py); a mutating op's fake runs every time.
+        fake_impl = fake or reference
+        fake_impl = fake_impl if mutates_args else memoized(fake_impl)
+        torch.library.register_fake(f"{NAMESPACE}::{name}", fake_impl, lib=lib)
         opdef = OpDef(
             name=name,
             reference=reference,

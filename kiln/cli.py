@@ -29,17 +29,17 @@ def build_parser() -> argparse.ArgumentParser:
 # Verbs that may run Inductor/Triton: their caches must live inside Kiln's cache folder
 # (a fresh folder costs ~10 s of compiler probes), and be set before torch._inductor loads.
 TOOL_CACHE_VERBS = ("generate", "serve", "compile", "bench", "passes", "tune")
-# Verbs that build an engine in this process: their GPU's driver starts while torch imports,
-# and the cyclic collector pauses until the engine is built (kiln/startup.py).
+# Verbs that build an engine: the cyclic collector pauses until it is built (kiln/startup.py).
+# `generate` builds it in this process, so its GPU's driver and the weight stream start here
+# while torch imports; `serve`'s engine-core process starts them itself (`build_core_engine`).
 ENGINE_VERBS = ("generate", "serve")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "generate":
+        startup.head_start(args.model, args.device)
     if args.command in ENGINE_VERBS:
-        from runtime.cuda_driver import start_driver_init
-
-        start_driver_init(args.device)
         startup.pause_gc()  # resumed once the engine is built (kiln/startup.py)
     if args.command in TOOL_CACHE_VERBS:
         from compile_cache import configure_bytecode_cache, configure_tool_caches

@@ -111,9 +111,13 @@ SETTINGS: dict[str, Setting] = {
         Setting("KILN_KERNEL_THREADS", "count", None,
                 "threads a plan compile builds cubins on (Triton's ptxas runs as a subprocess); "
                 "default the CPU count, at most 4"),
+        Setting("KILN_WEIGHT_STREAM", "flag", True,
+                "engines stream the weights into one arena on threads from the start of the "
+                "process (runtime/weight_stream.py); 0: the plain loader reads them"),
         Setting("KILN_LOAD_THREADS", "count", None,
                 "threads that read checkpoint tensors and copy them into the model; default the "
-                "CPU count, at most 8"),
+                "CPU count, at most 8 (a GPU engine's weight stream, which runs beside "
+                "torch's import: one fewer)"),
     )
 }  # fmt: skip
 
@@ -172,8 +176,18 @@ def kernel_threads() -> int:
     return SETTINGS["KILN_KERNEL_THREADS"].get() or min(4, os.cpu_count() or 1)
 
 
+def weight_stream_enabled() -> bool:
+    return SETTINGS["KILN_WEIGHT_STREAM"].get()
+
+
 def load_threads() -> int:
     return SETTINGS["KILN_LOAD_THREADS"].get() or max(1, min(8, os.cpu_count() or 1))
+
+
+def stream_threads() -> int:
+    """An early weight stream's threads: it runs while the main thread imports torch, so by
+    default it leaves that thread a core."""
+    return SETTINGS["KILN_LOAD_THREADS"].get() or max(1, min(8, (os.cpu_count() or 2) - 1))
 
 
 # Inductor's and Triton's own caches; `compile_cache.configure_tool_caches` points them inside

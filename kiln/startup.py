@@ -11,6 +11,9 @@ cycles is frozen too and never collected (on the demo, ~8k small objects and no 
 tests/kiln/test_startup.py keeps tensors out of them).
 
 KILN_STARTUP_GC_PAUSE=0 leaves the collector alone, to measure this or rule it out.
+
+`head_start` begins what an engine's start can do before torch is imported: the CUDA driver and
+the weight stream, both on threads.
 """
 
 from __future__ import annotations
@@ -25,6 +28,18 @@ from kiln import env
 PROCESS_START = time.time()
 
 _paused = False
+
+
+def head_start(model: str, device: str) -> None:
+    """Start the GPU's driver (`runtime/cuda_driver.py`) and the weights' stream
+    (`runtime/weight_stream.py`) for an engine of `model` on `--device` `device`; call it
+    before importing torch. Both are only head starts: the engine's load checks and redoes
+    what they could not do."""
+    from runtime.cuda_driver import start_driver_init
+    from runtime.weight_stream import start_early
+
+    start_driver_init(device)
+    start_early(model, device)
 
 
 def pause_gc() -> None:

@@ -200,20 +200,53 @@ def _explain_miss(store, key: str, factors: dict, progress) -> None:
 
 
 def _capture(options: CompileOptions, path: Path, target, phases, progress):
-    from model_defs.decoder import ParallelConfig
-    from model_defs.loader import load_model
+    """The model, its post-pass graph and the trace. The capture needs the weights' shapes,
+    not their values: the checkpoint is only read when a pass derives tensors from it that the
+    artifact stores (fp8 quantization; padding, found after a first capture), else the model's
+    parameters are zeros and the checkpoint's headers are checked instead."""
     from passes.compile import compile_graph
 
-    dtype = getattr(torch, resolve_dtype(options.dtype, target.device_type))
-    with progress.phase("load", phases):
-        on_gpu = target.is_cuda and torch.cuda.is_available()
-        # Every rank runs the same graph; rank 0's shards stand in for the rest.
-        par = ParallelConfig(options.tensor_parallel_size, 0)
-        model = load_model(path, dtype, "cuda" if on_gpu else "cpu", par)
+    pcfg = pass_config(options.passes, options.quantization)
+    read = options.quantization is not None  # quantized weights are always stored
+    model = _timed_load(options, path, target, phases, progress, read)
     with progress.phase("capture+passes", phases):
-        pcfg = pass_config(options.passes, options.quantization)
         passed, trace = compile_graph(model, pcfg, max_num_tokens=options.max_num_tokens)
+    if not read and embedded_weights(passed, model):
+        first = phases["capture+passes"]
+        model = _timed_load(options, path, target, phases, progress, True)
+        with progress.phase("capture+passes", phases):
+            passed, trace = compile_graph(model, pcfg, max_num_tokens=options.max_num_tokens)
+        phases["capture+passes"] += first
     return model, passed, trace
+
+
+def _timed_load(options: CompileOptions, path: Path, target, phases, progress, read: bool):
+    """The decoder for the capture, its time added to phase `load`: the checkpoint read when
+    `read`, else zero parameters of the checkpoint's shapes (its headers checked)."""
+    from model_defs.decoder import ParallelConfig
+    from model_defs.loader import build_model, load_model
+    from model_defs.registry import read_config
+    from model_defs.weight_plan import PlanUnsupported, plan_weights
+
+    dtype = getattr(torch, resolve_dtype(options.dtype, target.device_type))
+    device = "cuda" if target.is_cuda and torch.cuda.is_available() else "cpu"
+    # Every rank runs the same graph; rank 0's shards stand in for the rest.
+    par = ParallelConfig(options.tensor_parallel_size, 0)
+    before = phases.get("load", 0.0)
+    with progress.phase("load", phases):
+        if read:
+            model = load_model(path, dtype, device, par)
+        else:
+            family, cfg = read_config(path)
+            try:
+                plan_weights(path, family, cfg)  # names, shapes, dtypes, sizes: a bad one fails now
+            except PlanUnsupported:
+                pass  # a valid checkpoint the runtime's plain loader reads
+            model = build_model(cfg, dtype, device, par)
+            for p in model.parameters():
+                p.zero_()
+    phases["load"] += before
+    return model
 
 
 def _build(staging: Path, options, target, model, passed, trace, phases, progress) -> dict:

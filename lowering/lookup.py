@@ -97,7 +97,7 @@ def weights_hash(path: Path, memo_dir: Path | None = None) -> str:
     Each file's digest is kept under its (path, size, mtime), so a warm start of an artifact
     that embeds derived weights hashes the weights once per change, and a `touch` costs one
     re-read that finds the same content."""
-    from model_defs.loader import safetensors_files
+    from model_defs.checkpoint_files import safetensors_files
 
     files = safetensors_files(path)
     with ThreadPoolExecutor(min(len(files), os.cpu_count() or 1, 8)) as pool:

@@ -3,12 +3,13 @@
 The module is built on the meta device (no memory), materialised on the target device, and
 each HF tensor is copied once into its (possibly fused, possibly sharded) Kiln parameter.
 Every parameter slice must be written exactly once, so a missing or unexpected tensor, or a
-shape mismatch, is reported by name.
+shape mismatch, is reported by name. The compiler reads checkpoints through it, and so does an
+engine where its weight stream cannot (`runtime/weights.py`: KILN_WEIGHT_STREAM=0, or a fused
+parameter whose parts have different dtypes).
 """
 
 from __future__ import annotations
 
-import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -18,25 +19,12 @@ import torch
 from safetensors import safe_open
 
 from kiln.errors import KilnError
+from model_defs.checkpoint_files import safetensors_files
 from model_defs.config import ModelConfig
 from model_defs.decoder import DecoderForCausalLM, ParallelConfig
-from model_defs.family import ModelFamily
 from model_defs.registry import read_config
 from model_defs.rope import cos_sin_cache
-
-
-def safetensors_files(path: Path) -> list[Path]:
-    index = path / "model.safetensors.index.json"
-    if index.is_file():
-        names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        missing = [n for n in names if not (path / n).is_file()]
-        if missing:
-            raise KilnError(f"{index} names shards that are missing: {', '.join(missing)}")
-        return [path / n for n in names]
-    files = sorted(path.glob("*.safetensors"))
-    if not files:
-        raise KilnError(f"{path} has no *.safetensors weights (other formats are not supported)")
-    return files
+from model_defs.weight_plan import expected_slices, map_weight, missing_error
 
 
 def build_model(
@@ -73,13 +61,13 @@ def load_model(
     par = par or ParallelConfig()
     family, cfg = read_config(path)
     model = build_model(cfg, dtype, device, par)
-    expected = _expected_slices(model, cfg)
+    expected = expected_slices(name for name, _ in model.named_parameters())
     params = dict(model.named_parameters())
     jobs = []  # (file, hf_name, param name, shard)
     for file in safetensors_files(path):
         with safe_open(str(file), framework="pt", device="cpu") as f:
             for hf_name in f.keys():
-                target = _map(family, hf_name, cfg)
+                target = map_weight(family, hf_name, cfg)
                 if target is None:
                     continue
                 name, shard = target
@@ -91,12 +79,8 @@ def load_model(
     copy = partial(_copy_job, params=params, cfg=cfg, par=par)
     _run_copies(jobs, copy, torch.device(device))
     written = {(name, shard) for _, _, name, shard in jobs}
-    missing = sorted(f"{n}[{s}]" if s else n for n, s in expected - written)
-    if missing:
-        raise KilnError(
-            f"checkpoint {path} lacks weights for: {', '.join(missing[:8])}"
-            + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
-        )
+    if expected - written:
+        raise missing_error(path, expected - written)
     return model
 
 
@@ -133,32 +117,14 @@ def _run_copies(jobs: list, copy, device: torch.device) -> None:
 
 
 def _copy_job(handle, job, params: dict, cfg: ModelConfig, par: ParallelConfig) -> None:
-    _, hf_name, name, shard = job
-    _copy_into(params[name], handle.get_tensor(hf_name), shard, cfg, par, hf_name)
-
-
-def _map(family: ModelFamily, hf_name: str, cfg: ModelConfig) -> tuple[str, str | None] | None:
-    try:
-        target = family.map_weight(hf_name)
-    except KeyError:
-        raise KilnError(f"unexpected weight {hf_name!r} for the {family.name} family") from None
-    if target and target[0] == "lm_head" and cfg.tie_word_embeddings:
-        return None  # tied: the embedding is the head
-    return target
-
-
-def _expected_slices(model: DecoderForCausalLM, cfg: ModelConfig) -> set[tuple[str, str | None]]:
-    out = set()
-    for name, _ in model.named_parameters():
-        if name.endswith("qkv_proj.weight") or name.endswith("qkv_proj.bias"):
-            out |= {(name, s) for s in ("q", "k", "v")}
-        elif name.endswith("gate_up_proj.weight"):
-            out |= {(name, "gate"), (name, "up")}
-        elif name.endswith(("o_proj.weight", "down_proj.weight")):
-            out.add((name, "row"))
-        else:
-            out.add((name, None))
-    return out
+    file, hf_name, name, shard = job
+    tensor = handle.get_tensor(hf_name)
+    if not tensor.is_floating_point():
+        raise KilnError(
+            f"{file.name}: {hf_name} has dtype {str(tensor.dtype).removeprefix('torch.')}; "
+            "weights must be floating point"
+        )
+    _copy_into(params[name], tensor, shard, cfg, par, hf_name)
 
 
 def _copy_into(param, tensor, shard, cfg: ModelConfig, par: ParallelConfig, hf_name: str):

@@ -28,6 +28,7 @@ from torch import fx
 
 from model_defs.attn_metadata import AttnMetadata
 from model_defs.decoder import DecoderForCausalLM
+from passes import capture_layers
 
 # Example token count for tracing: >= 2 so it is not specialised as 0/1, odd and unlike every
 # weight dimension so no size is mistaken for it.
@@ -87,7 +88,20 @@ def capture(model: DecoderForCausalLM, max_num_tokens: int = 8192) -> CapturedGr
     The attention metadata's batch dimensions (block tables, seq_lens, query_start_loc) stay
     static in the fake values but nothing in the graph depends on them: only `kiln.attention`
     reads them, and its output shape is q's. So the graph runs for any batch size.
+
+    A deep model is traced through four of its layers and the rest copied
+    (`passes/capture_layers.py`): the same graph, its capture time independent of depth.
     """
+    view = capture_layers.probe(model)
+    if view is not None:
+        gm, weights = _export(view, max_num_tokens)
+        if capture_layers.extend(gm, weights, model):
+            return _finish(gm, weights, model, max_num_tokens)
+    return _finish(*_export(model, max_num_tokens), model, max_num_tokens)
+
+
+def _export(model: DecoderForCausalLM, max_num_tokens: int):
+    """(graph module, {weight placeholder: tensor}) of `torch.export` over `model`."""
     from torch.export import Dim, export
 
     t = Dim("T", min=1, max=max_num_tokens)
@@ -98,13 +112,16 @@ def capture(model: DecoderForCausalLM, max_num_tokens: int = 8192) -> CapturedGr
     sig = ep.graph_signature
     state = {**dict(model.named_parameters()), **dict(model.named_buffers())}
     names = {**sig.inputs_to_parameters, **sig.inputs_to_buffers}
-    weights = {ph: state[fqn] for ph, fqn in names.items()}
     gm = ep.graph_module
-    # Logits are computed outside the graph, but which tensor is the head is part of it.
-    gm.meta["kiln_head"] = "p_embed_tokens" if model.cfg.tie_word_embeddings else "lm_head"
     gm.meta["kiln_ranges"] = {
         str(k): (int(v.lower), int(v.upper)) for k, v in ep.range_constraints.items()
     }
+    return gm, {ph: state[fqn] for ph, fqn in names.items()}
+
+
+def _finish(gm: fx.GraphModule, weights: dict, model: DecoderForCausalLM, max_num_tokens: int):
+    # Logits are computed outside the graph, but which tensor is the head is part of it.
+    gm.meta["kiln_head"] = "p_embed_tokens" if model.cfg.tie_word_embeddings else "lm_head"
     _drop_unused_placeholders(gm, weights)
     return CapturedGraph(gm, weights, model.lm_head_weight(), model.cfg.num_layers, max_num_tokens)
 

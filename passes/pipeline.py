@@ -25,8 +25,8 @@ PHASES = (
     "padding",  # zero-pad sizes for kernels, bucket the token count
 )
 MACHINERY = frozenset(
-    {"base", "capture", "compile", "config", "graph", "interactions", "manager", "numerics",
-     "pattern", "pipeline"}
+    {"base", "capture", "capture_layers", "compile", "config", "graph", "interactions",
+     "manager", "numerics", "pattern", "pipeline"}
 )  # fmt: skip
 
 _REGISTERED: dict[str, type[Pass]] = {}

@@ -206,11 +206,15 @@ class BenchRecord(_JsonRecord):
     `results` rows hold `engine` ("kiln", "hf", ...), `batch_size`, `input_len`, `output_len`,
     `tok_s`, and optionally `ttft_p50_ms`, `ttft_p99_ms`, `itl_p50_ms`, `itl_p99_ms`,
     `peak_memory_gb` (null when not measured). `startup` maps load phase -> seconds (the
-    median over the runs); `startup_runs` holds each run's own map, in run order.
+    median over the runs); `startup_runs` holds each run's own map, in run order;
+    `weight_stream` the weight stream's figures (medians: bytes, threads, start_s/done_s after
+    exec, copy_s, read/h2d/copy GB/s; `kiln bench startup`).
     """
 
     kind: ClassVar[str] = "bench"
-    optional_fields: ClassVar[tuple[str, ...]] = ("results", "startup", "startup_runs")
+    optional_fields: ClassVar[tuple[str, ...]] = (
+        "results", "startup", "startup_runs", "weight_stream"
+    )  # fmt: skip
 
     bench: str  # "throughput" | "startup" | "serve" (`kiln bench`) | "serve_load" | ...
     model: str
@@ -218,6 +222,7 @@ class BenchRecord(_JsonRecord):
     results: tuple[dict[str, Any], ...] = ()
     startup: dict[str, float] = field(default_factory=dict)
     startup_runs: tuple[dict[str, float], ...] = ()
+    weight_stream: dict[str, float] = field(default_factory=dict)
     host: str = field(default_factory=socket.gethostname)
     created: float = field(default_factory=time.time)
 
@@ -229,6 +234,7 @@ class BenchRecord(_JsonRecord):
         _set(self, "startup", check_seconds_map(self.startup, "startup"))
         runs = check_list(self.startup_runs, "startup_runs")
         _set(self, "startup_runs", tuple(check_seconds_map(r, f"startup_runs[{i}]") for i, r in enumerate(runs)))  # fmt: skip
+        _set(self, "weight_stream", check_seconds_map(self.weight_stream, "weight_stream"))
         if self.startup_runs and not self.startup:
             raise RecordError("startup_runs", "is given without 'startup', their median")
         _set(self, "created", check_number(self.created, "created", minimum=1.0))
@@ -240,6 +246,7 @@ class BenchRecord(_JsonRecord):
         data["results"] = [dict(r) for r in self.results]
         data["startup"] = dict(self.startup)
         data["startup_runs"] = [dict(r) for r in self.startup_runs]
+        data["weight_stream"] = dict(self.weight_stream)
         return data
 
 

@@ -11,6 +11,10 @@ This is only ever a head start. Every failure (no driver, no GPU, a bad ordinal)
 leaves the work, and the error message, to torch. The module imports nothing but the standard
 library (and `kiln.env`), so the CLI can call it before anything heavy loads.
 KILN_CUDA_PREWARM=0 turns it off, to measure it or rule it out.
+
+`Driver` is the same library with each call checked: the weight stream
+(`runtime/weight_stream.py`) allocates the weights' device memory and copies into it through it,
+before torch is imported.
 """
 
 from __future__ import annotations
@@ -46,17 +50,133 @@ def start_driver_init(device: str = "auto") -> threading.Thread | None:
 
 
 def _init(ordinal: int) -> bool:
-    """cuInit(0); cuDeviceGet; cuDevicePrimaryCtxRetain. True when the context is up.
-
-    The retained reference is never released: torch uses the same primary context for the
-    life of the process, and the driver tears it down at exit."""
+    """cuInit(0); cuDeviceGet; cuDevicePrimaryCtxRetain. True when the context is up."""
     try:
-        cuda = ctypes.CDLL(_LIBCUDA)
-    except OSError:
-        return False  # no driver on this host: a CPU machine
-    dev, ctx = ctypes.c_int(0), ctypes.c_void_p()
-    return (
-        cuda.cuInit(0) == 0
-        and cuda.cuDeviceGet(ctypes.byref(dev), ordinal) == 0
-        and cuda.cuDevicePrimaryCtxRetain(ctypes.byref(ctx), dev) == 0
-    )
+        Driver().primary_context(ordinal)
+    except (OSError, CudaError):
+        return False  # no driver on this host (a CPU machine), or no such GPU
+    return True
+
+
+class CudaError(Exception):
+    """A driver call failed; the message names the call and the driver's error."""
+
+
+_VOID_P, _SIZE, _UINT, _DEVPTR = ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_uint64
+_POINTER = ctypes.POINTER
+# name -> argument types (every call returns a CUresult). CUdeviceptr is 64-bit; handles
+# (contexts, streams, events) and host pointers are void*.
+_SIGNATURES = {
+    "cuInit": (_UINT,),
+    "cuDeviceGet": (_POINTER(ctypes.c_int), ctypes.c_int),
+    "cuDevicePrimaryCtxRetain": (_POINTER(_VOID_P), ctypes.c_int),
+    "cuCtxSetCurrent": (_VOID_P,),
+    "cuMemAlloc_v2": (_POINTER(_DEVPTR), _SIZE),
+    "cuMemFree_v2": (_DEVPTR,),
+    "cuMemHostAlloc": (_POINTER(_VOID_P), _SIZE, _UINT),
+    "cuMemFreeHost": (_VOID_P,),
+    "cuMemcpyHtoDAsync_v2": (_DEVPTR, _VOID_P, _SIZE, _VOID_P),
+    "cuStreamCreate": (_POINTER(_VOID_P), _UINT),
+    "cuStreamSynchronize": (_VOID_P,),
+    "cuStreamDestroy_v2": (_VOID_P,),
+    "cuEventCreate": (_POINTER(_VOID_P), _UINT),
+    "cuEventRecord": (_VOID_P, _VOID_P),
+    "cuEventSynchronize": (_VOID_P,),
+    "cuEventDestroy_v2": (_VOID_P,),
+    "cuGetErrorName": (ctypes.c_int, _POINTER(ctypes.c_char_p)),
+}
+_STREAM_NON_BLOCKING = 1  # no implicit ordering with the legacy default stream
+_EVENT_DISABLE_TIMING = 2
+
+
+class Driver:
+    """The CUDA driver through ctypes, every call checked (a failure raises `CudaError`).
+    ctypes releases the interpreter lock for each call. Raises OSError without a driver."""
+
+    def __init__(self) -> None:
+        lib = ctypes.CDLL(_LIBCUDA)
+        for name, argtypes in _SIGNATURES.items():
+            fn = getattr(lib, name)
+            fn.argtypes, fn.restype = argtypes, ctypes.c_int
+        # cuEventElapsedTime became _v2 in CUDA 12.8; the old name stays for older drivers.
+        self._elapsed = getattr(lib, "cuEventElapsedTime_v2", None) or lib.cuEventElapsedTime
+        self._elapsed.argtypes = (_POINTER(ctypes.c_float), _VOID_P, _VOID_P)
+        self._elapsed.restype = ctypes.c_int
+        self.lib = lib
+
+    def call(self, name: str, *args) -> None:
+        rc = getattr(self.lib, name)(*args)
+        if rc != 0:
+            raise CudaError(f"{name} failed: {self.error_name(rc)} ({rc})")
+
+    def error_name(self, rc: int) -> str:
+        text = ctypes.c_char_p()
+        if self.lib.cuGetErrorName(rc, ctypes.byref(text)) != 0 or not text.value:
+            return "unknown error"
+        return text.value.decode()
+
+    def primary_context(self, ordinal: int) -> int:
+        """Start the driver and retain `ordinal`'s primary context (the one torch uses).
+        The reference is never released: the context lives as long as the process."""
+        dev, ctx = ctypes.c_int(0), _VOID_P()
+        self.call("cuInit", 0)
+        self.call("cuDeviceGet", ctypes.byref(dev), ordinal)
+        self.call("cuDevicePrimaryCtxRetain", ctypes.byref(ctx), dev)
+        return ctx.value
+
+    def set_current(self, ctx: int) -> None:
+        """Make `ctx` current on the calling thread (driver calls act on the current one)."""
+        self.call("cuCtxSetCurrent", ctx)
+
+    def mem_alloc(self, nbytes: int) -> int:
+        ptr = _DEVPTR()
+        self.call("cuMemAlloc_v2", ctypes.byref(ptr), nbytes)
+        return ptr.value
+
+    def mem_free(self, ptr: int) -> None:
+        self.call("cuMemFree_v2", ptr)
+
+    def host_alloc(self, nbytes: int) -> int:
+        """Page-locked host memory (what an asynchronous host-to-device copy needs)."""
+        ptr = _VOID_P()
+        self.call("cuMemHostAlloc", ctypes.byref(ptr), nbytes, 0)
+        return ptr.value
+
+    def host_free(self, ptr: int) -> None:
+        self.call("cuMemFreeHost", ptr)
+
+    def copy_to_device(self, dst: int, src: int, nbytes: int, stream: int) -> None:
+        self.call("cuMemcpyHtoDAsync_v2", dst, src, nbytes, stream)
+
+    def stream_create(self) -> int:
+        stream = _VOID_P()
+        self.call("cuStreamCreate", ctypes.byref(stream), _STREAM_NON_BLOCKING)
+        return stream.value
+
+    def stream_sync(self, stream: int) -> None:
+        self.call("cuStreamSynchronize", stream)
+
+    def stream_destroy(self, stream: int) -> None:
+        self.call("cuStreamDestroy_v2", stream)
+
+    def event_create(self, timing: bool = False) -> int:
+        event = _VOID_P()
+        self.call("cuEventCreate", ctypes.byref(event), 0 if timing else _EVENT_DISABLE_TIMING)
+        return event.value
+
+    def event_record(self, event: int, stream: int) -> None:
+        self.call("cuEventRecord", event, stream)
+
+    def event_sync(self, event: int) -> None:
+        self.call("cuEventSynchronize", event)
+
+    def event_seconds(self, start: int, end: int) -> float:
+        """Seconds between two completed timing events."""
+        ms = ctypes.c_float()
+        rc = self._elapsed(ctypes.byref(ms), start, end)
+        if rc != 0:
+            raise CudaError(f"cuEventElapsedTime failed: {self.error_name(rc)} ({rc})")
+        return ms.value / 1e3
+
+    def event_destroy(self, event: int) -> None:
+        self.call("cuEventDestroy_v2", event)

@@ -13,13 +13,14 @@ that moved. Sends never block (no high-water mark): a slow server only grows a q
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import pickle
 import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from kiln.errors import KilnError
 from runtime.core_messages import (
@@ -48,6 +49,9 @@ class EngineInfo:
     tokenizer: object  # the engine's tokenizer; the server detokenizes with it
     description: str  # `loaded.describe()`: what runs (compiled artifact, eager, ...)
     stats: dict
+    # How the engine started: its load phases, weight figures and wall-clock marks (the
+    # caller's, plus t_ready), for `kiln serve`'s start-up report.
+    startup: dict = field(default_factory=dict)
 
 
 def engine_info(engine) -> EngineInfo:
@@ -59,6 +63,11 @@ def engine_info(engine) -> EngineInfo:
         tokenizer=engine.tokenizer,
         description=loaded.describe(),
         stats=dict(engine.stats()),
+        startup={
+            "phases": dict(loaded.phases),
+            "weights": dict(loaded.weight_figures),
+            "marks": {**loaded.marks, "t_ready": time.time()},
+        },
     )
 
 
@@ -131,6 +140,31 @@ class EngineCore:
         stats["core_step_seconds"] = self._step_seconds
         self._last_stats = now
         return stats
+
+
+@dataclass
+class SpawnedCore:
+    """A started core process and the ipc addresses it connects to (the server binds them)."""
+
+    process: multiprocessing.Process
+    folder: str  # holds the ipc socket files
+    in_addr: str
+    out_addr: str
+
+
+def spawn_core(build: Callable[..., object], build_arg: object) -> SpawnedCore:
+    """Start a core process that builds its engine with `build(build_arg)` (a module-level
+    function and a picklable argument). Needs neither zmq nor the server's modules here, so
+    `kiln serve` calls it before importing them."""
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="kiln-core-")
+    in_addr, out_addr = f"ipc://{folder}/in", f"ipc://{folder}/out"
+    proc = multiprocessing.get_context("spawn").Process(
+        target=run_core, args=(build, build_arg, in_addr, out_addr), name="kiln-engine-core"
+    )
+    proc.start()
+    return SpawnedCore(proc, folder, in_addr, out_addr)
 
 
 def run_core(build: Callable[..., object], build_arg: object, in_addr: str, out_addr: str) -> None:

@@ -1,5 +1,7 @@
 """Engine start-up, top to bottom: load the weights, bind the forward (the loader of the
 resolved artifact, or the eager model), warm up, size the KV cache, capture CUDA graphs.
+The weights usually stream in the background (`runtime/weights.py`) from before torch was
+imported; the start waits for them (`weights_wait`) only before its first forward.
 
 Each step is one named function and one phase in `LoadedModel.phases`, which `kiln bench
 startup` reports. The caller resolves what runs (the CLI: cache lookup, compile on a miss) and
@@ -23,6 +25,7 @@ from model_defs.step_inputs import StepSeq
 from runtime.blas_warmup import BlasWarmup
 from runtime.loaders import Forward, Loader
 from runtime.model_runner import ModelRunner
+from runtime.weights import load_weights
 from scheduler.scheduler import SchedulerConfig
 
 
@@ -43,6 +46,10 @@ class LoadedModel:
     phases: dict[str, float] = field(default_factory=dict)
     artifact_key: str | None = None  # the compiled artifact running, None = eager
     activation_peak_bytes: int = 0  # GPU: from the warm-up step (or kept with the artifact)
+    weight_figures: dict[str, float] = field(default_factory=dict)  # `Weights.figures`
+    # Wall-clock marks (time.time()) a caller adds for its start-up report; `kiln serve`'s
+    # engine core: t_process_start and t_load_start.
+    marks: dict[str, float] = field(default_factory=dict)
 
     def describe(self) -> str:
         return self.description
@@ -80,11 +87,15 @@ def load(
     max_len = max_model_len(config, cfg)
     with timed(phases, "tokenizer"):
         tokenizer = load_tokenizer(path)
-    with timed(phases, "weights"):
-        model = load_weights(path, dtype, device)
-    forward = loader.load(model, phases)  # weights_bind + kernels, or compile
+    with timed(phases, "weights"):  # a stream's views: its copies go on in the background
+        weights = load_weights(path, dtype, device)
+        if loader.reads_weights:
+            weights.wait()
+    forward = loader.load(weights.model, phases)  # weights_bind + kernels, or compile
     if blas.thread is not None:
         phases["blas_wait"] = blas.join()  # what the side thread's GEMM still cost the load
+    with timed(phases, "weights_wait"):
+        weights.wait()  # every weight in place before the first forward
     with timed(phases, "warmup"):
         peak = warm_up(forward, config, cfg, dtype, device, max_len)
     with timed(phases, "kv_alloc"):
@@ -110,6 +121,7 @@ def load(
         phases=phases,
         artifact_key=forward.key,
         activation_peak_bytes=peak,
+        weight_figures=weights.figures,
     )
 
 
@@ -121,12 +133,6 @@ def max_model_len(config: EngineConfig, cfg: ModelConfig) -> int:
             f"{cfg.max_position_embeddings}"
         )
     return max_len
-
-
-def load_weights(path: Path, dtype: torch.dtype, device: torch.device) -> torch.nn.Module:
-    from model_defs.loader import load_model
-
-    return load_model(path, dtype, device)
 
 
 def capture_graphs(

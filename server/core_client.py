@@ -1,6 +1,6 @@
 """The server side of the engine-core process: spawn it, feed it, read it, watch it.
 
-`launch_core` spawns `runtime.engine_core.run_core` and waits until the engine is built (a
+`launch_core` spawns `runtime.engine_core.run_core` (`spawn_core`) and waits until the engine is built (a
 build error becomes a KilnError here). `EngineCoreClient` then drives it from the event loop:
 prompts are tokenized here, each step's `CoreOutputs` is read once and split per request,
 and detokenizing and stop strings happen here too (a stop string aborts the request in the
@@ -15,7 +15,6 @@ import logging
 import multiprocessing
 import pickle
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from runtime.core_messages import (
     NewRequest,
     Shutdown,
 )
-from runtime.engine_core import FAILED, READY, EngineInfo, run_core
+from runtime.engine_core import FAILED, READY, EngineInfo, SpawnedCore, spawn_core
 from server.core_streams import CoreStreams
 from server.metrics import ServerMetrics
 from server.tracker import RequestTracker
@@ -54,29 +53,29 @@ class CoreProcess:
 
 def launch_core(build: Callable[[object], object], build_arg: object) -> CoreProcess:
     """Spawn the core, which calls `build(build_arg)` to make its engine; wait until ready."""
-    folder = tempfile.mkdtemp(prefix="kiln-core-")
+    return connect_core(spawn_core(build, build_arg))
+
+
+def connect_core(spawned: SpawnedCore) -> CoreProcess:
+    """Bind the sockets a spawned core connects to and wait until it is ready. The core may
+    have been spawned before this module was imported (its sockets reconnect until bound):
+    `kiln serve` spawns it first and imports the server while it starts."""
     ctx = zmq.Context.instance()
     push, pull = ctx.socket(zmq.PUSH), ctx.socket(zmq.PULL)
     for sock in (push, pull):
         sock.setsockopt(zmq.LINGER, 0)
         sock.set_hwm(0)  # never drop, never block: the core must not wait on the server
-    push.bind(f"ipc://{folder}/in")
-    pull.bind(f"ipc://{folder}/out")
-    spawn = multiprocessing.get_context("spawn")
-    proc = spawn.Process(
-        target=run_core,
-        args=(build, build_arg, f"ipc://{folder}/in", f"ipc://{folder}/out"),
-        name="kiln-engine-core",
-    )
-    proc.start()
+    proc = spawned.process
     try:
+        push.bind(spawned.in_addr)
+        pull.bind(spawned.out_addr)
         info = _wait_ready(proc, pull)
     except BaseException:
         proc.kill()
         proc.join(10)
-        shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(spawned.folder, ignore_errors=True)
         raise
-    return CoreProcess(proc, push, pull, folder, info)
+    return CoreProcess(proc, push, pull, spawned.folder, info)
 
 
 def _wait_ready(proc: multiprocessing.Process, pull: zmq.Socket) -> EngineInfo:

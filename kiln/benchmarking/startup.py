@@ -14,7 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from kiln.benchmarking.stats import median
@@ -25,10 +25,14 @@ REPORT_MARKS = ("t_process_start", "t_ready", "t_first_token")
 
 @dataclass(frozen=True)
 class StartupRun:
-    """One child process: its wall time (s) and the phases that split it (s, in order)."""
+    """One child process: its wall time (s), the phases that split it (s, in order), the
+    weight stream's figures (`start_s`/`done_s`: seconds after exec), and for a server the
+    seconds from exec to its first /health 200."""
 
     total: float
     phases: dict[str, float]
+    weights: dict[str, float] = field(default_factory=dict)
+    ready: float | None = None
 
 
 def child_command(model: str, engine_argv: list[str]) -> list[str]:
@@ -50,18 +54,40 @@ def run_once(model: str, engine_argv: list[str], report: Path, timeout_s: float)
     if proc.returncode != 0:
         tail = proc.stderr.strip().splitlines()[-5:]
         raise KilnError(f"kiln generate exited {proc.returncode}: " + " | ".join(tail))
-    return StartupRun(total, split_phases(read_report(report), t_spawn, total))
+    data = read_report(report)
+    weights = relative_weights(data.get("weights", {}), t_spawn)
+    return StartupRun(total, split_phases(data, t_spawn, total), weights)
 
 
-def read_report(path: Path) -> dict:
-    """The child's report, checked: a dict of phase seconds plus the wall-clock marks."""
+def read_json_report(path: Path) -> dict:
+    """A child's start-up report (a JSON object), or a KilnError saying why not."""
     import json
 
     try:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise KilnError(f"the child wrote no readable start-up report at {path}: {e}") from None
-    phases = data.get("phases") if isinstance(data, dict) else None
+    if not isinstance(data, dict):
+        raise KilnError(f"start-up report {path} is not a JSON object")
+    return data
+
+
+def relative_weights(figures: dict, t_exec: float) -> dict[str, float]:
+    """Weight figures with their wall-clock `start_wall`/`done_wall` as `start_s`/`done_s`,
+    seconds after the process was executed."""
+    if not isinstance(figures, dict):
+        return {}
+    out = {k: float(v) for k, v in figures.items() if not k.endswith("_wall") and _is_number(v)}
+    for name in ("start", "done"):
+        if _is_number(figures.get(f"{name}_wall")):
+            out[f"{name}_s"] = figures[f"{name}_wall"] - t_exec
+    return out
+
+
+def read_report(path: Path) -> dict:
+    """The child's report, checked: a dict of phase seconds plus the wall-clock marks."""
+    data = read_json_report(path)
+    phases = data.get("phases")
     if not isinstance(phases, dict) or not all(_is_number(v) for v in phases.values()):
         raise KilnError(f"start-up report {path}: 'phases' must map names to seconds")
     missing = [k for k in REPORT_MARKS if not _is_number(data.get(k))]
@@ -108,7 +134,15 @@ def median_phases(runs: list[StartupRun]) -> dict[str, float]:
     return {n: median([r.phases.get(n, 0.0) for r in runs]) for n in names}
 
 
+def median_weights(runs: list[StartupRun]) -> dict[str, float]:
+    """Median of each weight-stream figure over the runs that report it."""
+    names: list[str] = []
+    for r in runs:
+        names += [n for n in r.weights if n not in names]
+    return {n: median([r.weights[n] for r in runs if n in r.weights]) for n in names}
+
+
 def ready_seconds(run: StartupRun, *, without: tuple[str, ...] = ()) -> float:
     """Process start to ready (first token and exit left out), less the phases in `without`."""
-    skip = ("first_token", "exit", *without)
+    skip = ("first_token", "exit", "first_completion", *without)
     return sum(s for name, s in run.phases.items() if name not in skip)

@@ -90,22 +90,31 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.flush()
     report = env.startup_report_path()
     if report is not None:
-        write_startup_report(report, llm.engine.loaded.phases, t_load_start, t_ready, t_done)
+        loaded = llm.engine.loaded
+        write_startup_report(report, loaded.phases, t_load_start, t_ready, t_done,
+                             loaded.weight_figures)  # fmt: skip
     return 0
 
 
 def write_startup_report(
-    path: Path, phases: dict[str, float], t_load_start: float, t_ready: float, t_done: float
+    path: Path,
+    phases: dict[str, float],
+    t_load_start: float,
+    t_ready: float,
+    t_done: float,
+    weights: dict[str, float] | None = None,
 ) -> None:
     """For `kiln bench startup`: wall-clock marks plus the engine's load phases (seconds).
 
     `imports` runs from `kiln.startup.PROCESS_START` to the start of the load; `t_first_token` is
-    when generation ended (the first token, as the benchmark runs `--max-tokens 1`).
+    when generation ended (the first token, as the benchmark runs `--max-tokens 1`). `weights`:
+    the weight stream's figures (`runtime.weights.Weights.figures`).
     """
     from kiln.startup import PROCESS_START
 
     report = {
         "phases": {"imports": t_load_start - PROCESS_START, **phases},
+        "weights": weights or {},
         "t_process_start": PROCESS_START,
         "t_load_start": t_load_start,
         "t_ready": t_ready,

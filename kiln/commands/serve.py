@@ -3,16 +3,19 @@
 Spawns the engine-core process, which builds the engine (`build_core_engine`: compiles on a cache
 miss, loads on a hit), then serves from this process until SIGTERM or Ctrl-C, draining
 in-flight requests for up to `--shutdown-timeout` seconds. If the engine process dies, the
-server exits with code 1.
+server exits with code 1. With KILN_STARTUP_REPORT set, it writes its start-up report there
+once it listens (`kiln bench startup --serve` reads it).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
+import time
 
-from kiln import startup
+from kiln import env, startup
 from kiln.commands.flags import add_engine_arguments, engine_kwargs
 from kiln.errors import KilnError
 
@@ -70,7 +73,6 @@ def add_parser(sub) -> None:
 
 
 def server_config(args: argparse.Namespace):
-    from kiln import env
     from server.config import ServerConfig
 
     return ServerConfig(
@@ -95,18 +97,30 @@ def run(args: argparse.Namespace) -> int:
     if args.engine_threads is not None and args.engine_threads < 1:
         raise KilnError(f"--engine-threads {args.engine_threads} must be >= 1")
 
+    from runtime.engine_core import spawn_core
+
+    # The core first: the server's own imports (aiohttp, ~0.4 s) happen while it starts.
+    t_spawn = time.time()
+    spawned = spawn_core(build_core_engine, args)
     from server.app import create_app
-    from server.core_client import launch_core
+    from server.core_client import connect_core
     from server.runner import serve
 
-    core = launch_core(build_core_engine, args)
+    core = connect_core(spawned)
+    t_core_ready = time.time()
     startup.resume_gc()
+
     app = create_app(core, config)
     names = ", ".join(config.served_model_names or (core.info.model_name,))
 
     def ready(url: str) -> None:
         logging.getLogger("kiln.server").info("serving %s; %s", names, core.info.description)
         print(f"kiln serve: listening on {url}", flush=True)
+        report = env.startup_report_path()
+        if report is not None:
+            marks = {"t_process_start": startup.PROCESS_START, "t_core_spawn": t_spawn,
+                     "t_core_ready": t_core_ready, "t_listening": time.time()}  # fmt: skip
+            report.write_text(json.dumps({"marks": marks, "core": core.info.startup}))
 
     return asyncio.run(serve(app, args.host, args.port, on_ready=ready))
 
@@ -114,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
 def build_core_engine(args: argparse.Namespace):
     """The engine `kiln serve` runs; called in the engine-core process (so it must stay a
     module-level function of picklable `args`)."""
+    startup.head_start(args.model, args.device)  # before torch: the weights stream meanwhile
     import torch
 
     from kiln.config import EngineConfig
@@ -123,6 +138,8 @@ def build_core_engine(args: argparse.Namespace):
     # whenever the server process runs: on a 2-core host that cost 5-10x in step time.
     torch.set_num_threads(args.engine_threads or max(1, (os.cpu_count() or 2) - 1))
     startup.pause_gc()
+    t_load_start = time.time()
     engine = build_engine(EngineConfig(model=args.model, **engine_kwargs(args)))
+    engine.loaded.marks.update(t_process_start=startup.PROCESS_START, t_load_start=t_load_start)
     startup.resume_gc()
     return engine

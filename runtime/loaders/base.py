@@ -42,6 +42,10 @@ class Forward:
 class Loader(ABC):
     """Binds what one kind of artifact (or the eager model) needs to the loaded model."""
 
+    # Whether `load` reads the parameters' values (a pass that quantizes or pads them); if not,
+    # the weights may still be streaming in while it runs (`runtime/weights.py`).
+    reads_weights: bool = False
+
     @abstractmethod
     def load(self, model: torch.nn.Module, phases: dict[str, float]) -> Forward:
         """The forward over `model`'s weights; times its own steps into `phases`."""

@@ -14,6 +14,7 @@ from runtime.loaders.base import Forward, Loader
 class EagerLoader(Loader):
     def __init__(self, transform: Callable[[torch.nn.Module], Callable] | None = None):
         self.transform = transform
+        self.reads_weights = transform is not None  # the passes may quantize or pad them
 
     def load(self, model: torch.nn.Module, phases: dict[str, float]) -> Forward:
         device = next(model.parameters()).device
