@@ -44,6 +44,12 @@ class EngineConfig:
     max_num_batched_tokens: int = _opt(
         512, "per-step token budget (prefill chunk size); the compiled graph's largest step"
     )
+    max_prefill_while_decoding: int = _opt(
+        256,
+        "prefill tokens a step may carry while other sequences decode (longer prompts are "
+        "chunked): bounds how long a running stream's next token waits on newly arrived prompts; "
+        "a value >= max_num_batched_tokens turns the bound off",
+    )
     block_size: int = _opt(16, "tokens per KV cache block")
     kv_cache_memory: int = _opt(256 * 2**20, "KV cache bytes on CPU (e.g. 256M, 1G)", size=True)
     gpu_memory_utilization: float = _opt(0.90, "fraction of GPU memory Kiln may use")
@@ -80,6 +86,7 @@ class EngineConfig:
         for name in (
             "max_num_seqs",
             "max_num_batched_tokens",
+            "max_prefill_while_decoding",
             "block_size",
             "kv_cache_memory",
             "tensor_parallel_size",

@@ -156,14 +156,15 @@ async def _stream(
     try:
         async for i, out in group.outputs():
             choices[i].add(out)
-            if not (out.new_text or out.finished or out.new_logprobs):
+            if not (out.new_token_ids or out.new_text or out.finished):
                 if not group.has_more:
                     await sse.flush(resp)  # nothing to add: send what an earlier output held
                 continue
             lps = None
             if req.logprobs is not None:
                 lps = chat_logprobs(out.new_logprobs or [], state.token_text)
-            delta = {"content": out.new_text} if out.new_text else {}
+            # Tokens that completed no character yet still get their chunk, content "".
+            delta = {"content": out.new_text} if out.new_token_ids or out.new_text else {}
             await sse.send_event(
                 resp,
                 {

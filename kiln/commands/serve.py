@@ -79,6 +79,7 @@ def server_config(args: argparse.Namespace):
         max_queue=args.max_queue,
         max_body_bytes=int(args.max_body_mb * 2**20),
         shutdown_timeout=args.shutdown_timeout,
+        step_trace=env.step_trace_path(),
     )
 
 
