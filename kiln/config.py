@@ -45,7 +45,7 @@ class EngineConfig:
         512, "per-step token budget (prefill chunk size); the compiled graph's largest step"
     )
     max_prefill_while_decoding: int = _opt(
-        256,
+        128,
         "prefill tokens a step may carry while other sequences decode (longer prompts are "
         "chunked): bounds how long a running stream's next token waits on newly arrived prompts; "
         "a value >= max_num_batched_tokens turns the bound off",

@@ -9,17 +9,25 @@ Two budgets bound a step: `max_num_batched_tokens` over all its tokens, and, whi
 sequence is decoding, `max_prefill_while_decoding` over its prefill tokens (prompt chunks and
 recomputes). The second bounds how long a running stream's next token waits on prompts that
 arrive after it: a step's cost grows with its tokens, and every decode in it waits for the step.
+It spreads a burst of arrivals over several steps. It never holds admissions below what keeps
+pace with the load: the budget is at least PREFILL_HEADROOM times the prompt tokens that
+arrived per step over the last PREFILL_RATE_WINDOW steps (with many clients every step is a
+mixed step anyway, and uniform steps have no latency tail).
 """
 
 from __future__ import annotations
 
 import bisect
+import math
 from collections import deque
 from dataclasses import dataclass, field
 
 from kiln.errors import KilnError
 from scheduler.block_manager import BlockManager
 from scheduler.sequence import Sequence, SequenceStatus
+
+PREFILL_RATE_WINDOW = 64  # steps over which the arrival rate of prompt tokens is averaged
+PREFILL_HEADROOM = 2  # while decoding, prefill up to this many times that rate per step
 
 
 @dataclass(frozen=True)
@@ -96,6 +104,7 @@ class SchedulerOutput:
     num_batched_tokens: int = 0
     num_decodes: int = 0  # sequences that run their one next token
     num_prefill_tokens: int = 0  # the other tokens: prompt chunks and recomputes
+    prefill_budget: int = 0  # the most prefill tokens this step could take
 
     @property
     def is_empty(self) -> bool:
@@ -128,6 +137,8 @@ class Scheduler:
         self.running: list[Sequence] = []  # sorted by arrival, oldest first
         self.seqs: dict[str, Sequence] = {}  # every unfinished sequence
         self._num_arrived = 0
+        self._arrived_tokens = 0  # prompt tokens added since the last schedule()
+        self._arrivals: deque[int] = deque(maxlen=PREFILL_RATE_WINDOW)  # per step, newest last
 
     @property
     def num_running(self) -> int:
@@ -153,6 +164,7 @@ class Scheduler:
             )
         seq.arrival, seq.status = self._num_arrived, SequenceStatus.WAITING
         self._num_arrived += 1
+        self._arrived_tokens += seq.num_tokens
         self.seqs[seq.seq_id] = seq
         self.waiting.append(seq)
 
@@ -173,14 +185,22 @@ class Scheduler:
 
     def schedule(self) -> SchedulerOutput:
         """Pick this step's tokens; their KV blocks are allocated on return."""
-        out = SchedulerOutput()
-        cfg = self.config
-        decoding = any(_is_decoding(s) for s in self.running)
-        prefill_budget = cfg.max_prefill_while_decoding if decoding else cfg.max_num_batched_tokens
-        self._schedule_running(out, prefill_budget)
+        out = SchedulerOutput(prefill_budget=self._prefill_budget())
+        self._schedule_running(out)
         if not out.preempted:  # memory is tight: admitting now would only thrash
-            self._schedule_waiting(out, prefill_budget)
+            self._schedule_waiting(out)
         return out
+
+    def _prefill_budget(self) -> int:
+        """The step's prefill tokens: the whole budget when nothing decodes, else the bound or,
+        when more, PREFILL_HEADROOM x the recent arrival rate of prompt tokens per step."""
+        self._arrivals.append(self._arrived_tokens)
+        self._arrived_tokens = 0
+        cfg = self.config
+        if not any(_is_decoding(s) for s in self.running):
+            return cfg.max_num_batched_tokens
+        pace = PREFILL_HEADROOM * sum(self._arrivals) / PREFILL_RATE_WINDOW
+        return max(cfg.max_prefill_while_decoding, math.ceil(pace))
 
     def update(self, output: SchedulerOutput, sampled: dict[str, int]) -> list[Sequence]:
         """Record a finished step; returns the sequences that received a sampled token."""
@@ -202,7 +222,7 @@ class Scheduler:
                 received.append(seq)
         return received
 
-    def _schedule_running(self, out: SchedulerOutput, prefill_budget: int) -> None:
+    def _schedule_running(self, out: SchedulerOutput) -> None:
         """Oldest first; each keeps 1 token of budget for every running seq after it. A prefill
         chunk that the prefill budget leaves no token waits for a later step."""
         budget, i = self.config.max_num_batched_tokens - out.num_batched_tokens, 0
@@ -211,7 +231,7 @@ class Scheduler:
             reserve = len(self.running) - i - 1  # so decodes behind a prefill are never starved
             num_new = min(seq.num_uncomputed_tokens, budget - reserve)
             if not _is_decoding(seq):
-                num_new = min(num_new, prefill_budget - out.num_prefill_tokens)
+                num_new = min(num_new, out.prefill_budget - out.num_prefill_tokens)
                 if num_new < 1 and budget - reserve >= 1:
                     i += 1  # out of prefill budget, not of tokens or blocks: skip this step
                     continue
@@ -244,13 +264,13 @@ class Scheduler:
         self.waiting.appendleft(seq)
         out.preempted.append(seq.seq_id)
 
-    def _schedule_waiting(self, out: SchedulerOutput, prefill_budget: int) -> None:
+    def _schedule_waiting(self, out: SchedulerOutput) -> None:
         """Admit waiting seqs in order (FCFS, no skipping) while budget, seats and blocks last."""
         bm = self.block_manager
         while self.waiting and len(self.running) < self.config.max_num_seqs:
             budget = min(
                 self.config.max_num_batched_tokens - out.num_batched_tokens,
-                prefill_budget - out.num_prefill_tokens,
+                out.prefill_budget - out.num_prefill_tokens,
             )
             if budget < 1:
                 return

@@ -322,3 +322,28 @@ def test_step_counts_decodes_and_prefill_tokens():
     sched.add(seq("b", 7, max_tokens=5))
     out = step(sched, runner)
     assert (out.num_decodes, out.num_prefill_tokens, out.num_batched_tokens) == (1, 7, 8)
+
+
+def test_prompts_arriving_faster_than_the_bound_raise_the_prefill_budget():
+    from scheduler.scheduler import PREFILL_HEADROOM, PREFILL_RATE_WINDOW
+
+    sched, runner = make(
+        max_num_seqs=64, max_num_batched_tokens=256, max_prefill_while_decoding=8,
+        num_blocks=4096, max_model_len=512,
+    )  # fmt: skip
+    sched.add(seq("a", 8, max_tokens=400))
+    assert step(sched, runner).prefill_budget == 256  # nothing decodes yet
+    budgets = []
+    for i in range(PREFILL_RATE_WINDOW):  # one 12-token prompt per step: twice the bound
+        sched.add(seq(f"w{i}", 12, max_tokens=400))
+        out = step(sched, runner)
+        assert out.num_prefill_tokens <= out.prefill_budget
+        budgets.append(out.prefill_budget)
+    assert budgets[0] == 8  # 2 x 12 x 1/64 tokens a step so far: the bound
+    assert budgets[-1] == PREFILL_HEADROOM * 12  # the window is full of arrivals
+    assert all(b <= c for b, c in zip(budgets, budgets[1:]))
+    # Under the bound alone (8 of 12 tokens a step) about 21 prompts would wait by now.
+    assert len(sched.waiting) <= 1
+    for _ in range(PREFILL_RATE_WINDOW):  # arrivals stop: back to the bound
+        out = step(sched, runner)
+    assert out.prefill_budget == 8

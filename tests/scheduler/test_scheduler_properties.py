@@ -68,16 +68,17 @@ def check_step(sched: Scheduler, out, before: dict[str, int]) -> None:
     assert out.num_batched_tokens <= cfg.max_num_batched_tokens
     assert len(ids) == len(set(ids)) <= cfg.max_num_seqs
     assert out.num_decodes + out.num_prefill_tokens == out.num_batched_tokens
-    # Decodes that were running when the step was planned bound its prefill tokens.
+    # With decodes running when the step was planned, its prefill has a budget of its own.
     decoding = any(s.is_decode and s.seq.seq_id in before for s in out.scheduled)
     if decoding:
-        assert out.num_prefill_tokens <= cfg.max_prefill_while_decoding
+        assert cfg.max_prefill_while_decoding <= out.prefill_budget
+    elif not out.preempted:  # (a decoder planned for may have been preempted)
+        assert out.prefill_budget == cfg.max_num_batched_tokens
+    assert out.num_prefill_tokens <= out.prefill_budget
     skipped = [s for s in sched.running if s.seq_id not in ids]
     for s in skipped:  # only a prefill, and only once the step's prefill budget is spent
         assert s.num_uncomputed_tokens > 1 or not s.output_token_ids, s.seq_id
-        assert out.num_prefill_tokens == cfg.max_prefill_while_decoding
-        assert decoding or out.preempted  # a decoder planned for may have been preempted
-    assert not out.rejected  # every request here fits the cache alone
+        assert out.num_prefill_tokens == out.prefill_budget
     for item in out.scheduled:
         admitted_at = item.seq.num_cached_tokens  # a new admission starts after its hits
         assert item.num_new_tokens >= 1 and item.start == before.get(item.seq.seq_id, admitted_at)
