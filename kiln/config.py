@@ -16,6 +16,13 @@ COMPILE_FIELDS = (
 )  # fmt: skip
 
 
+# `kiln serve`'s default prefill bound: on the CPU a decode step of 32 demo sequences took 21 ms
+# and each prefill token in it 0.076 ms more, so 128 prefill tokens cost ~1.5x a decode-only step
+# (benchmarks/results/cpu-demo-serve-profile-2026-11-28-2.md). Offline runs keep the full budget:
+# bounding a burst of prompts only costs them throughput.
+SERVE_MAX_PREFILL_WHILE_DECODING = 128
+
+
 def resolve_dtype(dtype: str, device_type: str) -> str:
     """The torch dtype name `dtype` means on a device type: auto is float32 on the CPU and
     bfloat16 on a GPU. Compile and run resolve it alike, so an artifact matches its engine."""
@@ -44,11 +51,12 @@ class EngineConfig:
     max_num_batched_tokens: int = _opt(
         512, "per-step token budget (prefill chunk size); the compiled graph's largest step"
     )
-    max_prefill_while_decoding: int = _opt(
-        128,
+    max_prefill_while_decoding: int | None = _opt(
+        None,
         "prefill tokens a step may carry while other sequences decode (longer prompts are "
-        "chunked): bounds how long a running stream's next token waits on newly arrived prompts; "
-        "a value >= max_num_batched_tokens turns the bound off",
+        "chunked; it rises to twice the recent arrival rate of prompt tokens when that is more): "
+        "bounds how long a running stream's next token waits on newly arrived prompts; default: "
+        f"no bound (the step budget), {SERVE_MAX_PREFILL_WHILE_DECODING} for `kiln serve`",
     )
     block_size: int = _opt(16, "tokens per KV cache block")
     kv_cache_memory: int = _opt(256 * 2**20, "KV cache bytes on CPU (e.g. 256M, 1G)", size=True)
@@ -86,13 +94,17 @@ class EngineConfig:
         for name in (
             "max_num_seqs",
             "max_num_batched_tokens",
-            "max_prefill_while_decoding",
             "block_size",
             "kv_cache_memory",
             "tensor_parallel_size",
         ):
             if getattr(self, name) < 1:
                 raise KilnError(f"{name}={getattr(self, name)} must be >= 1")
+        if self.max_prefill_while_decoding is not None and self.max_prefill_while_decoding < 1:
+            raise KilnError(
+                f"max_prefill_while_decoding={self.max_prefill_while_decoding} must be >= 1 "
+                "(leave it unset for no bound)"
+            )
         if self.max_model_len is not None and self.max_model_len < 2:
             raise KilnError(f"max_model_len={self.max_model_len} must be >= 2")
         if not 0 < self.gpu_memory_utilization <= 1:

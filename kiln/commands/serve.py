@@ -14,6 +14,7 @@ import sys
 
 from kiln import startup
 from kiln.commands.flags import add_engine_arguments, engine_kwargs
+from kiln.config import SERVE_MAX_PREFILL_WHILE_DECODING
 from kiln.errors import KilnError
 
 
@@ -66,6 +67,7 @@ def add_parser(sub) -> None:
     )
     add_engine_arguments(p)
     p.set_defaults(compile="on_miss")  # serve compiles on a cache miss, loads on a hit
+    p.set_defaults(max_prefill_while_decoding=SERVE_MAX_PREFILL_WHILE_DECODING)
     p.set_defaults(run=run)
 
 

@@ -17,6 +17,7 @@ from kiln.errors import KilnError
         ({"quantization": "int4"}, "quantization='int4' is not supported"),
         ({"tensor_parallel_size": 2}, "multi-GPU execution is not built yet"),
         ({"max_model_len": 1}, "max_model_len=1 must be >= 2"),
+        ({"max_prefill_while_decoding": 0}, "max_prefill_while_decoding=0 must be >= 1"),
     ],
 )
 def test_bad_engine_config(kw, message):
@@ -26,11 +27,16 @@ def test_bad_engine_config(kw, message):
 
 @pytest.mark.parametrize(
     "verb, overrides",
-    [(["generate"], {}), (["serve"], {"compile": "on_miss"}), (["bench", "throughput"], {})],
+    [
+        (["generate"], {}),
+        (["serve"], {"compile": "on_miss", "max_prefill_while_decoding": 128}),
+        (["bench", "throughput"], {}),
+    ],
 )
 def test_engine_flags_default_to_engine_config(verb, overrides):
     """The engine flags of every verb that builds an engine come from EngineConfig, so an
-    unflagged run is the default engine (serve alone compiles on a miss by default)."""
+    unflagged run is the default engine (serve alone compiles on a miss and bounds the prefill
+    of steps that decode by default)."""
     from kiln.cli import build_parser
     from kiln.commands.flags import engine_kwargs
 
@@ -69,3 +75,12 @@ def test_building_the_cli_parser_imports_no_torch():
     code = "import sys, kiln.cli; kiln.cli.build_parser(); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_unset_prefill_bound_gives_the_scheduler_the_whole_step_budget():
+    from runtime.startup import scheduler_config
+
+    unset = scheduler_config(EngineConfig(max_num_batched_tokens=300), 64, 256)
+    bound = scheduler_config(EngineConfig(max_prefill_while_decoding=96), 64, 256)
+    assert unset.max_prefill_while_decoding == unset.max_num_batched_tokens == 300
+    assert bound.max_prefill_while_decoding == 96
