@@ -28,7 +28,7 @@ from kiln.benchmarking.serve_client import Sample, one_request
 from kiln.benchmarking.stats import ms, percentile
 from kiln.errors import KilnError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # the repository: children run `python -m kiln` here
 READY_TIMEOUT_S = 900.0  # a cold compile of a large shape happens before `listening`
 
 
