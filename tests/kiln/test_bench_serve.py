@@ -89,3 +89,10 @@ def test_every_chunk_with_a_choice_is_a_token_event_but_the_chat_role_chunk():
     assert is_token_chunk({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
     assert not is_token_chunk({"choices": [{"delta": {"role": "assistant", "content": ""}}]})
     assert not is_token_chunk({"choices": [], "usage": {"completion_tokens": 3}})
+
+
+def test_children_start_from_the_repository_root():
+    """`python -m kiln` in ROOT must find this checkout's package, not an installed one."""
+    from kiln.benchmarking.serve import ROOT
+
+    assert (ROOT / "kiln" / "__main__.py").is_file() and (ROOT / "pyproject.toml").is_file()
