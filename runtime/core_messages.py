@@ -1,10 +1,9 @@
 """The wire format between the API server and the engine-core process (msgspec msgpack).
 
 Server -> core: `AddRequests`, `AbortRequests`, `Shutdown` (one tagged union).
-Core -> server: one `CoreOutputs` per engine step for every request that moved (and the
-step's timing and make-up), plus the
-admission answers (`accepted` / `rejected`) of the adds applied before that step, and engine
-stats now and then. Structs are `array_like` (field names stay off the wire) because a step's
+Core -> server: one `CoreOutputs` per engine step for every request that moved, with the
+step's timing and make-up, plus the admission answers (`accepted` / `rejected`) of the adds
+applied before that step, and engine stats now and then. Structs are `array_like` (field names stay off the wire) because a step's
 message is sent for every step; no torch here, the server process never imports it.
 """
 
