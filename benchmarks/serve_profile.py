@@ -156,13 +156,17 @@ def profile(args: argparse.Namespace, serve_argv: list[str]) -> dict:
         finally:
             stop_server(proc)
         steps = read_trace(trace)
-    first = min(s.sent for s in samples if s.ok)
+    good = [s for s in samples if s.ok and s.stamps]
+    first, last = min(s.sent for s in good), max(s.stamps[-1] for s in good)
     steps = [s for s in steps if s["started"] >= first]  # the warm-up's steps come first
+    busy = sum(s["ended"] - s["started"] for s in steps)
     return {
         "model": args.model, "concurrency": args.concurrency, "input_len": args.input_len,
         "output_len": args.output_len, "serve_argv": serve_argv,
         "loadavg": os.getloadavg(), "errors": sum(not s.ok for s in samples),
-        "steps": len(steps), "step_by_prefill": step_bins(steps), **join(samples, steps),
+        "tok_s": sum(len(s.stamps) for s in good) / (last - first), "wall_s": last - first,
+        "engine_busy_s": busy, "steps": len(steps), "step_by_prefill": step_bins(steps),
+        **join(samples, steps),
     }  # fmt: skip
 
 

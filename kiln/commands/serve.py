@@ -14,7 +14,6 @@ import sys
 
 from kiln import startup
 from kiln.commands.flags import add_engine_arguments, engine_kwargs
-from kiln.config import SERVE_MAX_PREFILL_WHILE_DECODING
 from kiln.errors import KilnError
 
 
@@ -67,7 +66,6 @@ def add_parser(sub) -> None:
     )
     add_engine_arguments(p)
     p.set_defaults(compile="on_miss")  # serve compiles on a cache miss, loads on a hit
-    p.set_defaults(max_prefill_while_decoding=SERVE_MAX_PREFILL_WHILE_DECODING)
     p.set_defaults(run=run)
 
 
@@ -119,13 +117,15 @@ def build_core_engine(args: argparse.Namespace):
     module-level function of picklable `args`)."""
     import torch
 
-    from kiln.config import EngineConfig
+    from kiln.config import EngineConfig, serve_engine_config
     from kiln.resolve import build_engine
+    from runtime.startup import pick_device
 
     # Intra-op threads that outnumber the free cores wait on each other at every op's barrier
     # whenever the server process runs: on a 2-core host that cost 5-10x in step time.
     torch.set_num_threads(args.engine_threads or max(1, (os.cpu_count() or 2) - 1))
     startup.pause_gc()
-    engine = build_engine(EngineConfig(model=args.model, **engine_kwargs(args)))
+    config = EngineConfig(model=args.model, **engine_kwargs(args))
+    engine = build_engine(serve_engine_config(config, pick_device(config).type))
     startup.resume_gc()
     return engine
