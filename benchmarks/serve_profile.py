@@ -149,8 +149,8 @@ def tail(gaps: list[tuple[float, float, float, int]], p50: float | None) -> dict
 def profile(args: argparse.Namespace, serve_argv: list[str]) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         trace = Path(tmp) / "steps.jsonl"
-        os.environ["KILN_STEP_TRACE"] = str(trace)
-        proc, url = start_server(args.model, serve_argv, 4096)
+        env = {**os.environ, "KILN_STEP_TRACE": str(trace)}
+        proc, url = start_server(args.model, serve_argv, 4096, env)
         try:
             samples = asyncio.run(_load(args, url))
         finally:

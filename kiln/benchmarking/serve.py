@@ -161,11 +161,14 @@ def _offline_env() -> dict[str, str]:
     return env
 
 
-def start_server(model: str, argv: list[str], max_queue: int) -> tuple[subprocess.Popen, str]:
-    """`kiln serve MODEL` on a free loopback port; returns once it listens."""
+def start_server(
+    model: str, argv: list[str], max_queue: int, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen, str]:
+    """`kiln serve MODEL` on a free loopback port (in `env`, default ours); returns once it
+    listens."""
     cmd = [sys.executable, "-m", "kiln", "serve", model, "--port", "0",
            "--max-queue", str(max_queue), "--log-level", "warning", *argv]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True, env=env)
     deadline = time.monotonic() + READY_TIMEOUT_S
     for line in proc.stdout:
         if "listening on http://" in line:
