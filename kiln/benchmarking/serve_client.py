@@ -4,7 +4,8 @@ chunk by chunk (time to first token, inter-token latencies, end-to-end).
 Timing follows `vllm bench serve`: every chunk that carries a choice is a token event, text or
 not (the server sends one chunk per engine step per choice, and a step whose tokens complete
 no character yet sends `text: ""`); TTFT is send -> first such chunk, ITL the gaps between
-them. The one exception is the chat role chunk, which the server sends before any token.
+them. The chat role chunk is not a token event (the server sends it just before the choice's
+first token chunk, which is).
 """
 
 from __future__ import annotations

@@ -163,6 +163,25 @@ def test_a_step_whose_tokens_complete_no_text_still_streams_its_chunk():
     completion, chat = asyncio.run(with_client(HalfTextEngine(), body))
     texts = [c["choices"][0]["text"] for c in completion]
     assert texts == ["", "ab", "", "cd", "e"]  # one chunk per step, text or not
+    assert chat[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
     deltas = [c["choices"][0]["delta"] for c in chat[1:]]  # after the role chunk
     assert [d["content"] for d in deltas] == ["", "ab", "", "cd", "e"]
     assert chat[-1]["choices"][0]["finish_reason"] == "length"
+
+
+def test_the_chat_role_chunk_waits_for_the_first_token():
+    """Sent at admission, a role chunk would be what a chunk-timing client calls the first
+    token (vLLM's bench does); it must come with the token instead."""
+    engine = FakeEngine(step_delay=0.3)
+
+    async def body(client):
+        t0 = asyncio.get_running_loop().time()
+        resp = await client.post(
+            "/v1/chat/completions",
+            json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2, "stream": True},
+        )
+        first = await resp.content.readline()
+        return asyncio.get_running_loop().time() - t0, first, await resp.text()
+
+    waited, first, _ = asyncio.run(with_client(engine, body))
+    assert b'"role":"assistant"' in first and waited >= 0.25  # one 0.3 s step came first
