@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from kiln.errors import KilnError
 
@@ -14,6 +14,21 @@ QUANTIZATIONS = ("fp8",)
 COMPILE_FIELDS = (
     "target", "dtype", "quantization", "tensor_parallel_size", "passes", "max_num_batched_tokens"
 )  # fmt: skip
+
+
+# `kiln serve`'s default prefill bound on a GPU. Measured on the CPU (2 cores, demo, 32 clients;
+# benchmarks/results/cpu-demo-serve-profile-2026-11-28-2.md): steps that prefilled four arriving
+# 128-token prompts next to 32 decodes took 57 ms against 21 ms for the decodes alone and made
+# the whole ITL tail; bounding them at 128 tokens cut ITL p99/p50 from 3-5x to 2-2.6x but cost
+# 14-23% of the served tok/s (a one-core engine pays ~0.1-0.2 ms per prefill token, so spreading
+# prompts over more steps only adds steps), so the CPU keeps no bound. On a GPU a decode step is
+# memory-bound and a prefill token costs far less of it (H200, Llama-3-8B shape, 32 sequences
+# offline: ITL p50 8.3 ms, p99 30 ms, the steps that also prefill 512 tokens), so 128 prefill
+# tokens should keep a step near 14 ms, 1.7x (a linear estimate; benchmarks/gpu_serve.sh
+# measures 64, 128 and no bound).
+# Offline runs keep the full budget everywhere: bounding a batch that arrives at once only costs
+# them throughput.
+SERVE_GPU_MAX_PREFILL_WHILE_DECODING = 128
 
 
 def resolve_dtype(dtype: str, device_type: str) -> str:
@@ -43,6 +58,14 @@ class EngineConfig:
     max_num_seqs: int = _opt(64, "most sequences in one step")
     max_num_batched_tokens: int = _opt(
         512, "per-step token budget (prefill chunk size); the compiled graph's largest step"
+    )
+    max_prefill_while_decoding: int | None = _opt(
+        None,
+        "prefill tokens a step may carry while other sequences decode (longer prompts are "
+        "chunked; it rises to twice the recent arrival rate of prompt tokens when that is more): "
+        "bounds how long a running stream's next token waits on newly arrived prompts; default: "
+        f"no bound (the step budget), {SERVE_GPU_MAX_PREFILL_WHILE_DECODING} for `kiln serve` "
+        "on a GPU",
     )
     block_size: int = _opt(16, "tokens per KV cache block")
     kv_cache_memory: int = _opt(256 * 2**20, "KV cache bytes on CPU (e.g. 256M, 1G)", size=True)
@@ -86,6 +109,11 @@ class EngineConfig:
         ):
             if getattr(self, name) < 1:
                 raise KilnError(f"{name}={getattr(self, name)} must be >= 1")
+        if self.max_prefill_while_decoding is not None and self.max_prefill_while_decoding < 1:
+            raise KilnError(
+                f"max_prefill_while_decoding={self.max_prefill_while_decoding} must be >= 1 "
+                "(leave it unset for no bound)"
+            )
         if self.max_model_len is not None and self.max_model_len < 2:
             raise KilnError(f"max_model_len={self.max_model_len} must be >= 2")
         if not 0 < self.gpu_memory_utilization <= 1:
@@ -102,3 +130,10 @@ class EngineConfig:
             raise KilnError(f"compile={self.compile!r} is invalid; use cached, on_miss or never")
         if self.quantization is not None and self.quantization not in QUANTIZATIONS:
             raise KilnError(f"quantization={self.quantization!r} is not supported; use fp8 or none")
+
+
+def serve_engine_config(config: EngineConfig, device_type: str) -> EngineConfig:
+    """`kiln serve`'s engine: on a GPU an unset prefill bound becomes the serving default."""
+    if config.max_prefill_while_decoding is None and device_type == "cuda":
+        return replace(config, max_prefill_while_decoding=SERVE_GPU_MAX_PREFILL_WHILE_DECODING)
+    return config

@@ -90,6 +90,10 @@ SETTINGS: dict[str, Setting] = {
                 "startup` sets it for each process it times"),
         Setting("KILN_API_KEY", "str", None,
                 "the bearer key `kiln serve` requires on /v1/* (same as --api-key)"),
+        Setting("KILN_STEP_TRACE", "path", None,
+                "`kiln serve` appends one JSON line per engine step to this file: when the core "
+                "ran it, its decodes and prefill tokens, when the server got it, the request ids "
+                "it advanced (benchmarks/serve_profile.py reads it)"),
         Setting("KILN_GPU_LOWERING", "choice", "aoti",
                 "GPU-native lowering: aoti (AOTInductor package) or jit (exported program run "
                 "under torch.compile at load, for hosts whose AOTInductor packages cannot load)",
@@ -146,6 +150,10 @@ def api_key() -> str | None:
 
 def startup_report_path() -> Path | None:
     return SETTINGS["KILN_STARTUP_REPORT"].get()
+
+
+def step_trace_path() -> Path | None:
+    return SETTINGS["KILN_STEP_TRACE"].get()
 
 
 def gpu_lowering() -> str:

@@ -45,9 +45,11 @@ SCHEMA = 1
 # Bench result rows: required keys, then optional measurements (null when not measured).
 ROW_REQUIRED = ("engine", "batch_size", "input_len", "output_len", "tok_s")
 ROW_OPTIONAL = ("ttft_p50_ms", "ttft_p99_ms", "itl_p50_ms", "itl_p99_ms", "peak_memory_gb",
-                # `kiln bench serve` rows (the served figure and its ratio to offline)
+                # `kiln bench serve` rows (the served figure and its ratios to offline and to
+                # its own ITL p50)
                 "ttft_p90_ms", "itl_p90_ms", "e2e_p50_ms", "e2e_p90_ms", "e2e_p99_ms", "req_s",
-                "goodput_req_s", "request_rate", "served_ratio")  # fmt: skip
+                "goodput_req_s", "request_rate", "served_ratio", "ttft_p50_over_offline",
+                "itl_p99_over_p50")  # fmt: skip
 
 
 def _set(obj: object, name: str, value: Any) -> None:

@@ -1,9 +1,9 @@
 """The wire format between the API server and the engine-core process (msgspec msgpack).
 
 Server -> core: `AddRequests`, `AbortRequests`, `Shutdown` (one tagged union).
-Core -> server: one `CoreOutputs` per engine step for every request that moved, plus the
-admission answers (`accepted` / `rejected`) of the adds applied before that step, and engine
-stats now and then. Structs are `array_like` (field names stay off the wire) because a step's
+Core -> server: one `CoreOutputs` per engine step for every request that moved, with the
+step's timing and make-up, plus the admission answers (`accepted` / `rejected`) of the adds
+applied before that step, and engine stats now and then. Structs are `array_like` (field names stay off the wire) because a step's
 message is sent for every step; no torch here, the server process never imports it.
 """
 
@@ -50,8 +50,20 @@ class Rejected(msgspec.Struct, array_like=True):
     message: str  # the engine's KilnError text (the server answers 400 with it)
 
 
+class StepInfo(msgspec.Struct, array_like=True):
+    """When the core ran one step and what it held (/metrics, traces, benchmarks).
+
+    Times are `time.monotonic()`: one clock for every process of the host."""
+
+    started: float
+    ended: float
+    num_decodes: int  # sequences that ran their one next token
+    num_prefill_tokens: int  # prompt chunks and recomputes
+
+
 class CoreOutputs(msgspec.Struct, array_like=True, omit_defaults=True):
     outputs: list[TokenDelta] = []
+    step: StepInfo | None = None  # the step these outputs came from
     accepted: list[str] = []
     rejected: list[Rejected] = []
     failed: str | None = None  # the step raised: every running request ended with this error

@@ -48,6 +48,7 @@ class Engine:
         self.eos_token_ids = set(self.loaded.eos_token_ids)
         self._requests: dict[str, _Request] = {}
         self.num_preemptions = 0
+        self.last_schedule: SchedulerOutput | None = None  # what the latest step ran
         # False: outputs carry only the new token ids (`text` "", `token_ids` empty) and stop
         # strings are the caller's; the engine-core process runs so, the API server detokenizes.
         self.detokenize = True
@@ -96,7 +97,7 @@ class Engine:
 
     # --- the loop -----------------------------------------------------------------------
     def step(self) -> list[RequestOutput]:
-        sched = self.scheduler.schedule()
+        sched = self.last_schedule = self.scheduler.schedule()
         self.num_preemptions += len(sched.preempted)
         outputs = [
             self._finish(sid, "length", aborted=True)

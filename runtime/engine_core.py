@@ -30,6 +30,7 @@ from runtime.core_messages import (
     CoreOutputs,
     Rejected,
     Shutdown,
+    StepInfo,
     TokenDelta,
 )
 
@@ -110,7 +111,7 @@ class EngineCore:
 
     def step(self) -> CoreOutputs:
         """One engine step -> one message; a failing step ends every running request."""
-        t0 = time.perf_counter()
+        t0 = time.monotonic()
         try:
             outputs = self.engine.step()
         except Exception as e:  # noqa: BLE001 - reported to the server, which answers 500
@@ -119,7 +120,8 @@ class EngineCore:
                 self.engine.abort(rid)
             self.running.clear()
             return CoreOutputs(failed=f"{type(e).__name__}: {e}")
-        self._step_seconds += time.perf_counter() - t0
+        t1 = time.monotonic()
+        self._step_seconds += t1 - t0
         self._steps += 1
         deltas = []
         for out in outputs:
@@ -128,8 +130,10 @@ class EngineCore:
             deltas.append(
                 TokenDelta(out.request_id, out.new_token_ids, out.finish_reason, out.new_logprobs)
             )
+        sched = self.engine.last_schedule
+        step = StepInfo(t0, t1, sched.num_decodes, sched.num_prefill_tokens)
         # The step that empties the batch reports at once: /metrics must show an idle engine.
-        return CoreOutputs(outputs=deltas, stats=self.stats_due(force=not self.running))
+        return CoreOutputs(outputs=deltas, step=step, stats=self.stats_due(force=not self.running))
 
     def stats_due(self, force: bool = False) -> dict | None:
         now = time.monotonic()

@@ -152,6 +152,8 @@ def scheduler_config(config: EngineConfig, num_blocks: int, max_len: int) -> Sch
     return SchedulerConfig(
         max_num_seqs=config.max_num_seqs,
         max_num_batched_tokens=config.max_num_batched_tokens,
+        max_prefill_while_decoding=config.max_prefill_while_decoding
+        or config.max_num_batched_tokens,
         block_size=config.block_size,
         num_blocks=num_blocks,
         enable_prefix_caching=config.enable_prefix_caching,

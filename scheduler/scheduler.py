@@ -4,17 +4,30 @@ Every step gives each scheduled sequence `num_new_tokens` of its not-yet-compute
 prefill chunk and a decode are the same thing. Priority is arrival order: running sequences
 (oldest first) before waiting ones, and when KV blocks run out the newest running sequence is
 preempted by recompute, so the oldest request always makes progress.
+
+Two budgets bound a step: `max_num_batched_tokens` over all its tokens, and, while any
+sequence is decoding, `max_prefill_while_decoding` over its prefill tokens (prompt chunks and
+recomputes). The second bounds how long a running stream's next token waits on prompts that
+arrive after it: a step's cost grows with its tokens, and every decode in it waits for the step.
+It spreads a burst of arrivals over several steps. It never holds admissions below what keeps
+pace with the load: the budget is at least PREFILL_HEADROOM times the prompt tokens that
+arrived per step over the last PREFILL_RATE_WINDOW steps (with many clients every step is a
+mixed step anyway, and uniform steps have no latency tail).
 """
 
 from __future__ import annotations
 
 import bisect
+import math
 from collections import deque
 from dataclasses import dataclass, field
 
 from kiln.errors import KilnError
 from scheduler.block_manager import BlockManager
 from scheduler.sequence import Sequence, SequenceStatus
+
+PREFILL_RATE_WINDOW = 64  # steps over which the arrival rate of prompt tokens is averaged
+PREFILL_HEADROOM = 2  # while decoding, prefill up to this many times that rate per step
 
 
 @dataclass(frozen=True)
@@ -23,6 +36,7 @@ class SchedulerConfig:
 
     max_num_seqs: int
     max_num_batched_tokens: int  # token budget of one step
+    max_prefill_while_decoding: int  # prefill tokens of a step that also runs decodes
     block_size: int
     num_blocks: int
     enable_prefix_caching: bool
@@ -31,7 +45,13 @@ class SchedulerConfig:
     max_preemptions: int = 3
 
     def __post_init__(self) -> None:
-        for name in ("max_num_seqs", "max_num_batched_tokens", "block_size", "num_blocks"):
+        for name in (
+            "max_num_seqs",
+            "max_num_batched_tokens",
+            "max_prefill_while_decoding",
+            "block_size",
+            "num_blocks",
+        ):
             _require(getattr(self, name) >= 1, name, "must be >= 1")
         _require(self.max_model_len >= 1, "max_model_len", "must be >= 1")
         _require(self.max_preemptions >= 0, "max_preemptions", "must be >= 0")
@@ -62,6 +82,11 @@ class ScheduledSeq:
     start: int  # seq.num_computed_tokens before this step
 
     @property
+    def is_decode(self) -> bool:
+        """One token of a sequence that already has outputs (read before `Scheduler.update`)."""
+        return self.num_new_tokens == 1 and _is_decoding(self.seq)
+
+    @property
     def needs_sample(self) -> bool:
         """True when this chunk ends at the last token, so its logits give the next token.
 
@@ -77,14 +102,27 @@ class SchedulerOutput:
     # Finished by the scheduler (finish_reason "length"): the KV cache cannot hold them.
     rejected: dict[str, str] = field(default_factory=dict)  # seq_id -> why
     num_batched_tokens: int = 0
+    num_decodes: int = 0  # sequences that run their one next token
+    num_prefill_tokens: int = 0  # the other tokens: prompt chunks and recomputes
+    prefill_budget: int = 0  # the most prefill tokens this step could take
 
     @property
     def is_empty(self) -> bool:
         return not self.scheduled
 
     def add(self, seq: Sequence, num_new_tokens: int) -> None:
-        self.scheduled.append(ScheduledSeq(seq, num_new_tokens, seq.num_computed_tokens))
+        item = ScheduledSeq(seq, num_new_tokens, seq.num_computed_tokens)
+        self.scheduled.append(item)
         self.num_batched_tokens += num_new_tokens
+        if item.is_decode:
+            self.num_decodes += 1
+        else:
+            self.num_prefill_tokens += num_new_tokens
+
+
+def _is_decoding(seq: Sequence) -> bool:
+    """Has outputs and all but its last sampled token computed: its next step is one token."""
+    return bool(seq.output_token_ids) and seq.num_uncomputed_tokens == 1
 
 
 class Scheduler:
@@ -99,6 +137,8 @@ class Scheduler:
         self.running: list[Sequence] = []  # sorted by arrival, oldest first
         self.seqs: dict[str, Sequence] = {}  # every unfinished sequence
         self._num_arrived = 0
+        self._arrived_tokens = 0  # prompt tokens added since the last schedule()
+        self._arrivals: deque[int] = deque(maxlen=PREFILL_RATE_WINDOW)  # per step, newest last
 
     @property
     def num_running(self) -> int:
@@ -124,6 +164,7 @@ class Scheduler:
             )
         seq.arrival, seq.status = self._num_arrived, SequenceStatus.WAITING
         self._num_arrived += 1
+        self._arrived_tokens += seq.num_tokens
         self.seqs[seq.seq_id] = seq
         self.waiting.append(seq)
 
@@ -144,11 +185,22 @@ class Scheduler:
 
     def schedule(self) -> SchedulerOutput:
         """Pick this step's tokens; their KV blocks are allocated on return."""
-        out = SchedulerOutput()
+        out = SchedulerOutput(prefill_budget=self._prefill_budget())
         self._schedule_running(out)
         if not out.preempted:  # memory is tight: admitting now would only thrash
             self._schedule_waiting(out)
         return out
+
+    def _prefill_budget(self) -> int:
+        """The step's prefill tokens: the whole budget when nothing decodes, else the bound or,
+        when more, PREFILL_HEADROOM x the recent arrival rate of prompt tokens per step."""
+        self._arrivals.append(self._arrived_tokens)
+        self._arrived_tokens = 0
+        cfg = self.config
+        if not any(_is_decoding(s) for s in self.running):
+            return cfg.max_num_batched_tokens
+        pace = PREFILL_HEADROOM * sum(self._arrivals) / PREFILL_RATE_WINDOW
+        return max(cfg.max_prefill_while_decoding, math.ceil(pace))
 
     def update(self, output: SchedulerOutput, sampled: dict[str, int]) -> list[Sequence]:
         """Record a finished step; returns the sequences that received a sampled token."""
@@ -171,12 +223,18 @@ class Scheduler:
         return received
 
     def _schedule_running(self, out: SchedulerOutput) -> None:
-        """Oldest first; each keeps 1 token of budget for every running seq after it."""
+        """Oldest first; each keeps 1 token of budget for every running seq after it. A prefill
+        chunk that the prefill budget leaves no token waits for a later step."""
         budget, i = self.config.max_num_batched_tokens - out.num_batched_tokens, 0
         while i < len(self.running):
             seq = self.running[i]
             reserve = len(self.running) - i - 1  # so decodes behind a prefill are never starved
             num_new = min(seq.num_uncomputed_tokens, budget - reserve)
+            if not _is_decoding(seq):
+                num_new = min(num_new, out.prefill_budget - out.num_prefill_tokens)
+                if num_new < 1 and budget - reserve >= 1:
+                    i += 1  # out of prefill budget, not of tokens or blocks: skip this step
+                    continue
             num_new = min(num_new, self.block_manager.max_appendable(seq))  # shrink a chunk
             if num_new < 1:
                 self._make_room(i, out)  # preempts a newer seq, or this one
@@ -210,7 +268,10 @@ class Scheduler:
         """Admit waiting seqs in order (FCFS, no skipping) while budget, seats and blocks last."""
         bm = self.block_manager
         while self.waiting and len(self.running) < self.config.max_num_seqs:
-            budget = self.config.max_num_batched_tokens - out.num_batched_tokens
+            budget = min(
+                self.config.max_num_batched_tokens - out.num_batched_tokens,
+                out.prefill_budget - out.num_prefill_tokens,
+            )
             if budget < 1:
                 return
             seq = self.waiting[0]

@@ -33,7 +33,7 @@ def create_app(engine, config: ServerConfig | None = None) -> web.Application:
     )
     limits = dict(max_queue=config.max_queue, retry_after_s=config.retry_after_s)
     if isinstance(engine, CoreProcess):
-        loop = EngineCoreClient(engine, metrics, **limits)
+        loop = EngineCoreClient(engine, metrics, **limits, step_trace=config.step_trace)
     else:
         loop = EngineLoop(engine, metrics, **limits)
     app[STATE] = ServerState(

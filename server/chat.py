@@ -137,33 +137,25 @@ async def _stream(
 ) -> web.StreamResponse:
     resp = await sse.open_stream(request)
     base = envelope(group.ids[0], "chat.completion.chunk", req.model)
-    for i in range(len(group.ids)):  # the role comes first, once per choice
-        await sse.send_event(
-            resp,
-            {
-                **base,
-                "choices": [
-                    {
-                        "index": i,
-                        "delta": {"role": "assistant", "content": ""},
-                        "logprobs": None,
-                        "finish_reason": None,
-                    }
-                ],
-            },
-        )
     choices = [Choice() for _ in group.ids]
+    roled = [False] * len(group.ids)
     try:
         async for i, out in group.outputs():
             choices[i].add(out)
-            if not (out.new_text or out.finished or out.new_logprobs):
+            if not (out.new_token_ids or out.new_text or out.finished):
                 if not group.has_more:
                     await sse.flush(resp)  # nothing to add: send what an earlier output held
                 continue
+            # The role chunk leads each choice, sent with its first token (as vLLM sends it), so
+            # a client that times the first chunk times a token, not the request's admission.
+            if not roled[i]:
+                roled[i] = True
+                await sse.send_event(resp, _role_chunk(base, i), flush=False)
             lps = None
             if req.logprobs is not None:
                 lps = chat_logprobs(out.new_logprobs or [], state.token_text)
-            delta = {"content": out.new_text} if out.new_text else {}
+            # Tokens that completed no character yet still get their chunk, content "".
+            delta = {"content": out.new_text} if out.new_token_ids or out.new_text else {}
             await sse.send_event(
                 resp,
                 {
@@ -185,3 +177,9 @@ async def _stream(
         await sse.send_error(resp, e)
     await sse.finish_stream(resp, base, usage_of(choices, req.n) if req.include_usage else None)
     return resp
+
+
+def _role_chunk(base: dict, index: int) -> dict:
+    delta = {"role": "assistant", "content": ""}
+    return {**base, "choices": [{"index": index, "delta": delta, "logprobs": None,
+                                 "finish_reason": None}]}  # fmt: skip

@@ -140,7 +140,7 @@ async def _stream(
                 pending_echo[i] = False
                 text = _echo_text(state, req.prompts[i // req.n]) + text
                 echoed = _visible(state, out.prompt_token_ids)
-            if not (text or out.finished or out.new_logprobs):
+            if not (out.new_token_ids or text or out.finished):
                 if not group.has_more:
                     await sse.flush(resp)  # nothing to add: send what an earlier output held
                 continue

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from kiln.errors import KilnError
 
@@ -17,6 +18,7 @@ class ServerConfig:
     max_body_bytes: int = 4 * 1024 * 1024  # larger request bodies get 413
     shutdown_timeout: float = 10.0  # seconds in-flight requests may finish after SIGTERM
     retry_after_s: int = 1  # the Retry-After header of a 503
+    step_trace: Path | None = None  # engine-core servers: one JSON line per step goes here
 
     def __post_init__(self) -> None:
         if isinstance(self.served_model_names, str | list):

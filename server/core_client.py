@@ -18,6 +18,7 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import zmq
 import zmq.asyncio
@@ -34,6 +35,7 @@ from runtime.core_messages import (
 from runtime.engine_core import FAILED, READY, EngineInfo, SpawnedCore, spawn_core
 from server.core_streams import CoreStreams
 from server.metrics import ServerMetrics
+from server.step_trace import StepTrace
 from server.tracker import RequestTracker
 
 log = logging.getLogger("kiln.server")
@@ -97,9 +99,16 @@ class EngineCoreClient(RequestTracker):
     """The engine driver `create_app` uses for an engine running in a `CoreProcess`."""
 
     def __init__(
-        self, core: CoreProcess, metrics: ServerMetrics, *, max_queue: int, retry_after_s: int = 1
+        self,
+        core: CoreProcess,
+        metrics: ServerMetrics,
+        *,
+        max_queue: int,
+        retry_after_s: int = 1,
+        step_trace: Path | None = None,
     ) -> None:
         super().__init__(metrics, max_queue=max_queue, retry_after_s=retry_after_s)
+        self._trace = StepTrace(step_trace) if step_trace is not None else None
         self.core = core
         info = core.info
         self.model_name, self.max_model_len = info.model_name, info.max_model_len
@@ -134,6 +143,8 @@ class EngineCoreClient(RequestTracker):
                 await asyncio.to_thread(proc.join, 5)
         if self._reader is not None:
             self._reader.cancel()
+        if self._trace is not None:
+            self._trace.close()
         self.core.push.close()
         self.core.pull.close()
         shutil.rmtree(self.core.folder, ignore_errors=True)
@@ -167,10 +178,16 @@ class EngineCoreClient(RequestTracker):
     async def _read(self) -> None:
         while True:
             kind, payload = await self._pull.recv_multipart()
-            self._on_outputs(self._codec.decode_outputs(payload))
+            at = time.monotonic()
+            msg = self._codec.decode_outputs(payload)
+            self._on_outputs(msg, at)
+            if msg.step is not None:
+                self.metrics.step.observe(msg.step.ended - msg.step.started)
+                if self._trace is not None:
+                    ids = [d.request_id for d in msg.outputs]
+                    self._trace.record(msg.step, at, time.monotonic(), ids)
 
-    def _on_outputs(self, msg: CoreOutputs) -> None:
-        at = time.monotonic()
+    def _on_outputs(self, msg: CoreOutputs, at: float) -> None:
         for rid in msg.accepted:
             _settle(self._pending.get(rid), None)
         for r in msg.rejected:

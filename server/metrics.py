@@ -110,6 +110,9 @@ class ServerMetrics:
         self.ttft = Histogram("kiln_time_to_first_token_seconds", "Arrival to first token.")
         self.itl = Histogram("kiln_inter_token_latency_seconds", "Time between output tokens.")
         self.e2e = Histogram("kiln_e2e_request_latency_seconds", "Arrival to finish.")
+        self.step = Histogram(
+            "kiln_engine_step_duration_seconds", "Engine-core steps, start to end."
+        )
 
     def render(self, engine_stats: dict) -> str:
         lines: list[str] = []
@@ -121,6 +124,7 @@ class ServerMetrics:
             self.ttft,
             self.itl,
             self.e2e,
+            self.step,
         ):
             lines += metric.render()
         lines += render_gauges(engine_stats)

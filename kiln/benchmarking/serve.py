@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import subprocess
 import sys
@@ -27,7 +28,7 @@ from kiln.benchmarking.serve_client import Sample, one_request
 from kiln.benchmarking.stats import ms, percentile
 from kiln.errors import KilnError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # the repository: children run `python -m kiln` here
 READY_TIMEOUT_S = 900.0  # a cold compile of a large shape happens before `listening`
 
 
@@ -144,18 +145,30 @@ def offline_rows(
                "--batch-sizes", ",".join(map(str, batches)), "--input-len", str(input_len),
                "--output-len", str(output_len), "--json-out", str(out),
                "--db", str(Path(tmp) / "db.sqlite"), *argv]  # fmt: skip
-        done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+        done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=_offline_env())
         if done.returncode != 0:
             raise KilnError(f"the offline bench failed:\n{done.stderr[-2000:]}")
         rows = json.loads(out.read_text())["results"]
     return {r["batch_size"]: r for r in rows if r["engine"] == "kiln"}
 
 
-def start_server(model: str, argv: list[str], max_queue: int) -> tuple[subprocess.Popen, str]:
-    """`kiln serve MODEL` on a free loopback port; returns once it listens."""
+def _offline_env() -> dict[str, str]:
+    """The offline child runs as many intra-op threads as `kiln serve`'s engine core (all
+    cores but one, which the server keeps), unless OMP_NUM_THREADS says otherwise: on a
+    2-core host two threads against the load generator cost the offline run 5-10x."""
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 2) - 1)))
+    return env
+
+
+def start_server(
+    model: str, argv: list[str], max_queue: int, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen, str]:
+    """`kiln serve MODEL` on a free loopback port (in `env`, default ours); returns once it
+    listens."""
     cmd = [sys.executable, "-m", "kiln", "serve", model, "--port", "0",
            "--max-queue", str(max_queue), "--log-level", "warning", *argv]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True, env=env)
     deadline = time.monotonic() + READY_TIMEOUT_S
     for line in proc.stdout:
         if "listening on http://" in line:
@@ -278,8 +291,12 @@ def _rows(cfg: ServeBench, kind: str, value: float, s: dict, offline: dict) -> l
     if s["errors"]:
         print(f"{s['errors']} of {s['requests']} requests failed: {s['first_errors']}",
               file=sys.stderr)  # fmt: skip
+    if s["itl_p50_ms"]:
+        served["itl_p99_over_p50"] = s["itl_p99_ms"] / s["itl_p50_ms"]
     base = offline.get(batch) if kind == "concurrency" else None
     if base is None:
         return [served]
     served["served_ratio"] = served["tok_s"] / base["tok_s"]
+    if s["ttft_p50_ms"] and base.get("ttft_p50_ms"):
+        served["ttft_p50_over_offline"] = s["ttft_p50_ms"] / base["ttft_p50_ms"]
     return [{**base, "engine": "kiln-offline"}, served]

@@ -1,5 +1,12 @@
 """The streaming client of the serving benchmarks: one OpenAI-style request over SSE, timed
-token by token (time to first token, inter-token latencies, end-to-end)."""
+chunk by chunk (time to first token, inter-token latencies, end-to-end).
+
+Timing follows `vllm bench serve`: every chunk that carries a choice is a token event, text or
+not (the server sends one chunk per engine step per choice, and a step whose tokens complete
+no character yet sends `text: ""`); TTFT is send -> first such chunk, ITL the gaps between
+them. The chat role chunk is not a token event (the server sends it just before the choice's
+first token chunk, which is).
+"""
 
 from __future__ import annotations
 
@@ -23,6 +30,9 @@ class Sample:
     e2e: float = 0.0
     tokens: int = 0
     prompt_tokens: int = 0
+    response_id: str = ""  # the stream's `id`: the server's request id
+    sent: float = 0.0  # time.monotonic() at send
+    stamps: list[float] = field(default_factory=list)  # time.monotonic() of each token chunk
 
 
 def build_body(rng: random.Random, i: int, max_tokens: int, model: str) -> tuple[str, dict]:
@@ -41,8 +51,8 @@ def build_body(rng: random.Random, i: int, max_tokens: int, model: str) -> tuple
 
 
 async def one_request(session: aiohttp.ClientSession, url: str, path: str, body: dict) -> Sample:
-    t0 = time.perf_counter()
-    last, sample = None, Sample(ok=False)
+    t0 = time.monotonic()
+    sample = Sample(ok=False, sent=t0)
     try:
         async with session.post(url + path, json=body) as resp:
             if resp.status != 200:
@@ -50,28 +60,26 @@ async def one_request(session: aiohttp.ClientSession, url: str, path: str, body:
             async for line in resp.content:
                 if not line.startswith(b"data: {"):
                     continue
+                now = time.monotonic()
                 event = json.loads(line[6:])
                 if "error" in event:
                     return Sample(ok=False, error=event["error"]["message"])
                 if event.get("usage"):
                     sample.tokens = event["usage"]["completion_tokens"]
                     sample.prompt_tokens = event["usage"]["prompt_tokens"]
-                if not _has_token(event):
-                    continue
-                now = time.perf_counter()
-                if last is None:
-                    sample.ttft = now - t0
-                else:
-                    sample.itls.append(now - last)
-                last = now
+                if is_token_chunk(event):
+                    sample.response_id = event.get("id", "")
+                    sample.stamps.append(now)
     except (aiohttp.ClientError, asyncio.TimeoutError) as e:
         return Sample(ok=False, error=f"{type(e).__name__}: {e}")
-    sample.ok, sample.e2e = True, time.perf_counter() - t0
+    sample.ok, sample.e2e = True, time.monotonic() - t0
+    if sample.stamps:
+        sample.ttft = sample.stamps[0] - t0
+        sample.itls = [b - a for a, b in zip(sample.stamps, sample.stamps[1:])]
     return sample
 
 
-def _has_token(event: dict) -> bool:
-    for c in event.get("choices", ()):
-        if c.get("text") or (c.get("delta") or {}).get("content") or c.get("logprobs"):
-            return True
-    return False
+def is_token_chunk(event: dict) -> bool:
+    """A chunk with a choice, empty text included, except the chat role chunk."""
+    choices = event.get("choices") or ()
+    return any("role" not in (c.get("delta") or {}) for c in choices)

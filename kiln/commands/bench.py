@@ -344,4 +344,19 @@ def serve_table(rows: list[dict]) -> str:
         table.append([load, r["engine"], r["tok_s"], f"{ratio:.0%}" if ratio else None,
                       r["ttft_p50_ms"], r["ttft_p99_ms"], r["itl_p50_ms"], r["itl_p99_ms"],
                       r.get("e2e_p50_ms"), r.get("e2e_p99_ms"), r.get("goodput_req_s")])  # fmt: skip
-    return format_table(headers, table) + "\n(latencies in ms)"
+    notes = [_serve_note(r) for r in rows if r["engine"] == "kiln-serve"]
+    return "\n".join([format_table(headers, table), "(latencies in ms)", *filter(None, notes)])
+
+
+def _serve_note(r: dict) -> str | None:
+    """The served row against its goals: TTFT p50 / offline TTFT p50, ITL p99 / ITL p50."""
+    parts = []
+    if r.get("ttft_p50_over_offline") is not None:
+        parts.append(f"TTFT p50 {r['ttft_p50_over_offline']:.2f}x offline")
+    if r.get("itl_p99_over_p50") is not None:
+        parts.append(f"ITL p99 {r['itl_p99_over_p50']:.2f}x ITL p50")
+    if not parts:
+        return None
+    rate = r.get("request_rate")
+    load = f"{rate:g} req/s" if rate is not None else f"{r['batch_size']} clients"
+    return f"{load}: " + ", ".join(parts)

@@ -81,6 +81,7 @@ def server_config(args: argparse.Namespace):
         max_queue=args.max_queue,
         max_body_bytes=int(args.max_body_mb * 2**20),
         shutdown_timeout=args.shutdown_timeout,
+        step_trace=env.step_trace_path(),
     )
 
 
@@ -131,15 +132,17 @@ def build_core_engine(args: argparse.Namespace):
     startup.head_start(args.model, args.device)  # before torch: the weights stream meanwhile
     import torch
 
-    from kiln.config import EngineConfig
+    from kiln.config import EngineConfig, serve_engine_config
     from kiln.resolve import build_engine
+    from runtime.startup import pick_device
 
     # Intra-op threads that outnumber the free cores wait on each other at every op's barrier
     # whenever the server process runs: on a 2-core host that cost 5-10x in step time.
     torch.set_num_threads(args.engine_threads or max(1, (os.cpu_count() or 2) - 1))
     startup.pause_gc()
     t_load_start = time.time()
-    engine = build_engine(EngineConfig(model=args.model, **engine_kwargs(args)))
+    config = EngineConfig(model=args.model, **engine_kwargs(args))
+    engine = build_engine(serve_engine_config(config, pick_device(config).type))
     engine.loaded.marks.update(t_process_start=startup.PROCESS_START, t_load_start=t_load_start)
     startup.resume_gc()
     return engine

@@ -57,6 +57,10 @@ def test_bench_serve_reports_served_beside_offline(tmp_path, monkeypatch, capsys
     assert served["tok_s"] == pytest.approx(5 * served["req_s"])
     assert 0 < served["ttft_p50_ms"] <= served["ttft_p90_ms"] <= served["ttft_p99_ms"]
     assert 0 < served["itl_p50_ms"] <= served["itl_p99_ms"]
+    assert served["itl_p99_over_p50"] == pytest.approx(served["itl_p99_ms"] / served["itl_p50_ms"])
+    ttft_ratio = served["ttft_p50_ms"] / offline["ttft_p50_ms"]
+    assert served["ttft_p50_over_offline"] == pytest.approx(ttft_ratio)
+    assert f"TTFT p50 {ttft_ratio:.2f}x offline" in printed
 
 
 def test_full_vocab_tokenizer_gives_every_id_text(tmp_path):
@@ -75,3 +79,20 @@ def test_full_vocab_tokenizer_gives_every_id_text(tmp_path):
     assert before.decode([1500, 1999]) == "" and after.decode([1500, 1999]) == " w1500 w1999"
     assert after.encode("hello world") == before.encode("hello world")
     assert (tmp_path / "dst" / "config.json").is_symlink()
+
+
+def test_every_chunk_with_a_choice_is_a_token_event_but_the_chat_role_chunk():
+    from kiln.benchmarking.serve_client import is_token_chunk
+
+    assert is_token_chunk({"choices": [{"index": 0, "text": "", "finish_reason": None}]})
+    assert is_token_chunk({"choices": [{"index": 0, "delta": {"content": ""}}]})
+    assert is_token_chunk({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+    assert not is_token_chunk({"choices": [{"delta": {"role": "assistant", "content": ""}}]})
+    assert not is_token_chunk({"choices": [], "usage": {"completion_tokens": 3}})
+
+
+def test_children_start_from_the_repository_root():
+    """`python -m kiln` in ROOT must find this checkout's package, not an installed one."""
+    from kiln.benchmarking.serve import ROOT
+
+    assert (ROOT / "kiln" / "__main__.py").is_file() and (ROOT / "pyproject.toml").is_file()

@@ -17,6 +17,7 @@ from kiln.errors import KilnError
         ({"quantization": "int4"}, "quantization='int4' is not supported"),
         ({"tensor_parallel_size": 2}, "multi-GPU execution is not built yet"),
         ({"max_model_len": 1}, "max_model_len=1 must be >= 2"),
+        ({"max_prefill_while_decoding": 0}, "max_prefill_while_decoding=0 must be >= 1"),
     ],
 )
 def test_bad_engine_config(kw, message):
@@ -26,7 +27,11 @@ def test_bad_engine_config(kw, message):
 
 @pytest.mark.parametrize(
     "verb, overrides",
-    [(["generate"], {}), (["serve"], {"compile": "on_miss"}), (["bench", "throughput"], {})],
+    [
+        (["generate"], {}),
+        (["serve"], {"compile": "on_miss"}),
+        (["bench", "throughput"], {}),
+    ],
 )
 def test_engine_flags_default_to_engine_config(verb, overrides):
     """The engine flags of every verb that builds an engine come from EngineConfig, so an
@@ -69,3 +74,23 @@ def test_building_the_cli_parser_imports_no_torch():
     code = "import sys, kiln.cli; kiln.cli.build_parser(); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_unset_prefill_bound_gives_the_scheduler_the_whole_step_budget():
+    from runtime.startup import scheduler_config
+
+    unset = scheduler_config(EngineConfig(max_num_batched_tokens=300), 64, 256)
+    bound = scheduler_config(EngineConfig(max_prefill_while_decoding=96), 64, 256)
+    assert unset.max_prefill_while_decoding == unset.max_num_batched_tokens == 300
+    assert bound.max_prefill_while_decoding == 96
+
+
+def test_serve_bounds_prefill_while_decoding_on_a_gpu_only_when_unset():
+    from kiln.config import SERVE_GPU_MAX_PREFILL_WHILE_DECODING, serve_engine_config
+
+    unset = EngineConfig()
+    gpu = serve_engine_config(unset, "cuda")
+    assert gpu.max_prefill_while_decoding == SERVE_GPU_MAX_PREFILL_WHILE_DECODING
+    assert serve_engine_config(unset, "cpu") == unset  # the CPU keeps the whole budget
+    given = EngineConfig(max_prefill_while_decoding=512)
+    assert serve_engine_config(given, "cuda") == given

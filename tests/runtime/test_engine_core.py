@@ -101,3 +101,17 @@ def test_a_refused_request_is_answered_not_raised(core):
     answer = _add(core, ["c-0"], max_tokens=10_000)  # beyond max_model_len
     assert answer.accepted == [] and "context length" in answer.rejected[0].message
     assert core.running == set()
+
+
+def test_each_step_message_says_when_it_ran_and_what_it_held(core):
+    import time
+
+    before = time.monotonic()
+    params = SamplingParams(max_tokens=2, ignore_eos=True)
+    prompts = {"d-0": [401 + k for k in range(20)], "d-1": [402 + k for k in range(21)]}
+    core.apply(AddRequests([NewRequest(r, p, params) for r, p in prompts.items()]))  # no hits
+    first, second = core.step(), core.step()
+    assert (first.step.num_decodes, first.step.num_prefill_tokens) == (0, 41)
+    assert (second.step.num_decodes, second.step.num_prefill_tokens) == (2, 0)
+    assert before <= first.step.started < first.step.ended <= second.step.started
+    assert second.step.ended <= time.monotonic() and not core.running

@@ -21,6 +21,7 @@ def make(**overrides) -> tuple[Scheduler, FakeRunner]:
         enable_prefix_caching=True,
     )
     cfg.update(overrides)
+    cfg.setdefault("max_prefill_while_decoding", cfg["max_num_batched_tokens"])  # no bound
     return Scheduler(SchedulerConfig(**cfg)), FakeRunner(cfg["block_size"])
 
 
@@ -45,6 +46,7 @@ def plan(out) -> dict[str, tuple[int, int]]:
         (dict(max_num_seqs=0), "max_num_seqs"),
         (dict(block_size=0), "block_size"),
         (dict(max_num_batched_tokens=4), "max_num_batched_tokens"),
+        (dict(max_prefill_while_decoding=0), "max_prefill_while_decoding"),
         (dict(max_model_len=257), "max_model_len"),
         (dict(max_preemptions=-1), "max_preemptions"),
     ],
@@ -291,3 +293,57 @@ def test_prefill_chunk_shrinks_to_the_free_blocks_instead_of_preempting():
     assert plan(outs[2]) == {"b": (16, 1), "a": (0, 7)}
     assert plan(outs[3]) == {"b": (17, 1), "a": (7, 5)}  # 1 free block: 5 tokens fit, not 7
     assert not any(out.preempted for out in outs)
+
+
+def test_prefill_while_decoding_gets_its_own_budget_and_full_budget_when_idle():
+    sched, runner = make(
+        max_num_seqs=8, max_num_batched_tokens=64, max_prefill_while_decoding=16, num_blocks=128
+    )
+    sched.add(seq("a", 40, max_tokens=50))
+    sched.add(seq("b", 40, max_tokens=50))
+    first = step(sched, runner)
+    assert plan(first) == {"a": (0, 40), "b": (0, 24)}  # nothing decodes yet: the whole budget
+    second = step(sched, runner)  # a decodes now: b's rest is bounded by the prefill budget
+    assert plan(second) == {"a": (40, 1), "b": (24, 16)}
+    sched.add(seq("c", 30, max_tokens=4))
+    sched.add(seq("d", 30, max_tokens=4))
+    got = [plan(step(sched, runner)) for _ in range(4)]
+    assert got[0] == {"a": (41, 1), "b": (40, 1), "c": (0, 16)}  # d waits: budget spent
+    assert got[1] == {"a": (42, 1), "b": (41, 1), "c": (16, 14), "d": (0, 2)}
+    assert got[2] == {"a": (43, 1), "b": (42, 1), "c": (30, 1), "d": (2, 16)}
+    assert got[3] == {"a": (44, 1), "b": (43, 1), "c": (31, 1), "d": (18, 12)}
+
+
+def test_step_counts_decodes_and_prefill_tokens():
+    sched, runner = make(max_num_batched_tokens=64)
+    sched.add(seq("a", 10, max_tokens=5))
+    out = step(sched, runner)
+    assert (out.num_decodes, out.num_prefill_tokens) == (0, 10)
+    sched.add(seq("b", 7, max_tokens=5))
+    out = step(sched, runner)
+    assert (out.num_decodes, out.num_prefill_tokens, out.num_batched_tokens) == (1, 7, 8)
+
+
+def test_prompts_arriving_faster_than_the_bound_raise_the_prefill_budget():
+    from scheduler.scheduler import PREFILL_HEADROOM, PREFILL_RATE_WINDOW
+
+    sched, runner = make(
+        max_num_seqs=64, max_num_batched_tokens=256, max_prefill_while_decoding=8,
+        num_blocks=4096, max_model_len=512,
+    )  # fmt: skip
+    sched.add(seq("a", 8, max_tokens=400))
+    assert step(sched, runner).prefill_budget == 256  # nothing decodes yet
+    budgets = []
+    for i in range(PREFILL_RATE_WINDOW):  # one 12-token prompt per step: twice the bound
+        sched.add(seq(f"w{i}", 12, max_tokens=400))
+        out = step(sched, runner)
+        assert out.num_prefill_tokens <= out.prefill_budget
+        budgets.append(out.prefill_budget)
+    assert budgets[0] == 8  # 2 x 12 x 1/64 tokens a step so far: the bound
+    assert budgets[-1] == PREFILL_HEADROOM * 12  # the window is full of arrivals
+    assert all(b <= c for b, c in zip(budgets, budgets[1:]))
+    # Under the bound alone (8 of 12 tokens a step) about 21 prompts would wait by now.
+    assert len(sched.waiting) <= 1
+    for _ in range(PREFILL_RATE_WINDOW):  # arrivals stop: back to the bound
+        out = step(sched, runner)
+    assert out.prefill_budget == 8

@@ -36,9 +36,11 @@ def scenarios(draw) -> tuple[SchedulerConfig, list[Request]]:
     block_size = draw(st.sampled_from([1, 2, 4, 8]))
     num_blocks = draw(st.integers(3, 16))
     max_num_seqs = draw(st.integers(1, 6))
+    max_num_batched_tokens = draw(st.integers(max_num_seqs, max_num_seqs + 40))
     cfg = SchedulerConfig(
         max_num_seqs=max_num_seqs,
-        max_num_batched_tokens=draw(st.integers(max_num_seqs, max_num_seqs + 40)),
+        max_num_batched_tokens=max_num_batched_tokens,
+        max_prefill_while_decoding=draw(st.integers(1, max_num_batched_tokens + 4)),
         block_size=block_size,
         num_blocks=num_blocks,
         max_model_len=draw(
@@ -65,8 +67,18 @@ def check_step(sched: Scheduler, out, before: dict[str, int]) -> None:
     assert out.num_batched_tokens == sum(s.num_new_tokens for s in out.scheduled)
     assert out.num_batched_tokens <= cfg.max_num_batched_tokens
     assert len(ids) == len(set(ids)) <= cfg.max_num_seqs
-    assert set(ids) == {s.seq_id for s in sched.running}  # nobody running is skipped
-    assert not out.rejected  # every request here fits the cache alone
+    assert out.num_decodes + out.num_prefill_tokens == out.num_batched_tokens
+    # With decodes running when the step was planned, its prefill has a budget of its own.
+    decoding = any(s.is_decode and s.seq.seq_id in before for s in out.scheduled)
+    if decoding:
+        assert cfg.max_prefill_while_decoding <= out.prefill_budget
+    elif not out.preempted:  # (a decoder planned for may have been preempted)
+        assert out.prefill_budget == cfg.max_num_batched_tokens
+    assert out.num_prefill_tokens <= out.prefill_budget
+    skipped = [s for s in sched.running if s.seq_id not in ids]
+    for s in skipped:  # only a prefill, and only once the step's prefill budget is spent
+        assert s.num_uncomputed_tokens > 1 or not s.output_token_ids, s.seq_id
+        assert out.num_prefill_tokens == out.prefill_budget
     for item in out.scheduled:
         admitted_at = item.seq.num_cached_tokens  # a new admission starts after its hits
         assert item.num_new_tokens >= 1 and item.start == before.get(item.seq.seq_id, admitted_at)

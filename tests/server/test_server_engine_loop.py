@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+from dataclasses import replace
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -129,3 +130,58 @@ def test_served_model_names_replace_the_engine_name():
 
     config = ServerConfig(served_model_names=("a", "b"))
     assert asyncio.run(with_client(FakeEngine(), body, config)) == (["a", "b"], 400, 200)
+
+
+class HalfTextEngine(FakeEngine):
+    """Every other token completes no text: its text comes with the next token (as with the
+    first byte of a two-byte UTF-8 character)."""
+
+    def _advance(self, rid):
+        out = super()._advance(rid)
+        n = len(out.token_ids)
+        if n % 2 and not out.finished:
+            return replace(out, new_text="", text=out.text[:-1])
+        return replace(out, new_text=out.text[-2:] if n % 2 == 0 else out.new_text)
+
+
+def _chunks(raw: str) -> list[dict]:
+    lines = [ln[6:] for ln in raw.split("\n\n") if ln.startswith("data: {")]
+    return [json.loads(ln) for ln in lines]
+
+
+def test_a_step_whose_tokens_complete_no_text_still_streams_its_chunk():
+    async def body(client):
+        got = []
+        for path, extra in (
+            ("/v1/completions", {"prompt": "hey"}),
+            ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hey"}]}),
+        ):
+            resp = await client.post(path, json={**extra, "max_tokens": 5, "stream": True})
+            got.append(_chunks(await resp.text()))
+        return got
+
+    completion, chat = asyncio.run(with_client(HalfTextEngine(), body))
+    texts = [c["choices"][0]["text"] for c in completion]
+    assert texts == ["", "ab", "", "cd", "e"]  # one chunk per step, text or not
+    assert chat[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    deltas = [c["choices"][0]["delta"] for c in chat[1:]]  # after the role chunk
+    assert [d["content"] for d in deltas] == ["", "ab", "", "cd", "e"]
+    assert chat[-1]["choices"][0]["finish_reason"] == "length"
+
+
+def test_the_chat_role_chunk_waits_for_the_first_token():
+    """Sent at admission, a role chunk would be what a chunk-timing client calls the first
+    token (vLLM's bench does); it must come with the token instead."""
+    engine = FakeEngine(step_delay=0.3)
+
+    async def body(client):
+        t0 = asyncio.get_running_loop().time()
+        resp = await client.post(
+            "/v1/chat/completions",
+            json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2, "stream": True},
+        )
+        first = await resp.content.readline()
+        return asyncio.get_running_loop().time() - t0, first, await resp.text()
+
+    waited, first, _ = asyncio.run(with_client(engine, body))
+    assert b'"role":"assistant"' in first and waited >= 0.25  # one 0.3 s step came first
