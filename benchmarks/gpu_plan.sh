@@ -2,8 +2,8 @@
 # Plan artifacts vs the native piecewise artifact on this GPU, per model shape (random bf16):
 #   plan-cross   `kiln compile --target <this GPU>` with CUDA_VISIBLE_DEVICES="" (no GPU
 #                visible: what a laptop or CI box builds), cubins + execution plan;
-#   plan-native  `kiln compile --target auto` on the GPU itself (a plan: the default);
-#   piecewise    `kiln compile --target auto --lowering piecewise` (AOTInductor).
+#   plan-native  `kiln compile --target auto --lowering plan` on the GPU itself;
+#   piecewise    `kiln compile --target auto` (AOTInductor, the default).
 #   plan-carried the artifact `benchmarks/plan_carry.py build` made on a host with no GPU, when
 #                CARRY names its folder (CARRY/artifacts/<shape>); nothing is compiled here.
 # VARIANTS picks among them (default: all but plan-carried, which CARRY adds).
@@ -34,8 +34,8 @@ for shape in $shapes; do
     fi
     case $variant in
       plan-cross) cmd="env CUDA_VISIBLE_DEVICES= python3 -m kiln compile $ck --target $target" ;;
-      plan-native) cmd="python3 -m kiln compile $ck --target auto" ;;
-      piecewise) cmd="python3 -m kiln compile $ck --target auto --lowering piecewise" ;;
+      plan-native) cmd="python3 -m kiln compile $ck --target auto --lowering plan" ;;
+      piecewise) cmd="python3 -m kiln compile $ck --target auto" ;;
     esac
     start=$(date +%s.%N)
     KILN_CACHE_DIR=$cache timeout 500 $cmd --max-num-batched-tokens 2048 --no-record > $OUT/$shape-$variant-compile.txt 2>&1

@@ -29,7 +29,7 @@ from kiln import env
 from kiln.config import EngineConfig, resolve_dtype
 from kiln.errors import KilnError
 
-LOWERINGS = ("auto", "piecewise", "monolithic", "plan")
+LOWERINGS = ("piecewise", "monolithic", "plan")
 
 
 @dataclass(frozen=True)
@@ -44,10 +44,8 @@ class CompileOptions:
     passes: str | None = EngineConfig.passes  # toggles text; None = default pipeline
     # The largest step (token budget) the graph is built for.
     max_num_tokens: int = EngineConfig.max_num_batched_tokens
-    # auto: plan for a GPU target, piecewise for the CPU; piecewise: each distinct decoder
-    # layer compiled once by AOTInductor; monolithic: the whole graph as one AOTI program;
-    # plan: cubins + an execution plan (GPU targets)
-    lowering: str = "auto"
+    # piecewise: each distinct decoder layer compiled once; monolithic; plan: cubins + plan
+    lowering: str = "piecewise"
 
     def __post_init__(self) -> None:
         if self.lowering not in LOWERINGS:
@@ -56,14 +54,11 @@ class CompileOptions:
             )
 
     def lowering_for(self, target) -> str:
-        """The lowering that runs: "plan" for a GPU target by default and always for one this
-        host lacks (so a plan built on a CPU box and an AOTI build on the GPU never share a
-        key); "piecewise" for the CPU by default."""
+        """The lowering that runs: "plan" for a GPU target this host lacks, whatever was
+        asked (so a plan built on a CPU box and a native build on the GPU never share a key)."""
         from lowering.lowered import plan_lowering
 
-        if plan_lowering(self, target):
-            return "plan"
-        return "piecewise" if self.lowering == "auto" else self.lowering
+        return "plan" if plan_lowering(self, target) else self.lowering
 
     def lookup_options(self, target) -> dict:
         """The options as key factors: dtype resolved for the target, GPU lowering mode."""

@@ -1,7 +1,6 @@
-"""The GPU's own-target artifact (by default a plan: cubins + execution plan; with
-`--lowering piecewise` AOTInductor packages with the kernels compiled in) against the eager
-reference engine, CUDA graphs on: a mixed prefill, then two decode geometries replayed from
-captured graphs (GPU)."""
+"""The GPU's own-target artifact (AOTInductor package with the Triton attention kernel called
+from it) against the eager reference engine, CUDA graphs on: a mixed prefill, then two decode
+geometries replayed from captured graphs (GPU)."""
 
 from __future__ import annotations
 
@@ -41,13 +40,13 @@ def compiled_rows(keep: dict | None = None, **kw) -> list:
 @pytest.mark.parametrize("dtype,tol", [("float32", 1e-3), ("bfloat16", 2e-2)])
 def test_compiled_matches_reference_with_graphs(dtype, tol):
     out = compile_demo(dtype)
-    assert "(plan)" in out.splitlines()[0], out
+    assert "(aoti_piecewise)" in out.splitlines()[0], out
     ref = run_steps(dict(model="demo", compile="never", dtype=dtype) | KW)
     loaded = {}
     got = compare(compiled_rows(keep=loaded, dtype=dtype), ref)
     assert got["rel_err_max"] <= tol, got
-    # every kernel is a cubin already, so only the first graph bucket was warmed up and the
-    # decode rows above replayed graphs captured without their own warm-up
+    # attention is compiled into the package, so only the first graph bucket was warmed up
+    # and the decode rows above replayed graphs captured without their own warm-up
     assert loaded["warm_every_bucket"] is False, loaded
 
 
@@ -99,8 +98,7 @@ def test_fp8_artifact_runs_every_op_in_graph_and_holds_the_kernels_it_names():
 
     if torch.cuda.get_device_capability() < (8, 9):
         pytest.skip("fp8 needs sm_89 or newer")
-    fp8 = ("--quantization", "fp8", "--lowering", "piecewise", "--json")
-    report = json.loads(compile_demo("bfloat16", *fp8))
+    report = json.loads(compile_demo("bfloat16", "--quantization", "fp8", "--json"))
     manifest = report["manifest"]
     rows = manifest["ops"]
     assert all(r["runs"] == "in graph" for r in rows), rows

@@ -75,8 +75,7 @@ def checkpoint(request, tmp_path_factory) -> Path:
 def test_a_plan_built_without_a_gpu_serves_the_native_tokens(checkpoint):
     plan = kiln_compile(checkpoint, "--target", host_target(), "--dtype", "float32", no_gpu=True)
     assert plan["manifest"]["lowering"] == "plan", plan["manifest"]["lowering"]
-    native = kiln_compile(checkpoint, "--target", "auto", "--lowering", "piecewise",
-                          "--dtype", "float32")  # fmt: skip
+    native = kiln_compile(checkpoint, "--target", "auto", "--dtype", "float32")
     assert native["manifest"]["lowering"] == "aoti_piecewise"
     got, graphs = greedy(checkpoint, plan["artifact"])
     want, _ = greedy(checkpoint, native["artifact"])
@@ -85,13 +84,11 @@ def test_a_plan_built_without_a_gpu_serves_the_native_tokens(checkpoint):
 
 
 def test_a_native_plan_build_serves_the_native_tokens(checkpoint, tmp_path):
-    plan = kiln_compile(
-        checkpoint, "--target", "auto", "--dtype", "float32", cache=tmp_path / "cache"
-    )  # fmt: skip  (a plan: the GPU default)
+    plan = kiln_compile(checkpoint, "--target", "auto", "--lowering", "plan", "--dtype", "float32",
+                        cache=tmp_path / "cache")  # fmt: skip
     assert plan["built"], "the plan was found in a cache, not built on this GPU"
     assert plan["manifest"]["lowering"] == "plan"
-    native = kiln_compile(checkpoint, "--target", "auto", "--lowering", "piecewise",
-                          "--dtype", "float32")  # fmt: skip
+    native = kiln_compile(checkpoint, "--target", "auto", "--dtype", "float32")
     assert greedy(checkpoint, plan["artifact"])[0] == greedy(checkpoint, native["artifact"])[0]
 
 
