@@ -13,7 +13,10 @@ ARTIFACT_FORMAT = 1
 AOTI = "aoti"  # an AOTInductor `.pt2` package, loaded through the C++ loader
 INDUCTOR_JIT = "inductor_jit"  # an exported program run under torch.compile at load
 AOTI_PIECEWISE = "aoti_piecewise"  # one `.pt2` package per distinct piece, called per the plan
-CROSS = "cross"  # Triton cubins for a GPU the building host lacks; not runnable here
+# An execution plan (plan.json) over cubins compiled for the target arch (kernels/): built on
+# any host (a GPU target the host lacks included), run with no compiler by loaders/plan.py.
+PLAN = "plan"
+PLAN_FORMAT = 1  # plan.json's layout; a loader refuses another
 
 # The IR references are the spec, rounding included (e.g. silu_and_mul rounds silu's output to
 # the activation dtype before the product). Inductor keeps fused intermediates in fp32 unless

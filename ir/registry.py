@@ -53,6 +53,23 @@ class Impl:
     in_graph: Callable | None = None
     # Whether a CUDA graph can capture it: it never reads a device tensor on the host.
     capturable: bool = True
+    # A kernel implementation's raw body `body(first, *op_args)`: `first` is the launcher
+    # `(jit_fn, grid, *args, num_warps=, num_stages=)` for a Triton kernel, the runner
+    # `(helion_fn, config, *args)` for a Helion kernel (`body_takes` says which). A caller binds
+    # its own (`with_launcher`): a plan artifact's runtime launches precompiled cubins so.
+    body: Callable | None = None
+    body_takes: str = ""  # "launcher" | "runner"; "" when there is no body
+
+    def with_launcher(self, first: Callable) -> Callable:
+        """The body with its launcher (Triton) or runner (Helion) bound: `fn(*op_args)`."""
+        if self.body is None:
+            raise TypeError(f"the {self.provider} implementation has no launch body to bind")
+        body = self.body
+
+        def call(*args):
+            return body(first, *args)
+
+        return call
 
 
 @dataclass
@@ -168,10 +185,13 @@ def register_impl(
     description: str = "",
     in_graph: Callable | None = None,
     capturable: bool = True,
+    body: Callable | None = None,
+    body_takes: str = "",
 ) -> Callable[[Callable], Callable]:
     """Register a faster implementation of `op_name`; its signature must equal the reference's
     (and so must `in_graph`'s, its traceable form; see `Impl`). `capturable=False` if it reads
-    device tensors on the host (CUDA graphs then avoid it)."""
+    device tensors on the host (CUDA graphs then avoid it). A kernel passes its raw `body`
+    (the reference's parameters after one launcher or runner, `body_takes` says which)."""
 
     def wrap(fn: Callable) -> Callable:
         opdef = get_op(op_name)
@@ -185,7 +205,16 @@ def register_impl(
                     f"{provider} implementation of kiln.{op_name} takes {impl_params}, "
                     f"but the reference takes {ref_params}"
                 )
-        opdef.impls.append(Impl(provider, fn, supports, description, in_graph, capturable))
+        if body is not None:
+            body_params = list(inspect.signature(body).parameters)[1:]
+            if body_params != ref_params or body_takes not in ("launcher", "runner"):
+                raise TypeError(
+                    f"{provider} body of kiln.{op_name} must take (launcher or runner, "
+                    f"*{ref_params}) with body_takes 'launcher' or 'runner'; it takes "
+                    f"{body_params} with body_takes {body_takes!r}"
+                )
+        impl = Impl(provider, fn, supports, description, in_graph, capturable, body, body_takes)
+        opdef.impls.append(impl)
         return fn
 
     return wrap

@@ -9,6 +9,9 @@ change a compiled artifact must be a field here.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass
 from functools import cache
 
@@ -111,3 +114,25 @@ def target_for_device(capability: tuple[int, int], memory_bytes: int) -> Target:
     if capability == (10, 0):
         return B200
     return CPU
+
+
+# The target whose pinned kernel configs kernel bodies use, when a caller fixes it
+# (`configs_for`): building a plan artifact for a GPU the host lacks, and running one (its cubins
+# were compiled with its own target's configs, whatever GPU or interpreter runs them).
+_CONFIG_TARGET: ContextVar[str | None] = ContextVar("kiln_config_target", default=None)
+
+
+@contextmanager
+def configs_for(target: str) -> Iterator[None]:
+    """Inside the block, kernel bodies take `target`'s pinned configs
+    (`ir.kernels.base.runtime_config`)."""
+    token = _CONFIG_TARGET.set(target)
+    try:
+        yield
+    finally:
+        _CONFIG_TARGET.reset(token)
+
+
+def config_target() -> str | None:
+    """The target `configs_for` fixed, or None."""
+    return _CONFIG_TARGET.get()

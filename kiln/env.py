@@ -108,6 +108,9 @@ SETTINGS: dict[str, Setting] = {
                 "pieces a piecewise compile builds at once, each in a spawned process (1: one "
                 "after another in this process; each worker pays its own start-up and C++ "
                 "header precompile)"),
+        Setting("KILN_KERNEL_THREADS", "count", None,
+                "threads a plan compile builds cubins on (Triton's ptxas runs as a subprocess); "
+                "default the CPU count, at most 4"),
         Setting("KILN_WEIGHT_STREAM", "flag", True,
                 "engines stream the weights into one arena on threads from the start of the "
                 "process (runtime/weight_stream.py); 0: the plain loader reads them"),
@@ -167,6 +170,10 @@ def blas_prewarm_enabled() -> bool:
 
 def compile_workers() -> int:
     return SETTINGS["KILN_COMPILE_WORKERS"].get()
+
+
+def kernel_threads() -> int:
+    return SETTINGS["KILN_KERNEL_THREADS"].get() or min(4, os.cpu_count() or 1)
 
 
 def weight_stream_enabled() -> bool:

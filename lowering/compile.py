@@ -7,8 +7,9 @@ Lowering takes one of two paths (docs/architecture.md):
   the C++ loader: one per distinct decoder-layer piece (`--lowering piecewise`, the default;
   lowering/piecewise.py) or one for the whole graph (`monolithic`); `KILN_GPU_LOWERING=jit`
   keeps the exported program for `torch.compile` instead;
-- cross GPU (the host lacks the target): every IR op whose chosen implementation is a Triton
-  or Helion kernel gets it compiled for the target's arch; GEMMs stay library calls.
+- plan (a GPU target the host lacks, or `--lowering plan`): the post-pass graph as an execution
+  plan, every kernel it launches compiled to a cubin for the target's arch at the model's
+  shapes; GEMMs stay library calls (lowering/plan_artifact.py).
 Weights stay in the checkpoint: the artifact names each graph weight by the model parameter it
 is, and stores only weights a pass derived (fp8-quantized, padded) in `derived.safetensors`.
 """
@@ -28,7 +29,7 @@ from kiln import env
 from kiln.config import EngineConfig, resolve_dtype
 from kiln.errors import KilnError
 
-LOWERINGS = ("piecewise", "monolithic")
+LOWERINGS = ("piecewise", "monolithic", "plan")
 
 
 @dataclass(frozen=True)
@@ -43,13 +44,21 @@ class CompileOptions:
     passes: str | None = EngineConfig.passes  # toggles text; None = default pipeline
     # The largest step (token budget) the graph is built for.
     max_num_tokens: int = EngineConfig.max_num_batched_tokens
-    lowering: str = "piecewise"  # each distinct decoder layer compiled once; or monolithic
+    # piecewise: each distinct decoder layer compiled once; monolithic; plan: cubins + plan
+    lowering: str = "piecewise"
 
     def __post_init__(self) -> None:
         if self.lowering not in LOWERINGS:
             raise KilnError(
                 f"lowering={self.lowering!r} is not known; use one of {', '.join(LOWERINGS)}"
             )
+
+    def lowering_for(self, target) -> str:
+        """The lowering that runs: "plan" for a GPU target this host lacks, whatever was
+        asked (so a plan built on a CPU box and a native build on the GPU never share a key)."""
+        from lowering.lowered import plan_lowering
+
+        return "plan" if plan_lowering(self, target) else self.lowering
 
     def lookup_options(self, target) -> dict:
         """The options as key factors: dtype resolved for the target, GPU lowering mode."""
@@ -59,7 +68,7 @@ class CompileOptions:
             "tensor_parallel_size": self.tensor_parallel_size,
             "passes": self.passes or "default",
             "max_num_tokens": self.max_num_tokens,
-            "lowering": self.lowering,
+            "lowering": self.lowering_for(target),
             "gpu_lowering": env.gpu_lowering() if target.device_type == "cuda" else "none",
         }
 

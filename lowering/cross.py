@@ -14,20 +14,23 @@ Works on a host with no GPU: `triton.compile(ASTSource(...), target=GPUTarget("c
    hint) and record every specialization so a loader can check a launch still satisfies it,
 4. compile for the target and return the cubin with its metadata.
 
-The cubin's ABI belongs to the Triton release that built it (3.9 appends global and profile
-scratch pointers to the kernel parameters; earlier releases differ), so `triton_version` is in
-the metadata and a loader must refuse a mismatch.
+The cubin's ABI belongs to the Triton release that built it (3.9 appends a global and a profile
+scratch pointer to the kernel parameters; earlier releases differ), so `compile_signature`
+reads the appended parameters from the PTX entry into the metadata (`scratch_params`), and a
+launcher packs exactly those. `lowering/plan_kernels.py` compiles a whole model's launches
+with `compile_signature`; `cross_compile` here compiles each registered kernel at its own
+example shapes (the kernel tests).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
+from compile_cache.triton_abi import DIVISIBILITY, arg_type, constexpr_value
 from ir.kernels.base import (
     KernelSpec,
     PlainSource,
@@ -39,22 +42,6 @@ from ir.kernels.base import (
 )
 from ir.targets import Target, get_target
 from kiln.errors import KilnError
-
-_DTYPES = {
-    torch.float32: "fp32",
-    torch.float16: "fp16",
-    torch.bfloat16: "bf16",
-    torch.float8_e4m3fn: "fp8e4nv",
-    torch.float8_e5m2: "fp8e5",
-    torch.float64: "fp64",
-    torch.int64: "i64",
-    torch.int32: "i32",
-    torch.int16: "i16",
-    torch.int8: "i8",
-    torch.uint8: "u8",
-    torch.bool: "i1",
-}
-_DIVISIBILITY = 16
 
 
 @dataclass(frozen=True)
@@ -138,8 +125,11 @@ def record_launches(plain: PlainSource, args: tuple) -> list[Launch]:
     return launches
 
 
-def signature_of(fn: Any, args: tuple) -> tuple[dict, dict, dict, dict]:
-    """Triton (signature, constexprs, attrs, specialization) for `fn` called with `args`."""
+def signature_of(fn: Any, args: tuple, specialize: bool = True) -> tuple[dict, dict, dict, dict]:
+    """Triton (signature, constexprs, attrs, specialization) for `fn` called with `args`.
+
+    `specialize=False` gives the generic variant: no int becomes a constexpr for equalling 1
+    and no divisibility hint is assumed, so its cubin takes any runtime value or alignment."""
     params = fn.params
     if len(params) != len(args):
         raise TypeError(f"{fn.__name__} takes {len(params)} arguments, launched with {len(args)}")
@@ -147,87 +137,103 @@ def signature_of(fn: Any, args: tuple) -> tuple[dict, dict, dict, dict]:
     for i, (param, value) in enumerate(zip(params, args, strict=True)):
         name = param.name
         if param.is_constexpr:
-            signature[name], constexprs[name] = "constexpr", _plain(value)
+            signature[name], constexprs[name] = "constexpr", constexpr_value(value)
             continue
-        kind, special = _arg_type(value)
+        kind, special = arg_type(value)
+        if not specialize:
+            special = None
         if special == "one":
             signature[name], constexprs[name] = "constexpr", 1
         else:
             signature[name] = kind
         if special == "div16":
-            attrs[(i,)] = [["tt.divisibility", _DIVISIBILITY]]
+            attrs[(i,)] = [["tt.divisibility", DIVISIBILITY]]
         if special:
             spec[name] = special
     return signature, constexprs, attrs, spec
 
 
-def _arg_type(value: Any) -> tuple[str, str | None]:
-    """(Triton type, specialization) of one runtime argument: like Triton's JIT specializes."""
-    if isinstance(value, torch.Tensor):
-        if value.dtype not in _DTYPES:
-            raise TypeError(f"no Triton pointer type for {value.dtype}")
-        aligned = value.device.type == "meta" or value.data_ptr() % _DIVISIBILITY == 0
-        return "*" + _DTYPES[value.dtype], "div16" if aligned else None
-    if isinstance(value, bool):
-        return "i1", None
-    if isinstance(value, int):
-        kind = "i32" if -(2**31) <= value < 2**31 else "i64"
-        if value == 1:
-            return kind, "one"
-        return kind, "div16" if value % _DIVISIBILITY == 0 else None
-    if isinstance(value, float):
-        return "fp32", None
-    raise TypeError(f"cannot pass {type(value).__name__} to a Triton kernel")
-
-
-def _plain(value: Any) -> Any:
-    return getattr(value, "value", value)  # tl.constexpr(8) -> 8
-
-
 def _compile_launch(
     name: str, plain: PlainSource, launch: Launch, target: Target, config: dict
 ) -> CrossKernel:
-    import triton
-    from triton.backends.compiler import GPUTarget
-
     signature, constexprs, attrs, spec = signature_of(launch.fn, launch.args)
-    src = triton.compiler.ASTSource(launch.fn, signature, constexprs, attrs)
-    # FP fusion pinned on: Triton 3.10 flips its default, and the cubin must not drift.
-    options = {
-        "num_warps": launch.num_warps,
-        "num_stages": launch.num_stages,
-        "enable_fp_fusion": True,
-    }
-    compiled = triton.compile(
-        src, target=GPUTarget("cuda", target.capability_int, target.warp_size), options=options
+    cubin, metadata = compile_signature(
+        launch.fn, signature, constexprs, attrs, launch.num_warps, launch.num_stages, target
     )
-    meta = compiled.metadata
-    metadata = {
-        "kernel": name,
-        "target": target.name,
-        "arch": target.arch,
-        "triton_version": triton.__version__,
-        "num_warps": meta.num_warps,
-        "num_stages": meta.num_stages,
-        "shared": meta.shared,
-        "global_scratch_size": meta.global_scratch_size,
-        "profile_scratch_size": meta.profile_scratch_size,
-        "signature": signature,
-        "constexprs": {k: _jsonable(v) for k, v in constexprs.items()},
-        "specialization": spec,  # arg -> "one" | "div16": must still hold when launched
-        "arg_names": [n for n, t in signature.items() if t != "constexpr"],
-        "example_grid": list(launch.grid),
-        "config": config,
-        "hash": meta.hash,
-    }
+    metadata.update(
+        kernel=name,
+        specialization=spec,  # arg -> "one" | "div16": must still hold when launched
+        example_grid=list(launch.grid),
+        config=config,
+    )
     return CrossKernel(
         name=name,
         kernel_name=launch.fn.__name__,
         entry=plain.entry,
         source=plain.source,
-        cubin=compiled.asm["cubin"],
+        cubin=cubin,
         metadata=metadata,
     )
+
+
+def compile_signature(
+    fn: Any,
+    signature: dict,
+    constexprs: dict,
+    attrs: dict,
+    num_warps: int,
+    num_stages: int,
+    target: Target,
+) -> tuple[bytes, dict]:
+    """(cubin, metadata) of `fn` compiled for `target` with one signature.
+
+    The metadata says what a launcher needs: warps, shared memory, the kernel parameters in
+    order, and `scratch_params`, the pointers the build's Triton appends after them (read
+    from the PTX entry, whose parameter count is the truth for this release's ABI)."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+
+    src = triton.compiler.ASTSource(fn, signature, constexprs, attrs)
+    # FP fusion pinned on: Triton 3.10 flips its default, and the cubin must not drift.
+    options = {"num_warps": num_warps, "num_stages": num_stages, "enable_fp_fusion": True}
+    compiled = triton.compile(
+        src, target=GPUTarget("cuda", target.capability_int, target.warp_size), options=options
+    )
+    meta = compiled.metadata
+    arg_names = [n for n, t in signature.items() if t != "constexpr"]
+    appended = ptx_param_count(compiled.asm["ptx"], meta.name) - len(arg_names)
+    if appended not in (0, 1, 2):
+        raise RuntimeError(f"{fn.__name__}: the PTX entry has {appended} unexpected parameters")
+    metadata = {
+        "kernel_name": meta.name,
+        "target": target.name,
+        "arch": target.arch,
+        "triton_version": triton.__version__,
+        "num_warps": meta.num_warps,
+        "num_stages": meta.num_stages,
+        "num_ctas": getattr(meta, "num_ctas", 1),
+        "shared": meta.shared,
+        "global_scratch_size": meta.global_scratch_size,
+        "global_scratch_align": getattr(meta, "global_scratch_align", 1),
+        "profile_scratch_size": getattr(meta, "profile_scratch_size", 0),
+        "profile_scratch_align": getattr(meta, "profile_scratch_align", 1),
+        "scratch_params": ["global", "profile"][:appended],
+        "launch_cooperative_grid": bool(getattr(meta, "launch_cooperative_grid", False)),
+        "launch_pdl": bool(getattr(meta, "launch_pdl", False)),
+        "signature": signature,
+        "constexprs": {k: _jsonable(v) for k, v in constexprs.items()},
+        "arg_names": arg_names,
+        "hash": meta.hash,
+    }
+    return compiled.asm["cubin"], metadata
+
+
+def ptx_param_count(ptx: str, entry: str) -> int:
+    """Number of parameters of the `.entry` named `entry` in `ptx`."""
+    match = re.search(rf"\.entry\s+{re.escape(entry)}\s*\((.*?)\)", ptx, re.S)
+    if match is None:
+        raise RuntimeError(f"no .entry {entry} in the PTX")
+    return len(re.findall(r"\.param\b", match.group(1)))
 
 
 def _jsonable(value: Any) -> Any:

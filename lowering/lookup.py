@@ -26,7 +26,14 @@ from pathlib import Path
 _ROOT = Path(__file__).resolve().parent.parent
 # Kiln's code generator: what turns a captured graph into an artifact (folders and files): the
 # artifact format and Inductor options, and how `auto` dtypes and option defaults resolve.
-CODEGEN_DIRS = ("ir", "passes", "lowering", "compile_cache/formats.py", "kiln/config.py")
+CODEGEN_DIRS = (
+    "ir",
+    "passes",
+    "lowering",
+    "compile_cache/formats.py",
+    "compile_cache/triton_abi.py",
+    "kiln/config.py",
+)
 # What turns a config into a captured graph (the content key has the graph's hash instead).
 GRAPH_DIRS = ("model_defs",)
 # Config fields that never reach the graph: a fine-tune with other special tokens hits.

@@ -1,5 +1,5 @@
-"""Lowering the post-pass graph for a target: native (AOTInductor, CPU or own GPU) or cross
-GPU (Triton cubins for an arch the host lacks)."""
+"""Lowering the post-pass graph for a target: native (AOTInductor, CPU or own GPU) or a plan
+(cubins for the target arch and an execution plan; any host, a GPU it lacks included)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from compile_cache.formats import AOTI, CROSS, INDUCTOR_JIT, INDUCTOR_OPTIONS, jit_program
+from compile_cache.formats import AOTI, INDUCTOR_JIT, INDUCTOR_OPTIONS, jit_program
 from kiln import env
 from lowering.export import (
     EXAMPLE_SEQS,
@@ -70,6 +70,11 @@ def lower(passed, model, target, staging: Path, options, progress=None) -> dict:
         "ir_ops": dict(ops),
         "impls": impls,
     }
+    if plan_lowering(options, target):
+        from lowering.plan_artifact import lower_plan
+
+        manifest.update(lower_plan(passed, target, staging, impls, ops, progress))
+        return {"impls": impls, "manifest": manifest}
     if options.lowering == "piecewise" and _aoti_lowering(target):
         from lowering.piecewise import lower_piecewise
 
@@ -79,12 +84,18 @@ def lower(passed, model, target, staging: Path, options, progress=None) -> dict:
         start = time.perf_counter()
         if target.device_type == "cpu":
             manifest.update(_lower_aoti(passed, staging, options, impls, ops, why))
-        elif torch.cuda.is_available() and _host_matches(target):
-            manifest.update(_lower_native_gpu(passed, staging, options, impls, ops, why))
         else:
-            manifest.update(_lower_cross(ops, impls, target, staging))
+            manifest.update(_lower_native_gpu(passed, staging, options, impls, ops, why))
         tick(manifest["lowering"], time.perf_counter() - start)
     return {"impls": impls, "manifest": manifest}
+
+
+def plan_lowering(options, target) -> bool:
+    """Whether this compile builds a plan artifact: asked for (`--lowering plan`), or a GPU
+    target this host lacks (the only lowering that can build for it)."""
+    if options.lowering == "plan":
+        return True
+    return target.is_cuda and not (torch.cuda.is_available() and _host_matches(target))
 
 
 def _aoti_lowering(target) -> bool:
@@ -186,38 +197,4 @@ def _lower_native_gpu(passed, staging: Path, options, impls: dict[str, str], ops
         "program": "program.pt2",
         "inlined_ops": inlined,
         "kernels": {"inductor": 1, **{p: 1 for p in set(runnable.values()) if p != "reference"}},
-    }
-
-
-def _lower_cross(ops: Counter, impls: dict, target, staging: Path) -> dict:
-    from ir.kernels.base import all_kernels
-    from lowering.cross import compile_kernel, write_kernels
-
-    specs = {s.op: s for s in all_kernels()}
-    compiled, rows = [], []
-    for op, provider in sorted(impls.items()):
-        row = {"op": op, "count": ops[op], "implementation": provider, "kernels": []}
-        if provider in ("helion", "triton") and op in specs:
-            for variant in specs[op].variants:
-                kernels = compile_kernel(specs[op], target, variant)
-                compiled.extend(kernels)
-                row["kernels"] += [k.name for k in kernels]
-            row["runs"] = "cubin"
-        elif provider == "library":
-            row["runs"], row["kernels"] = "library call", [f"{op} (library)"]
-        else:
-            row["runs"] = "reference"
-        rows.append(row)
-    write_kernels(compiled, staging / "kernels")
-    counts = Counter(r["implementation"] for r in rows if r["kernels"])
-    return {
-        "lowering": CROSS,
-        "ops": rows,
-        "kernels": {p: counts[p] for p in sorted(counts)},
-        "cubins": sorted(f"kernels/{k.name}.cubin" for k in compiled),
-        # Per-model constants (hidden size, head size) are baked into a cubin; these come from
-        # each kernel's example_args (Llama-3-8B sizes), not from this model: no runtime loads
-        # cross artifacts yet, and one that does must compile at the model's shapes.
-        "cubin_shapes": "kernel example_args (Llama-3-8B sizes)",
-        "arch": target.arch,
     }

@@ -14,7 +14,7 @@ import zipfile
 from collections import Counter
 from pathlib import Path
 
-from compile_cache.formats import AOTI, AOTI_PIECEWISE
+from compile_cache.formats import AOTI, AOTI_PIECEWISE, PLAN
 from kiln.errors import KilnError
 
 NAMESPACE = "kiln::"
@@ -47,7 +47,11 @@ def artifact_calls(artifact_dir: Path, manifest: dict) -> list[str] | None:
 
 
 def check_manifest_calls(artifact_dir: Path, manifest: dict) -> None:
-    """Raise KilnError unless the manifest's `calls` are exactly the ops its packages call."""
+    """Raise KilnError unless the manifest's `calls` are exactly the ops its packages call
+    (a plan artifact: unless its table is what its plan runs, `check_plan`)."""
+    if manifest.get("lowering") == PLAN:
+        check_plan(artifact_dir, manifest)
+        return
     actual = artifact_calls(artifact_dir, manifest)
     if actual is None:
         return
@@ -57,4 +61,44 @@ def check_manifest_calls(artifact_dir: Path, manifest: dict) -> None:
             f"artifact {Path(artifact_dir).name[:12]}: its manifest says the package calls "
             f"{recorded or 'no IR op'}, but the package calls {actual or 'none'}; the runtime "
             f"binds kernels from the manifest, so recompile it (kiln cache rm, kiln compile)"
+        )
+
+
+def check_plan(artifact_dir: Path, manifest: dict) -> None:
+    """Raise KilnError unless a plan artifact's manifest names exactly what it contains: the
+    per-op table's implementation and kernels are what plan.json runs, and every cubin the
+    plan launches (specialized or generic) is a file of the artifact."""
+    import json
+
+    root = Path(artifact_dir)
+    plan = json.loads((root / manifest["plan_file"]).read_text())
+    runs: dict[str, tuple[set, set]] = {}
+    launched: set[str] = set()
+    for entry in plan["entries"]:
+        if "op" not in entry:
+            continue
+        providers, kernels = runs.setdefault(entry["op"], (set(), set()))
+        providers.add(entry["provider"])
+        kernels.update(entry.get("kernels", []))
+        launched.update(i for ids in entry.get("launches", []) for i in ids)
+    problems = []
+    for row in manifest["ops"]:
+        providers, kernels = runs.pop(row["op"], (set(), set()))
+        if providers != {row["implementation"]}:
+            problems.append(
+                f"{row['op']} runs {sorted(providers)}, the table says {row['implementation']}"
+            )
+        if row["runs"] == "cubin" and set(row["kernels"]) != kernels:
+            problems.append(
+                f"{row['op']} launches {sorted(kernels)}, the table says {row['kernels']}"
+            )
+    problems += [f"{op} is in the plan but not in the table" for op in sorted(runs)]
+    listed = {Path(p).stem for p in manifest["cubins"]}
+    problems += [f"cubin {i} is launched but not listed" for i in sorted(launched - listed)]
+    problems += [f"cubin {i} is listed but missing" for i in sorted(listed)
+                 if not (root / "kernels" / f"{i}.cubin").is_file()]  # fmt: skip
+    if problems:
+        raise KilnError(
+            f"artifact {root.name[:12]}: its manifest disagrees with its plan ({'; '.join(problems)}); "
+            "recompile it (kiln cache rm, kiln compile)"
         )

@@ -66,3 +66,15 @@ def make_checkpoint(path: Path, family: str, seed: int = 0, **overrides):
                 p.normal_(0, 0.1)
     model.save_pretrained(path, safe_serialization=True)
     return model
+
+
+def add_demo_tokenizer(path: Path) -> None:
+    """Give a checkpoint the demo's tokenizer (512 entries), so an engine can serve it; prompts
+    given as token ids below the checkpoint's vocabulary decode with it."""
+    import shutil
+
+    from model_defs.demo import ensure_demo_checkpoint
+
+    demo = ensure_demo_checkpoint()
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(demo / name, path / name)

@@ -143,7 +143,13 @@ def variant_config(config: dict, variant: str) -> dict:
 
 
 def runtime_config(kernel: str, device_type: str) -> dict:
-    """Config for an eager call on this host: its own target's, or h100's on the CPU."""
+    """Config for a call: the target `configs_for` set, else this host's own target's (h100's
+    on the CPU)."""
+    from ir.targets import config_target
+
+    fixed = config_target()
+    if fixed is not None:
+        return load_config(kernel, fixed)
     if device_type != "cuda":
         return load_config(kernel, CONFIG_TARGETS[0])
     from ir.targets import detect_host_target
@@ -220,7 +226,9 @@ def register_triton_impl(
 
     def wrap(body: Callable) -> Callable:
         eager, in_graph = bind_first(body, default_launcher), bind_first(body, graph_launcher)
-        register_impl(op, "triton", supports, description, in_graph=in_graph)(eager)
+        register_impl(
+            op, "triton", supports, description, in_graph=in_graph, body=body, body_takes="launcher"
+        )(eager)
         return eager
 
     return wrap

@@ -94,11 +94,15 @@ def _shape_key(args: tuple) -> tuple:
 
     # Example tensors live on the args' device where this host has it (a GPU host generates
     # for its own GPU), else on the CPU (tracing for a GPU with fake tensors on a CPU host).
+    # Never on `meta`: Helion 1.5.0 (with torch 2.11) makes a meta tensor's sizes unbacked
+    # symbols and then fails to lower reductions over them.
     key = []
     for a in args:
         if isinstance(a, torch.Tensor):
             shape = tuple(d if type(d) is int else EXAMPLE_TOKENS for d in a.shape)
-            usable = a.device.type != "cuda" or torch.cuda.is_available()
+            usable = a.device.type == "cpu" or (
+                a.device.type == "cuda" and torch.cuda.is_available()
+            )
             key.append(("tensor", shape, a.dtype, a.device.type if usable else "cpu"))
         else:
             key.append(("value", a))
@@ -157,7 +161,9 @@ def register_helion_impl(
 
     def wrap(body: Callable) -> Callable:
         eager, in_graph = bind_first(body, run_helion), bind_first(body, run_helion_in_graph)
-        register_impl(op, "helion", both, description, in_graph=in_graph)(eager)
+        register_impl(
+            op, "helion", both, description, in_graph=in_graph, body=body, body_takes="runner"
+        )(eager)
         return eager
 
     return wrap

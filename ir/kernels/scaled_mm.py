@@ -69,10 +69,15 @@ def scaled_mm(
 ) -> torch.Tensor:
     """xq [..., K] fp8 @ wq [N, K].T fp8 -> [..., N] in out_dtype, fp32 accumulation."""
     refusal = fast_path_refusal(xq, x_scale, wq, w_scale, out_dtype)
+    note_launch("aten._scaled_mm" if refusal is None else f"reference: {refusal}")
+    return run_scaled_mm(xq, x_scale, wq, w_scale, bias, out_dtype, refusal)
+
+
+def run_scaled_mm(xq, x_scale, wq, w_scale, bias, out_dtype, refusal: str | None):
+    """`scaled_mm` without noting the launch, given `fast_path_refusal`'s answer: a branch of
+    `torch.cond` (`scaled_mm_small_m.py`) must not touch Python state while it is traced."""
     if refusal is not None:
-        note_launch(f"reference: {refusal}")
         return get_op(NAME).reference(xq, x_scale, wq, w_scale, bias, out_dtype)
-    note_launch("aten._scaled_mm")
     lead, k, n = xq.shape[:-1], xq.shape[-1], wq.shape[0]
     a = xq.reshape(-1, k)  # [T, K] row-major
     scale_a, scale_b = _scale_operands(x_scale, w_scale, a.shape[0], n)

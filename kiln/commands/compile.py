@@ -19,9 +19,10 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--lowering",
         default=None,
-        choices=["piecewise", "monolithic"],
+        choices=["piecewise", "monolithic", "plan"],
         help="piecewise: compile each distinct decoder layer once (the default); monolithic: "
-        "the whole graph as one program",
+        "the whole graph as one program; plan: cubins + an execution plan (GPU targets; what "
+        "a build for a GPU this host lacks always makes)",
     )
     p.add_argument("--no-record", action="store_true", help="do not write a dashboard record")
     p.add_argument(
@@ -73,6 +74,12 @@ def print_summary(result) -> None:
         )
     kernels = ", ".join(f"{k}: {v}" for k, v in sorted(man.get("kernels", {}).items()))
     print(f"kernels   {kernels}")
+    if man.get("cubins"):  # a plan artifact: what it holds for the target
+        triton = man["triton"]
+        print(f"cubins    {len(man['cubins'])} for {man['arch']} in {result.artifact.path}/kernels "
+              f"(Triton {triton['version']}, appended params: {', '.join(triton['scratch_params']) or 'none'})")  # fmt: skip
+        calls = ", ".join(f"{op} x{n}" for op, n in man.get("library_calls", {}).items())
+        print(f"library   {calls or '-'}")
     for line in format_op_table(man.get("ops", [])):
         print(line)
     for m in man.get("missed_fusions", []):

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from compile_cache import Artifact
-from compile_cache.formats import AOTI, AOTI_PIECEWISE, CROSS, INDUCTOR_JIT
+from compile_cache.formats import AOTI, AOTI_PIECEWISE, INDUCTOR_JIT, PLAN
 from kiln.errors import KilnError
 from runtime.loaders.aoti import AOTILoader
 from runtime.loaders.base import Forward, Loader
@@ -18,11 +18,13 @@ from runtime.loaders.compiled import CompiledLoader
 from runtime.loaders.eager import EagerLoader
 from runtime.loaders.jit import JitLoader
 from runtime.loaders.piecewise import PiecewiseLoader
+from runtime.loaders.plan import PlanLoader
 
 LOADERS: dict[str, type[CompiledLoader]] = {
     AOTI: AOTILoader,
     AOTI_PIECEWISE: PiecewiseLoader,
     INDUCTOR_JIT: JitLoader,
+    PLAN: PlanLoader,
 }
 
 __all__ = ["LOADERS", "EagerLoader", "Forward", "Loader", "loader_for", "read_artifact"]
@@ -41,12 +43,6 @@ def loader_for(artifact: Artifact) -> CompiledLoader:
     """The loader of the artifact's kind, once the artifact is known to run on this host."""
     man = artifact.manifest
     kind = man.get("lowering")
-    if kind == CROSS:
-        raise KilnError(
-            f"artifact {artifact.key[:12]} was cross-compiled for {man['target']['name']} "
-            f"({man['target'].get('arch')}); it holds kernels for that GPU and cannot run on "
-            "this host"
-        )
     if kind not in LOADERS:
         raise KilnError(
             f"artifact {artifact.key[:12]} has lowering {kind!r}, which this runtime cannot "

@@ -51,3 +51,37 @@ def test_runtime_imports_no_kernel_and_names_no_ir_op():
                 for alias in node.names:
                     assert not alias.name.startswith("ir.kernels"), f"{path.name}: {alias.name}"
         assert "ops.kiln" not in path.read_text(), f"{path.name} names IR ops: use ir.registry"
+
+
+def test_kernel_implementations_keep_their_body_for_a_caller_to_bind():
+    """Every Triton and Helion implementation registers its raw body; binding a launcher
+    (Triton) or runner (Helion) of one's own routes its launches there."""
+    load_kernels()
+    for op in ("attention", "rms_norm"):
+        impl = next(i for i in get_op(op).impls if i.provider in ("triton", "helion"))
+        assert impl.body is not None
+        assert impl.body_takes == ("launcher" if impl.provider == "triton" else "runner")
+    seen = []
+
+    def runner(fn, config, x2d, weight, eps):
+        seen.append((fn.__name__, tuple(x2d.shape), eps))
+        return x2d
+
+    rms = next(i for i in get_op("rms_norm").impls if i.provider == "helion")
+    x = torch.randn(3, 5, 8)
+    assert rms.with_launcher(runner)(x, torch.ones(8), 1e-6).shape == x.shape
+    assert seen == [("rms_norm_kernel", (15, 8), 1e-6)]
+
+
+def test_a_body_whose_parameters_differ_from_the_reference_is_refused():
+    import pytest
+
+    from ir.registry import register_impl
+
+    def body(launcher, x, eps):  # rms_norm takes (x, weight, eps)
+        return x
+
+    with pytest.raises(TypeError, match="body of kiln.rms_norm must take"):
+        register_impl(
+            "rms_norm", "triton", lambda t: "test only", body=body, body_takes="launcher"
+        )(lambda x, weight, eps: x)

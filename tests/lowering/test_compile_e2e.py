@@ -148,14 +148,14 @@ def test_serve_loads_the_cached_artifact(cpu_compile):
 
 
 @pytest.mark.parametrize("target, arch", [("b200", "sm_100a"), ("h100", "sm_90a")])
-def test_cross_compile_on_cpu_host_has_target_cubins(target, arch):
+def test_plan_compile_on_cpu_host_has_target_cubins(target, arch):
     from lowering.cubin import cubin_arch
 
     proc = kiln("compile", "demo", "--target", target, "--no-record")
     assert proc.returncode == 0, proc.stderr[-2000:]
     path = artifact_path(proc.stdout)
     manifest = json.loads((path / "manifest.json").read_text())
-    assert manifest["lowering"] == "cross" and manifest["cubins"]
+    assert manifest["lowering"] == "plan" and manifest["cubins"]
     for rel in manifest["cubins"]:
         assert cubin_arch((path / rel).read_bytes()) == arch, rel
     if not torch.cuda.is_available():  # loading a GPU artifact here fails, naming both sides

@@ -180,5 +180,7 @@ def test_gpu_target_traces_every_fused_kernel_and_the_table_names_only_what_is_t
                 assert "torch.ops.aten._scaled_mm" in exported.code
             else:
                 assert name in in_graph, (row, in_graph)
-    assert {r["op"]: r["implementation"] for r in rows}["scaled_mm"] == "library"
+    # 7 tokens, below the pinned max_m: the small-M Triton GEMM, not torch._scaled_mm
+    assert {r["op"]: r["implementation"] for r in rows}["scaled_mm"] == "triton"
+    assert "_scaled_mm_small_m_kernel" in in_graph
     assert {r["op"]: r["implementation"] for r in rows}["silu_and_mul_quant"] == "helion"

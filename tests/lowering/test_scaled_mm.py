@@ -69,8 +69,14 @@ def test_layouts_it_refuses_take_the_reference():
     assert "bfloat16" in fast_path_refusal(*operands(5, 64, 32), torch.float32)
 
 
-def test_dispatch_picks_the_library_on_fp8_gpus_and_says_why_not_on_cpu():
-    assert choose("scaled_mm", get_target("h100")).chosen.provider == "library"
+def test_dispatch_picks_the_triton_dispatcher_on_fp8_gpus_and_says_why_not_on_cpu():
+    """On fp8 GPUs the `triton` implementation runs (its small-M kernel, or this library call
+    above the pinned max_m; tests/lowering/test_scaled_mm_small_m.py)."""
+    import ir.kernels  # noqa: F401  (registers the triton implementation)
+
+    for target in ("h100", "h200", "b200"):
+        assert choose("scaled_mm", get_target(target)).chosen.provider == "triton"
     cpu = choose("scaled_mm", get_target("cpu"))
     assert cpu.chosen.provider == "reference"
     assert dict(cpu.rejected)["library"].startswith("cuBLASLt fp8 GEMM needs a CUDA target")
+    assert "needs a CUDA target" in dict(cpu.rejected)["triton"]

@@ -1,0 +1,122 @@
+"""Cubins for a plan's kernel launches: deduplicated, compiled for the target on threads.
+
+Every recorded launch gives two compile jobs: its *specialized* signature (Triton's JIT rules:
+ints equal to 1 become constants, 16-divisible ints and aligned pointers get a divisibility
+hint) and the *generic* one (no such assumption), so a runtime launch whose alignment or int
+values differ from the example step still finds a cubin. Identical launches (the same
+function, source, signature, constants and warps: every decoder layer of one structure)
+share one job, so a model of N identical layers compiles one cubin set at any depth.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from compile_cache.triton_abi import constexpr_value, source_hash
+from lowering.cross import compile_signature, signature_of
+from lowering.plan import RecordedLaunch
+
+
+@dataclass
+class CubinJob:
+    """One distinct cubin to build, and where the plan launches it."""
+
+    id: str
+    fn: Any  # triton JITFunction
+    module: str
+    source_hash: str
+    signature: dict
+    constexprs: dict
+    attrs: dict
+    specialization: dict
+    num_warps: int
+    num_stages: int
+    example: dict  # the first launch's arguments and grid, described
+    nodes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Cubin:
+    """A compiled job: the binary and the metadata a launcher needs (`<id>.json`)."""
+
+    id: str
+    data: bytes
+    metadata: dict
+
+
+def plan_jobs(launches: list[RecordedLaunch]) -> tuple[dict[str, CubinJob], list[list[str]]]:
+    """({job id: job}, per launch [specialized id, generic id]) for the recorded launches."""
+    jobs: dict[str, CubinJob] = {}
+    per_launch = []
+    for rec in launches:
+        ids = []
+        for specialize in (True, False):
+            job = _job(rec, specialize)
+            jobs.setdefault(job.id, job)
+            if rec.node not in jobs[job.id].nodes:
+                jobs[job.id].nodes.append(rec.node)
+            ids.append(job.id)
+        per_launch.append(ids)
+    return jobs, per_launch
+
+
+def _job(rec: RecordedLaunch, specialize: bool) -> CubinJob:
+    launch = rec.launch
+    signature, constexprs, attrs, spec = signature_of(launch.fn, launch.args, specialize)
+    src = source_hash(launch.fn)
+    key = [launch.fn.__name__, src, signature, {k: str(v) for k, v in constexprs.items()},
+           sorted((list(k), v) for k, v in attrs.items()), launch.num_warps, launch.num_stages]  # fmt: skip
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+    example = {"args": [describe(a) for a in launch.args], "grid": list(launch.grid)}
+    return CubinJob(f"{launch.fn.__name__}-{digest}", launch.fn, rec.module, src, signature,
+                    constexprs, attrs, spec, launch.num_warps, launch.num_stages, example)  # fmt: skip
+
+
+def describe(value: Any) -> Any:
+    """A launch argument as JSON: a tensor's dtype, shape, strides and offset, else the value."""
+    if isinstance(value, torch.Tensor):
+        return {"dtype": str(value.dtype).removeprefix("torch."), "shape": list(value.shape),
+                "stride": list(value.stride()), "offset": value.storage_offset()}  # fmt: skip
+    return constexpr_value(value)
+
+
+def compile_jobs(jobs: dict[str, CubinJob], target, threads: int, tick=None) -> list[Cubin]:
+    """Compile every job for `target` on `threads` threads (ptxas is a subprocess, so they
+    overlap); `tick(label, seconds)` after each one."""
+
+    def build(job: CubinJob) -> Cubin:
+        t0 = time.perf_counter()
+        data, meta = compile_signature(job.fn, job.signature, job.constexprs, job.attrs,
+                                       job.num_warps, job.num_stages, target)  # fmt: skip
+        meta.update(id=job.id, fn=job.fn.__name__, module=job.module,
+                    source_hash=job.source_hash, specialization=job.specialization,
+                    example=job.example, nodes=job.nodes)  # fmt: skip
+        if tick is not None:
+            tick(job.id, time.perf_counter() - t0)
+        return Cubin(job.id, data, meta)
+
+    ordered = [jobs[k] for k in sorted(jobs)]
+    if threads <= 1:
+        return [build(j) for j in ordered]
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        return list(pool.map(build, ordered))
+
+
+def write_cubins(cubins: list[Cubin], sources: dict[str, str], folder: Path) -> list[str]:
+    """`<id>.cubin` + `<id>.json` per cubin and `<source id>.py` per plain source; returns the
+    artifact paths of the cubins."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for c in cubins:
+        (folder / f"{c.id}.cubin").write_bytes(c.data)
+        (folder / f"{c.id}.json").write_text(json.dumps(c.metadata, indent=2, sort_keys=True))
+    for source_id, text in sources.items():
+        (folder / f"{source_id}.py").write_text(text)
+    return sorted(f"{folder.name}/{c.id}.cubin" for c in cubins)

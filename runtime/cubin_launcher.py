@@ -1,0 +1,238 @@
+"""Launching a plan artifact's precompiled Triton cubins through the CUDA driver, no compiler.
+
+A kernel body calls `launcher(jit_fn, grid, *args, num_warps=, num_stages=)` (the launch
+convention of `ir/kernels/base.py`). `CubinLauncher` finds the cubins built for that function
+(by name and source hash), takes the most specialized one whose assumptions the arguments
+still satisfy (`mismatch`), packs the arguments as its parameters (the pointers the build's
+Triton appends included) and calls `cuLaunchKernel` on torch's current stream, so a CUDA
+graph capturing the step records the launch. The runtime's own Triton release plays no part.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import inspect
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from compile_cache.triton_abi import arg_type, constexpr_value, source_hash
+from kiln.errors import KilnError
+
+# cuda.h values used here.
+CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8
+STATIC_SHARED_LIMIT = 48 * 1024
+_SCALARS = {
+    "i1": ctypes.c_int8,
+    "u1": ctypes.c_uint8,
+    "i8": ctypes.c_int8,
+    "u8": ctypes.c_uint8,
+    "i16": ctypes.c_int16,
+    "i32": ctypes.c_int32,
+    "i64": ctypes.c_int64,
+    "u32": ctypes.c_uint32,
+    "u64": ctypes.c_uint64,
+    "fp32": ctypes.c_float,
+    "fp64": ctypes.c_double,
+}
+_WIDER_INT = {"i32": "i64"}  # an i64 parameter takes an i32 value
+
+
+def mismatch(
+    meta: dict, params: Sequence, args: Sequence, num_warps: int, num_stages: int
+) -> str | None:
+    """Why the cubin described by `meta` cannot take this launch (None: it can). `params` are
+    the jit function's parameters (`.name`, `.is_constexpr`)."""
+    if len(params) != len(args):
+        return f"{len(args)} arguments for {len(params)} parameters"
+    for name, value in (("num_warps", num_warps), ("num_stages", num_stages)):
+        if value != meta[name]:
+            return f"{name}={value}, built with {meta[name]}"
+    signature, constexprs, spec = meta["signature"], meta["constexprs"], meta["specialization"]
+    for param, value in zip(params, args, strict=True):
+        name = param.name
+        if param.is_constexpr:
+            if constexpr_value(value) != constexprs.get(name):
+                return f"{name}={constexpr_value(value)!r}, built with {constexprs.get(name)!r}"
+            continue
+        kind, special = arg_type(value)
+        if signature[name] == "constexpr":  # specialized: the int equalled 1
+            if special != "one":
+                return f"{name}={value!r}, built for {name}=1"
+            continue
+        if kind != signature[name] and _WIDER_INT.get(kind) != signature[name]:
+            return f"{name} is {kind}, built for {signature[name]}"
+        if spec.get(name) == "div16" and special != "div16":
+            what = "pointer is not 16-byte aligned" if kind[0] == "*" else "is not a multiple of 16"
+            return f"{name} {what}, built assuming it is"
+    return None
+
+
+def pack_params(meta: dict, params: Sequence, args: Sequence, scratch: Sequence[int]) -> list:
+    """The ctypes values of a launch's kernel parameters, in order: every argument that is no
+    constant, then the appended scratch pointers (`scratch`, 0 for none)."""
+    values = []
+    for param, value in zip(params, args, strict=True):
+        kind = meta["signature"][param.name]
+        if param.is_constexpr or kind == "constexpr":
+            continue
+        if kind.startswith("*"):
+            values.append(ctypes.c_uint64(value.data_ptr()))
+        elif kind in _SCALARS:
+            values.append(_SCALARS[kind](value))
+        else:
+            raise KilnError(f"kernel {meta['id']}: cannot pass a {kind} parameter")
+    values.extend(ctypes.c_uint64(p) for p in scratch)
+    return values
+
+
+class CudaDriver:
+    """The few libcuda calls a launch needs, each checked."""
+
+    def __init__(self):
+        try:
+            self.lib = ctypes.CDLL("libcuda.so.1")
+        except OSError as e:
+            raise KilnError(f"cannot load the CUDA driver (libcuda.so.1): {e}") from None
+
+    def check(self, result: int, what: str) -> None:
+        if result != 0:
+            text = ctypes.c_char_p()
+            self.lib.cuGetErrorString(result, ctypes.byref(text))
+            message = text.value.decode() if text.value else f"error {result}"
+            raise KilnError(f"CUDA driver: {what} failed: {message}")
+
+    def load_function(self, cubin: bytes, name: str, shared: int) -> ctypes.c_void_p:
+        module, function = ctypes.c_void_p(), ctypes.c_void_p()
+        self.check(self.lib.cuModuleLoadData(ctypes.byref(module), cubin), f"loading {name}")
+        self.check(
+            self.lib.cuModuleGetFunction(ctypes.byref(function), module, name.encode()),
+            f"finding {name} in its cubin",
+        )
+        if shared > STATIC_SHARED_LIMIT:
+            self.check(
+                self.lib.cuFuncSetAttribute(
+                    function, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, shared
+                ),
+                f"allowing {shared} bytes of shared memory for {name}",
+            )
+        return function
+
+    def launch(self, function, grid, block: int, shared: int, stream: int, values: list) -> None:
+        params = (ctypes.c_void_p * len(values))(*[ctypes.addressof(v) for v in values])
+        result = self.lib.cuLaunchKernel(
+            function, ctypes.c_uint(grid[0]), ctypes.c_uint(grid[1]), ctypes.c_uint(grid[2]),
+            ctypes.c_uint(block), ctypes.c_uint(1), ctypes.c_uint(1), ctypes.c_uint(shared),
+            ctypes.c_void_p(stream), params, None,
+        )  # fmt: skip
+        self.check(result, "cuLaunchKernel")
+
+
+class CubinTable:
+    """The cubins of a plan by jit function (name, source hash), most specialized first, and
+    the choice of one for a launch. Reads metadata only: it needs no GPU."""
+
+    def __init__(self, metas: list[dict]):
+        for meta in metas:
+            for flag in ("launch_cooperative_grid", "launch_pdl"):
+                if meta.get(flag):
+                    raise KilnError(f"kernel {meta['id']} needs {flag}, which this launcher lacks")
+            if meta.get("num_ctas", 1) != 1:
+                raise KilnError(f"kernel {meta['id']} needs {meta['num_ctas']} CTAs per cluster")
+        self.by_function: dict[tuple[str, str], list[dict]] = {}
+        for meta in sorted(metas, key=lambda m: -len(m["specialization"])):
+            self.by_function.setdefault((meta["fn"], meta["source_hash"]), []).append(meta)
+        self._keys: dict[int, tuple[str, str, list]] = {}  # id(jit fn) -> key and params
+
+    @classmethod
+    def from_folder(cls, folder: Path, ids: Sequence[str]) -> CubinTable:
+        return cls([json.loads((folder / f"{i}.json").read_text()) for i in ids])
+
+    def select(self, fn, args: Sequence, num_warps: int, num_stages: int) -> tuple[dict, list]:
+        """(metadata of the most specialized cubin of `fn` that takes these arguments, the
+        function's parameters); KilnError naming the kernel and every mismatch if none."""
+        known = self._keys.get(id(fn))
+        if known is None:
+            known = self._keys[id(fn)] = (fn.__name__, source_hash(fn), params_of(fn))
+        name, digest, params = known
+        candidates = self.by_function.get((name, digest))
+        if not candidates:
+            raise KilnError(
+                f"the artifact has no cubin for kernel {name} with this source (hash "
+                f"{digest[:12]}); it was built from other kernel code: recompile it"
+            )
+        reasons = []
+        for meta in candidates:
+            why = mismatch(meta, params, args, num_warps, num_stages)
+            if why is None:
+                return meta, params
+            reasons.append(f"{meta['id']}: {why}")
+        raise KilnError(
+            f"no cubin of kernel {name} takes this launch ({'; '.join(reasons)}); the step "
+            "differs from what the artifact was compiled for: recompile it"
+        )
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    is_constexpr: bool
+
+
+def params_of(fn) -> list:
+    """A jit function's parameters (`.name`, `.is_constexpr`); Triton's interpreter wraps the
+    function without them, so they are read from its annotations there."""
+    params = getattr(fn, "params", None)
+    if params is not None:
+        return params
+    signature = inspect.signature(fn.fn)
+    return [Param(p.name, "constexpr" in str(p.annotation)) for p in signature.parameters.values()]
+
+
+class CubinLauncher:
+    """The launcher a plan's kernel bodies are bound to on the GPU (see the module docstring)."""
+
+    def __init__(self, table: CubinTable, cubins: dict[str, bytes], device: torch.device):
+        self.table, self.device, self.driver = table, device, CudaDriver()
+        # Scratch buffers, never freed: a captured CUDA graph keeps using the one it saw.
+        self._scratch: dict[tuple[str, str], list[torch.Tensor]] = {}
+        torch.empty(1, device=device)  # torch makes the device's primary context current
+        self.functions = {}
+        for metas in table.by_function.values():
+            for meta in metas:
+                self.functions[meta["id"]] = self.driver.load_function(
+                    cubins[meta["id"]], meta["kernel_name"], meta["shared"]
+                )
+
+    @classmethod
+    def from_folder(cls, folder: Path, ids: Sequence[str], device: torch.device) -> CubinLauncher:
+        cubins = {i: (folder / f"{i}.cubin").read_bytes() for i in ids}
+        return cls(CubinTable.from_folder(folder, ids), cubins, device)
+
+    def __call__(self, fn, grid, *args, num_warps: int, num_stages: int, **kwargs) -> None:
+        if kwargs:
+            raise KilnError(f"{fn.__name__}: launch options {sorted(kwargs)} are not supported")
+        meta, params = self.table.select(fn, args, num_warps, num_stages)
+        grid = tuple(grid) + (1,) * (3 - len(grid))
+        if 0 in grid:
+            return
+        scratch = [self._scratch_ptr(meta, kind, grid) for kind in meta["scratch_params"]]
+        values = pack_params(meta, params, args, scratch)
+        stream = torch.cuda.current_stream(self.device).cuda_stream
+        function = self.functions[meta["id"]]
+        self.driver.launch(function, grid, 32 * meta["num_warps"], meta["shared"], stream, values)
+
+    def _scratch_ptr(self, meta: dict, kind: str, grid: tuple) -> int:
+        """A scratch buffer of `<kind>_scratch_size` bytes per program, kept per kernel and
+        grown (never shrunk or freed) as grids grow; 0 when the kernel needs none."""
+        size = meta[f"{kind}_scratch_size"]
+        if size == 0:
+            return 0
+        need = grid[0] * grid[1] * grid[2] * meta.get("num_ctas", 1) * size
+        bufs = self._scratch.setdefault((meta["id"], kind), [])
+        if not bufs or bufs[-1].numel() < need:
+            bufs.append(torch.empty(need, dtype=torch.uint8, device=self.device))
+        return bufs[-1].data_ptr()
