@@ -112,7 +112,8 @@ def main() -> int:
                 raise SystemExit(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
             cmd = [sys.executable, __file__, str(args.ckpt), "--child", variant,
                    "--dtype", args.dtype, "--cprofile", str(args.cprofile)]  # fmt: skip
-            env = {**os.environ, "PYTHONPATH": str(ROOT)}
+            paths = [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
             proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
             if proc.returncode != 0:
                 raise SystemExit(f"{variant} failed:\n{proc.stderr[-3000:]}")

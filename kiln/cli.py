@@ -37,14 +37,14 @@ ENGINE_VERBS = ("generate", "serve")
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "generate":
-        startup.head_start(args.model, args.device)
     if args.command in ENGINE_VERBS:
         startup.pause_gc()  # resumed once the engine is built (kiln/startup.py)
     if args.command in TOOL_CACHE_VERBS:
         from compile_cache import configure_bytecode_cache, configure_tool_caches
 
-        configure_bytecode_cache()
+        configure_bytecode_cache()  # first: head_start's own imports then read bytecode too
+        if args.command == "generate":
+            startup.head_start(args.model, args.device)
         configure_tool_caches()
     try:
         return int(args.run(args) or 0)

@@ -132,7 +132,11 @@ class WeightStream:
             return
         self._planned.set()
         t2 = time.perf_counter()
-        read_s, h2d_s, threads = self._copy()
+        try:
+            read_s, h2d_s, threads = self._copy()
+        except BaseException as e:  # noqa: BLE001 - e.g. a shard removed since it was planned
+            self.error = _as_kiln_error(e)
+            return
         t3 = time.perf_counter()
         self.stats = StreamStats(self.device, threads, self.plan.data_bytes, self._t_start,
                                  t1 - t0, t2 - t1, t3 - t2, read_s, h2d_s, time.time())  # fmt: skip

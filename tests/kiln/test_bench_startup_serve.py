@@ -65,3 +65,20 @@ def test_generate_reports_the_weight_stream(tmp_path, monkeypatch, capsys):
     assert w["streamed"] == 1.0 and w["bytes"] > 0 and w["copy_s"] >= 0
     assert data["t_process_start"] <= w["start_wall"] <= w["done_wall"] <= data["t_ready"]
     assert "weights_wait" in data["phases"]
+
+
+def test_the_api_server_process_imports_no_torch():
+    """`kiln serve`'s own process spawns the core, then imports the server: torch (1 s or more)
+    and the model code are the core's alone."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from kiln.cli import build_parser; build_parser(); "
+        "from kiln.commands import serve; import runtime.engine_core, server.app, "
+        "server.core_client, server.runner; "
+        "heavy = [m for m in ('torch', 'model_defs.decoder', 'transformers') if m in sys.modules]; "
+        "assert not heavy, heavy"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-1000:]

@@ -250,3 +250,15 @@ def test_gpu_arena_double_buffering_on_a_fake_driver(tmp_path, monkeypatch):
     blocks, ptr = set(fake.blocks), arena.ptr
     stream.discard()
     assert blocks - set(fake.blocks) == {ptr}  # the staging buffers were freed earlier
+
+
+def test_a_shard_gone_after_planning_is_named_at_wait(tmp_path, monkeypatch):
+    make_checkpoint(tmp_path, "llama", seed=1)
+
+    def gone(path, flags, *args):
+        raise FileNotFoundError(2, "No such file or directory", str(path))
+
+    monkeypatch.setattr(os, "open", gone)  # the stream's own open, after the headers were read
+    weights = load_weights(tmp_path, torch.float32, CPU)
+    with pytest.raises(KilnError, match="reading the weights failed: .*model.safetensors"):
+        weights.wait()

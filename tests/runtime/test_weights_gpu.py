@@ -74,7 +74,8 @@ def test_gpu_early_stream_in_a_fresh_process(tmp_path):
         "assert w.stream is s and w.early, 'the early stream was not taken'; "
         "print(sum(float(p.float().sum()) for p in w.model.parameters()))"
     )
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    paths = [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                           timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
