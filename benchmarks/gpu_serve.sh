@@ -19,7 +19,7 @@
 # goal ratios, and every run's full record); about 6-7 minutes.
 # Usage (device): bash benchmarks/gpu_serve.sh
 set -u
-export KILN_CACHE_DIR=/tmp/kcache PYTHONUNBUFFERED=1 OUT=${OUT:-/tmp/out} PYTHONPATH=$PWD
+export KILN_CACHE_DIR=/tmp/kcache PYTHONUNBUFFERED=1 OUT=${OUT:-/tmp/out} PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 python3 -c "import zmq, msgspec" 2>/dev/null ||
   pip install -q --no-index --find-links shared/wheels pyzmq msgspec || exit 1
 common="--input-len 128 --output-len 64 --max-num-seqs 128 --max-model-len 2048"
