@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from kiln.errors import KilnError
 
@@ -28,7 +28,6 @@ COMPILE_FIELDS = (
 # measures 64, 128 and no bound).
 # Offline runs keep the full budget everywhere: bounding a batch that arrives at once only costs
 # them throughput.
-SERVE_GPU_MAX_PREFILL_WHILE_DECODING = 128
 
 
 def resolve_dtype(dtype: str, device_type: str) -> str:
@@ -64,8 +63,8 @@ class EngineConfig:
         "prefill tokens a step may carry while other sequences decode (longer prompts are "
         "chunked; it rises to twice the recent arrival rate of prompt tokens when that is more): "
         "bounds how long a running stream's next token waits on newly arrived prompts; default: "
-        f"no bound (the step budget), {SERVE_GPU_MAX_PREFILL_WHILE_DECODING} for `kiln serve` "
-        "on a GPU",
+        "no bound (the step budget: on an H200 a bound of 128 cut the 8B shape's served tok/s "
+        "at 32 clients from 2118 to 1134 and did not shorten its ITL tail)",
     )
     block_size: int = _opt(16, "tokens per KV cache block")
     kv_cache_memory: int = _opt(256 * 2**20, "KV cache bytes on CPU (e.g. 256M, 1G)", size=True)
@@ -130,10 +129,3 @@ class EngineConfig:
             raise KilnError(f"compile={self.compile!r} is invalid; use cached, on_miss or never")
         if self.quantization is not None and self.quantization not in QUANTIZATIONS:
             raise KilnError(f"quantization={self.quantization!r} is not supported; use fp8 or none")
-
-
-def serve_engine_config(config: EngineConfig, device_type: str) -> EngineConfig:
-    """`kiln serve`'s engine: on a GPU an unset prefill bound becomes the serving default."""
-    if config.max_prefill_while_decoding is None and device_type == "cuda":
-        return replace(config, max_prefill_while_decoding=SERVE_GPU_MAX_PREFILL_WHILE_DECODING)
-    return config

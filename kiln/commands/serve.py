@@ -132,9 +132,8 @@ def build_core_engine(args: argparse.Namespace):
     startup.head_start(args.model, args.device)  # before torch: the weights stream meanwhile
     import torch
 
-    from kiln.config import EngineConfig, serve_engine_config
+    from kiln.config import EngineConfig
     from kiln.resolve import build_engine
-    from runtime.startup import pick_device
 
     # Intra-op threads that outnumber the free cores wait on each other at every op's barrier
     # whenever the server process runs: on a 2-core host that cost 5-10x in step time.
@@ -142,7 +141,7 @@ def build_core_engine(args: argparse.Namespace):
     startup.pause_gc()
     t_load_start = time.time()
     config = EngineConfig(model=args.model, **engine_kwargs(args))
-    engine = build_engine(serve_engine_config(config, pick_device(config).type))
+    engine = build_engine(config)
     engine.loaded.marks.update(t_process_start=startup.PROCESS_START, t_load_start=t_load_start)
     startup.resume_gc()
     return engine

@@ -83,14 +83,3 @@ def test_unset_prefill_bound_gives_the_scheduler_the_whole_step_budget():
     bound = scheduler_config(EngineConfig(max_prefill_while_decoding=96), 64, 256)
     assert unset.max_prefill_while_decoding == unset.max_num_batched_tokens == 300
     assert bound.max_prefill_while_decoding == 96
-
-
-def test_serve_bounds_prefill_while_decoding_on_a_gpu_only_when_unset():
-    from kiln.config import SERVE_GPU_MAX_PREFILL_WHILE_DECODING, serve_engine_config
-
-    unset = EngineConfig()
-    gpu = serve_engine_config(unset, "cuda")
-    assert gpu.max_prefill_while_decoding == SERVE_GPU_MAX_PREFILL_WHILE_DECODING
-    assert serve_engine_config(unset, "cpu") == unset  # the CPU keeps the whole budget
-    given = EngineConfig(max_prefill_while_decoding=512)
-    assert serve_engine_config(given, "cuda") == given
