@@ -31,7 +31,7 @@ WATCHED = ("aiohttp", "transformers", "sympy", "torch._inductor", "torch._dynamo
 
 LAUNCHER = """\
 import multiprocessing, os, sys
-multiprocessing.set_executable(os.environ["KILN_IMPORTTIME_PY"])
+multiprocessing.set_executable(os.environ["CORE_IMPORTTIME_PYTHON"])
 from kiln.cli import main
 if __name__ == "__main__":
     sys.exit(main())
@@ -78,7 +78,7 @@ def run(model: str, log: Path, timeout_s: float) -> str:
         wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
         launcher.write_text(LAUNCHER)
         port = free_port()
-        env = dict(os.environ, KILN_IMPORTTIME_PY=str(wrapper))
+        env = dict(os.environ, CORE_IMPORTTIME_PYTHON=str(wrapper))
         server_log = Path(tmp) / "serve.log"
         with open(server_log, "w") as out:
             proc = subprocess.Popen([sys.executable, str(launcher), "serve", model, "--port",
