@@ -79,3 +79,15 @@ def test_the_engine_core_pauses_the_collector_before_importing_torch(monkeypatch
         startup.resume_gc(freeze=False)
     assert seen == [False]
     assert gc.isenabled()
+
+
+def test_a_named_command_gets_its_parser_alone_and_anything_else_every_parser():
+    from kiln.cli import COMMANDS, build_parser, command_of
+
+    assert command_of(["serve", "demo", "--port", "0"]) == "serve"
+    assert command_of(["--help"]) is None
+    assert command_of(["servee"]) is None
+    assert command_of([]) is None
+    choices = lambda parser: list(parser._subparsers._group_actions[0].choices)  # noqa: E731
+    assert choices(build_parser("serve")) == ["serve"]
+    assert choices(build_parser()) == list(COMMANDS)
