@@ -18,12 +18,20 @@ COMMANDS = (
 )  # fmt: skip
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The `kiln` parser; with `only`, one of `COMMANDS`, it holds that command alone (the
+    other command modules are not imported)."""
     parser = argparse.ArgumentParser(prog="kiln", description="Compile and serve LLMs.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMANDS:
+    for name in COMMANDS if only is None else (only,):
         importlib.import_module(f"kiln.commands.{name}").add_parser(sub)
     return parser
+
+
+def command_of(argv: list[str]) -> str | None:
+    """The command `argv` names first, when it is one of `COMMANDS`; else None (`kiln`,
+    `kiln --help`, a mistyped command: those need the parser of every command)."""
+    return argv[0] if argv and argv[0] in COMMANDS else None
 
 
 # Verbs that may run Inductor/Triton: their caches must live inside Kiln's cache folder
@@ -36,7 +44,10 @@ ENGINE_VERBS = ("generate", "serve")
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    # `kiln serve` parses with serve's parser alone: no other command's module is imported
+    # before the engine core is spawned.
+    args = build_parser(command_of(argv)).parse_args(argv)
     if args.command in ENGINE_VERBS:
         startup.pause_gc()  # resumed once the engine is built (kiln/startup.py)
     if args.command in TOOL_CACHE_VERBS:

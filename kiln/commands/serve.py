@@ -86,7 +86,6 @@ def server_config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    import asyncio
     import logging
 
     logging.basicConfig(
@@ -103,6 +102,8 @@ def run(args: argparse.Namespace) -> int:
     # The core first: the server's own imports (aiohttp, ~0.4 s) happen while it starts.
     t_spawn = time.time()
     spawned = spawn_core(build_core_engine, args)
+    import asyncio
+
     from server.app import create_app
     from server.core_client import connect_core
     from server.runner import serve
@@ -129,6 +130,9 @@ def run(args: argparse.Namespace) -> int:
 def build_core_engine(args: argparse.Namespace):
     """The engine `kiln serve` runs; called in the engine-core process (so it must stay a
     module-level function of picklable `args`)."""
+    # This process never ran `kiln.cli.main`, which pauses the collector for the parent: pause
+    # it here, before torch's import, which it slows by walking torch's objects again and again.
+    startup.pause_gc()
     startup.head_start(args.model, args.device)  # before torch: the weights stream meanwhile
     import torch
 
@@ -138,7 +142,6 @@ def build_core_engine(args: argparse.Namespace):
     # Intra-op threads that outnumber the free cores wait on each other at every op's barrier
     # whenever the server process runs: on a 2-core host that cost 5-10x in step time.
     torch.set_num_threads(args.engine_threads or max(1, (os.cpu_count() or 2) - 1))
-    startup.pause_gc()
     t_load_start = time.time()
     config = EngineConfig(model=args.model, **engine_kwargs(args))
     engine = build_engine(config)
