@@ -6,7 +6,6 @@ naming both archs (GPU)."""
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 import subprocess
@@ -17,7 +16,7 @@ import pytest
 import torch
 
 from kiln.errors import KilnError
-from tests.hf_models import make_checkpoint
+from tests.hf_models import add_demo_tokenizer, make_checkpoint
 
 pytestmark = pytest.mark.gpu
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,26 +48,19 @@ def host_target() -> str:
     return detect_host_target().name
 
 
-def greedy(model: Path | str, artifact: str, dtype: str = "float32") -> tuple[list, bool]:
-    """Greedy tokens of three prompts through `artifact`, and whether decode used graphs."""
-    from kiln.llm import LLM
-    from runtime.sampling_params import SamplingParams
+def greedy(model: Path | str, artifact: str) -> tuple[list, bool]:
+    """Greedy tokens of three prompts through `artifact` (fp32), and whether decode used
+    graphs: the same check `benchmarks/plan_carry.py check` runs on carried plans."""
+    from benchmarks.plan_carry import greedy as plan_greedy
 
-    llm = LLM(str(model), artifact=artifact, dtype=dtype, **KW)
-    params = SamplingParams(max_tokens=24, temperature=0.0, ignore_eos=True)
-    prompts = [[5, 17, 3, 99, 42, 7], [11, 12, 13], list(range(20, 61))]
-    tokens = [c.token_ids for c in llm.generate(prompts, params)]
-    graphs = llm.engine.loaded.runner.graphs is not None
-    del llm
-    gc.collect()
-    torch.cuda.empty_cache()
-    return tokens, graphs
+    return plan_greedy(Path(model), artifact=artifact)
 
 
 @pytest.fixture(scope="module", params=FAMILIES)
 def checkpoint(request, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp(request.param)
     make_checkpoint(path, request.param, **ODD)
+    add_demo_tokenizer(path)  # an engine needs a tokenizer; prompts are token ids
     return path
 
 
