@@ -1,19 +1,31 @@
-"""CUDA graphs for decode steps: capture one graph per batch-size bucket, replay it each step.
+"""CUDA graphs for every step: capture one graph per token-count bucket, replay it each step.
 
-A decode step of a small batch is hundreds of tiny kernels whose launch overhead dwarfs their
-work (Helion/Triton kernels cost ~10 us of host time each), so decode batches replay a graph.
-A batch of n sequences with one query token each is padded to the next bucket b in
-(1, 2, 4, 8, ..., max_batch_size): its inputs are copied into static buffers that the graph
-reads, and the b - n padding rows are made harmless by construction:
+A step of a small batch is hundreds of tiny kernels whose launch overhead dwarfs their work
+(Helion/Triton kernels cost ~10 us of host time each). That holds for the steps that carry a
+newly arrived prompt beside running decodes too: run eagerly, such a step costs several decode
+steps, and every stream in the batch waits for it. So every step up to `max_num_tokens` tokens
+replays a graph.
 
-- slot_mapping = -1: their K/V is never written to the cache;
-- seq_lens = 0 and query_start_loc repeating the last real offset: they own no query rows,
-  and the attention kernel gives tokens past the last offset no keys (their output is zero);
-- input_ids = positions = 0, block_table rows = 0: valid indices that nothing reads back.
+Graphs are keyed by the step's token count T, padded up to the next bucket (powers of two,
+`max_batch_size` and `max_num_tokens`). A bucket of T tokens holds up to
+S = min(T, max_batch_size) sequences, each with any number of query tokens: a decode batch,
+a prefill (or a chunk of one), or both mixed. This works because the paged attention kernel
+runs one program per (query token, head) and finds its sequence by binary search over
+query_start_loc, so its launch grid depends on T alone. A step's inputs are copied into static
+buffers that the graph reads, and the padding is made harmless by construction:
 
-Their logits are computed and dropped. Every graph shares one memory pool and they are captured
-largest first, so the smaller graphs reuse the largest one's intermediate memory (only one
-graph ever runs at a time). Prefill and mixed batches run eagerly.
+- padding tokens: slot_mapping = -1 (their K/V is never written to the cache), ids and
+  positions 0;
+- padding sequences: seq_lens = 0 and query_start_loc repeating the last real offset, so they
+  own no query rows; the attention kernel gives tokens past the last offset no keys (their
+  output is zero); block_table rows 0 (valid indices that nothing reads back);
+- logits_indices past the real ones point at row 0: S logits rows are computed and the padding
+  ones dropped.
+
+Every graph shares one memory pool and they are captured largest first, so the smaller graphs
+reuse the largest one's intermediate memory (only one graph ever runs at a time). A step with
+more than `max_num_tokens` tokens or a block table longer than `max_blocks_per_seq` runs
+eagerly.
 
 Capture needs an attention op that never reads tensors on the host. The IR reference of
 `kiln.attention` (and of the fused `attention_quant`) loops over sequences with `int(tensor)`,
@@ -59,63 +71,86 @@ def batch_buckets(max_batch_size: int) -> tuple[int, ...]:
 
 @dataclass(frozen=True)
 class CUDAGraphConfig:
-    """Which decode batches get a graph: up to `max_batch_size` sequences (the scheduler's
-    max_num_seqs) of up to `max_blocks_per_seq` KV blocks (ceil(max_model_len / block_size))."""
+    """Which steps get a graph: up to `max_num_tokens` tokens (the scheduler's
+    max_num_batched_tokens; default `max_batch_size`, decode batches only) of up to
+    `max_batch_size` sequences (max_num_seqs), each of up to `max_blocks_per_seq` KV blocks
+    (ceil(max_model_len / block_size))."""
 
     max_batch_size: int
     max_blocks_per_seq: int
     enforce_eager: bool = False
+    max_num_tokens: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("max_batch_size", "max_blocks_per_seq"):
+        for name in ("max_batch_size", "max_blocks_per_seq", "max_num_tokens"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
+            if name == "max_num_tokens" and value is None:
+                continue
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"CUDAGraphConfig.{name}={value!r} must be an integer >= 1")
 
     @property
+    def token_capacity(self) -> int:
+        return max(self.max_num_tokens or self.max_batch_size, self.max_batch_size)
+
+    @property
     def buckets(self) -> tuple[int, ...]:
-        return batch_buckets(self.max_batch_size)
+        """Token counts with a graph: powers of two, max_batch_size and max_num_tokens."""
+        sizes = set(batch_buckets(self.token_capacity)) | {self.max_batch_size}
+        return tuple(sorted(sizes))
+
+    def seqs(self, bucket: int) -> int:
+        """How many sequences the graph of `bucket` tokens holds."""
+        return min(bucket, self.max_batch_size)
 
 
-class StaticDecodeInputs:
-    """The device buffers every captured graph reads, sized for the largest bucket; bucket b
-    uses the first b rows (views share storage, so one fill serves any bucket)."""
+class StaticStepInputs:
+    """The device buffers every captured graph reads, sized for the largest bucket; the graph
+    of T tokens and S sequences uses the first T token rows and S sequence rows (views share
+    storage, so one fill serves any bucket)."""
 
-    def __init__(self, max_batch_size: int, max_blocks_per_seq: int, device: torch.device):
-        b, kw32, kw64 = max_batch_size, dict(dtype=torch.int32, device=device), dict(dtype=torch.int64, device=device)  # fmt: skip
-        self.input_ids = torch.zeros(b, **kw64)  # [B]
-        self.positions = torch.zeros(b, **kw64)  # [B]
-        self.slot_mapping = torch.full((b,), -1, **kw64)  # [B], -1 = padding (no KV write)
-        self.block_tables = torch.zeros((b, max_blocks_per_seq), **kw32)  # [B, max_blocks]
-        self.seq_lens = torch.zeros(b, **kw32)  # [B]
-        self.query_start_loc = torch.zeros(b + 1, **kw32)  # [B + 1]; all zero: every row pads
+    def __init__(self, config: CUDAGraphConfig, device: torch.device):
+        t, s = config.token_capacity, config.max_batch_size
+        kw32, kw64 = dict(dtype=torch.int32, device=device), dict(dtype=torch.int64, device=device)  # fmt: skip
+        self.config = config
+        self.input_ids = torch.zeros(t, **kw64)  # [T]
+        self.positions = torch.zeros(t, **kw64)  # [T]
+        self.slot_mapping = torch.full((t,), -1, **kw64)  # [T], -1 = padding (no KV write)
+        self.block_tables = torch.zeros((s, config.max_blocks_per_seq), **kw32)  # [S, blocks]
+        self.seq_lens = torch.zeros(s, **kw32)  # [S]
+        self.query_start_loc = torch.zeros(s + 1, **kw32)  # [S + 1]; all zero: every row pads
+        self.logits_indices = torch.zeros(s, **kw64)  # [S]
 
-    def views(self, bucket: int) -> tuple[torch.Tensor, torch.Tensor, AttnMetadata]:
-        """input_ids, positions and attention metadata of a `bucket`-row batch."""
+    def views(self, bucket: int) -> tuple[torch.Tensor, torch.Tensor, AttnMetadata, torch.Tensor]:
+        """input_ids, positions, attention metadata and logits rows of a `bucket`-token step."""
+        s = self.config.seqs(bucket)
         attn = AttnMetadata(
             slot_mapping=self.slot_mapping[:bucket],
-            block_tables=self.block_tables[:bucket],
-            seq_lens=self.seq_lens[:bucket],
-            query_start_loc=self.query_start_loc[: bucket + 1],
+            block_tables=self.block_tables[:s],
+            seq_lens=self.seq_lens[:s],
+            query_start_loc=self.query_start_loc[: s + 1],
         )
-        return self.input_ids[:bucket], self.positions[:bucket], attn
+        return self.input_ids[:bucket], self.positions[:bucket], attn, self.logits_indices[:s]
 
-    def fill(self, inp: StepInputs, num_seqs: int, bucket: int) -> None:
-        """Copy a decode batch of `num_seqs` rows in and pad rows num_seqs..bucket (see module
-        docstring for why each padding value is harmless)."""
-        n, a = num_seqs, inp.attn
-        self.input_ids[:n].copy_(inp.input_ids)
-        self.input_ids[n:bucket].zero_()
-        self.positions[:n].copy_(inp.positions)
-        self.positions[n:bucket].zero_()
-        self.slot_mapping[:n].copy_(a.slot_mapping)
-        self.slot_mapping[n:bucket].fill_(-1)
+    def fill(self, inp: StepInputs, bucket: int) -> None:
+        """Copy a step in and pad it to `bucket` tokens and that bucket's sequence rows (see the
+        module docstring for why each padding value is harmless)."""
+        a, s = inp.attn, self.config.seqs(bucket)
+        t, n, m = inp.input_ids.shape[0], a.seq_lens.shape[0], inp.logits_indices.shape[0]
+        self.input_ids[:t].copy_(inp.input_ids)
+        self.input_ids[t:bucket].zero_()
+        self.positions[:t].copy_(inp.positions)
+        self.positions[t:bucket].zero_()
+        self.slot_mapping[:t].copy_(a.slot_mapping)
+        self.slot_mapping[t:bucket].fill_(-1)
         self.seq_lens[:n].copy_(a.seq_lens)
-        self.seq_lens[n:bucket].zero_()
+        self.seq_lens[n:s].zero_()
         self.query_start_loc[: n + 1].copy_(a.query_start_loc)
-        self.query_start_loc[n + 1 : bucket + 1].fill_(n)  # decode: the last real offset is n
-        self.block_tables[:bucket].zero_()
+        self.query_start_loc[n + 1 : s + 1].fill_(t)  # the last real offset
+        self.block_tables[:s].zero_()
         self.block_tables[:n, : a.block_tables.shape[1]].copy_(a.block_tables)
+        self.logits_indices[:m].copy_(inp.logits_indices)
+        self.logits_indices[m:s].zero_()
 
 
 class _RouteOps(TorchDispatchMode):
@@ -161,7 +196,7 @@ def _uncapturable() -> str | None:
 
 def graphs_unavailable_reason(config: CUDAGraphConfig, device: torch.device,
                               attention_provider: str) -> str | None:  # fmt: skip
-    """Why decode can't use CUDA graphs here, or None when it can."""
+    """Why steps can't use CUDA graphs here, or None when they can."""
     if config.enforce_eager:
         return "enforce_eager is set"
     if device.type != "cuda":
@@ -177,7 +212,7 @@ def graphs_unavailable_reason(config: CUDAGraphConfig, device: torch.device,
 
 
 class CUDAGraphRunner:
-    """Runs a step: a captured graph for decode-only batches that fit a bucket, eager otherwise.
+    """Runs a step: a captured graph when the step fits a bucket, eagerly otherwise.
 
     `forward(input_ids, positions, attn, kv_caches) -> hidden [T, H]` and
     `compute_logits(hidden [N, H]) -> [N, V]` are the model runner's; `attention_provider` is
@@ -200,13 +235,13 @@ class CUDAGraphRunner:
         self.warm_every_bucket = warm_every_bucket
         self.bucket_seconds: dict[int, float] = {}  # bucket -> seconds to warm up and capture
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
-        self.outputs: dict[int, torch.Tensor] = {}  # bucket -> static logits [bucket, V]
-        self.static: StaticDecodeInputs | None = None
+        self.outputs: dict[int, torch.Tensor] = {}  # bucket -> static logits [seqs(bucket), V]
+        self.static: StaticStepInputs | None = None
         self.capture_seconds = 0.0
         self.disabled_reason = graphs_unavailable_reason(config, self.device, attention_provider)
         if self.disabled_reason is not None:
             level = logging.WARNING if self.device.type == "cuda" and not config.enforce_eager else logging.INFO  # fmt: skip
-            log.log(level, "CUDA graphs off, decode runs eagerly: %s", self.disabled_reason)
+            log.log(level, "CUDA graphs off, steps run eagerly: %s", self.disabled_reason)
 
     @property
     def enabled(self) -> bool:
@@ -219,7 +254,7 @@ class CUDAGraphRunner:
             return self.capture_seconds
         t0 = time.perf_counter()
         cfg = self.config
-        self.static = StaticDecodeInputs(cfg.max_batch_size, cfg.max_blocks_per_seq, self.device)
+        self.static = StaticStepInputs(cfg, self.device)
         pool = torch.cuda.graph_pool_handle()
         with self._capturable_attention():
             for i, bucket in enumerate(sorted(cfg.buckets, reverse=True)):
@@ -228,13 +263,13 @@ class CUDAGraphRunner:
                 self.bucket_seconds[bucket] = time.perf_counter() - t1
         torch.cuda.synchronize(self.device)
         self.capture_seconds = time.perf_counter() - t0
-        log.info("captured %d decode CUDA graphs in %.2f s (seconds per bucket: %s)",
+        log.info("captured %d CUDA graphs in %.2f s (seconds per bucket: %s)",
                  len(self.graphs), self.capture_seconds,
                  {b: round(s, 3) for b, s in self.bucket_seconds.items()})  # fmt: skip
         return self.capture_seconds
 
     def _capture_one(self, bucket: int, pool, warm_up: bool = True) -> None:
-        ids, pos, attn = self.static.views(bucket)
+        ids, pos, attn, rows = self.static.views(bucket)
         if warm_up:
             # Outside capture: JIT kernels compile this bucket's specialisation, kernels load,
             # cuBLAS picks its kernels and workspace. The buffers hold only padding rows, so
@@ -242,16 +277,16 @@ class CUDAGraphRunner:
             side = torch.cuda.Stream(self.device)
             side.wait_stream(torch.cuda.current_stream(self.device))
             with torch.cuda.stream(side):
-                self._logits(ids, pos, attn)
+                self._logits(ids, pos, attn, rows)
             torch.cuda.current_stream(self.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=pool):
-            self.outputs[bucket] = self._logits(ids, pos, attn)  # [bucket, V]
+            self.outputs[bucket] = self._logits(ids, pos, attn, rows)  # [seqs(bucket), V]
         self.graphs[bucket] = graph
 
-    def _logits(self, ids, pos, attn) -> torch.Tensor:
-        # Decode: every row is the last token of its sequence, so every row needs logits.
-        return self.compute_logits(self.forward(ids, pos, attn, self.kv_caches))
+    def _logits(self, ids, pos, attn, rows) -> torch.Tensor:
+        hidden = self.forward(ids, pos, attn, self.kv_caches)
+        return self.compute_logits(hidden.index_select(0, rows))
 
     @contextlib.contextmanager
     def _capturable_attention(self) -> Iterator[None]:
@@ -262,16 +297,18 @@ class CUDAGraphRunner:
             yield
 
     def bucket_for(self, batch: Sequence[StepSeq]) -> int | None:
-        """The captured bucket this batch replays in, or None to run it eagerly."""
-        if not self.graphs or not batch or len(batch) > self.config.max_batch_size:
+        """The captured bucket this step replays in, or None to run it eagerly."""
+        cfg = self.config
+        if not self.graphs or not batch or len(batch) > cfg.max_batch_size:
             return None
+        tokens = 0
         for s in batch:
-            if len(s.token_ids) != 1 or not s.needs_logits:
-                return None  # prefill or chunked prefill: not a decode-only batch
-            if len(s.block_table) > self.config.max_blocks_per_seq:
+            if len(s.block_table) > cfg.max_blocks_per_seq:
                 return None
+            tokens += len(s.token_ids)
         buckets = sorted(self.graphs)
-        return buckets[bisect.bisect_left(buckets, len(batch))]
+        i = bisect.bisect_left(buckets, tokens)
+        return buckets[i] if i < len(buckets) else None
 
     @torch.inference_mode()
     def execute(self, batch: Sequence[StepSeq], inp: StepInputs) -> torch.Tensor:
@@ -280,7 +317,7 @@ class CUDAGraphRunner:
         if bucket is None:
             hidden = self.forward(inp.input_ids, inp.positions, inp.attn, self.kv_caches)
             return self.compute_logits(hidden.index_select(0, inp.logits_indices))
-        self.static.fill(inp, len(batch), bucket)
+        self.static.fill(inp, bucket)
         self.graphs[bucket].replay()
         # A copy: the static output is overwritten by the next replay of any bucket (shared pool).
-        return self.outputs[bucket][: len(batch)].clone()
+        return self.outputs[bucket][: inp.logits_indices.shape[0]].clone()

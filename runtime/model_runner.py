@@ -23,7 +23,7 @@ class ModelRunner:
     ):
         self.forward, self.compute_logits = forward, compute_logits
         self.kv_caches, self.block_size, self.device = kv_caches, block_size, torch.device(device)
-        self.graphs = None  # a CUDAGraphRunner replays decode batches when set (GPU)
+        self.graphs = None  # a CUDAGraphRunner replays steps when set (GPU)
 
     @torch.inference_mode()
     def execute(self, batch: Sequence[StepSeq]) -> torch.Tensor:

@@ -140,7 +140,10 @@ def capture_graphs(
 ) -> None:
     from runtime.cuda_graphs import CUDAGraphConfig, CUDAGraphRunner
 
-    gcfg = CUDAGraphConfig(config.max_num_seqs, -(-max_len // config.block_size))
+    gcfg = CUDAGraphConfig(
+        config.max_num_seqs, -(-max_len // config.block_size),
+        max_num_tokens=min(config.max_num_batched_tokens, max_len),
+    )  # fmt: skip
     runner.graphs = CUDAGraphRunner(
         forward, forward.compute_logits, kv, gcfg, device, attention_provider="triton",
         warm_every_bucket=forward.compiles_per_shape,

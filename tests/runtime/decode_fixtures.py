@@ -1,4 +1,5 @@
-"""The demo model with a random paged KV cache, and prefilled decode batches (shared helpers)."""
+"""The demo model with a random paged KV cache, and prefilled decode and mixed batches (shared
+helpers)."""
 
 from __future__ import annotations
 
@@ -43,6 +44,19 @@ def prefilled_decode_batch(runner: ModelRunner, n: int, seed: int) -> list[StepS
         runner.execute([StepSeq(prompt, 0, table, True)])
         batch.append(StepSeq([rng.randrange(3, 500)], length, table, True))
     return batch
+
+
+def prefilled_mixed_batch(runner: ModelRunner, n: int, seed: int) -> list[StepSeq]:
+    """A step that mixes n decodes (prefilled as in `prefilled_decode_batch`) with a new
+    prompt's first chunk (no logits: its prompt goes on) and another new prompt whole (logits),
+    in blocks of their own."""
+    rng = random.Random(seed)
+    decodes = prefilled_decode_batch(runner, n, seed)
+    used = {b for s in decodes for b in s.block_table}
+    free = [b for b in rng.sample(range(NUM_BLOCKS), NUM_BLOCKS) if b not in used]
+    chunk = StepSeq([rng.randrange(3, 500) for _ in range(21)], 0, free[:3], False)
+    whole = StepSeq([rng.randrange(3, 500) for _ in range(9)], 0, free[3:4], True)
+    return [decodes[0], chunk, *decodes[1:], whole]
 
 
 def clone_kv(kv):

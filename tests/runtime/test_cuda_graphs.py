@@ -1,4 +1,4 @@
-"""Decode CUDA graphs: buckets, harmless padding, attention routing, and replay == eager (GPU)."""
+"""Step CUDA graphs: buckets, harmless padding, attention routing, replay == eager (GPU)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from decode_fixtures import (
     demo,
     max_kv_diff,
     prefilled_decode_batch,
+    prefilled_mixed_batch,
     restore_kv,
 )
 
@@ -25,7 +26,7 @@ from runtime import cuda_graphs
 from runtime.cuda_graphs import (
     CUDAGraphConfig,
     CUDAGraphRunner,
-    StaticDecodeInputs,
+    StaticStepInputs,
     _RouteOps,
     batch_buckets,
     graphs_unavailable_reason,
@@ -41,7 +42,16 @@ def test_buckets_are_powers_of_two_then_the_maximum():
     assert batch_buckets(64)[-3:] == (16, 32, 64)
 
 
-@pytest.mark.parametrize("field", ["max_batch_size", "max_blocks_per_seq"])
+def test_token_buckets_cover_decode_batches_then_the_step_budget():
+    assert CUDAGraphConfig(8, 4).buckets == (1, 2, 4, 8)  # decode only
+    cfg = CUDAGraphConfig(48, 4, max_num_tokens=512)
+    assert cfg.buckets == (1, 2, 4, 8, 16, 32, 48, 64, 128, 256, 512)
+    assert [cfg.seqs(b) for b in (4, 48, 64, 512)] == [4, 48, 48, 48]
+    assert CUDAGraphConfig(8, 4, max_num_tokens=100).buckets[-3:] == (32, 64, 100)
+    assert CUDAGraphConfig(8, 4, max_num_tokens=4).buckets == (1, 2, 4, 8)  # decodes still fit
+
+
+@pytest.mark.parametrize("field", ["max_batch_size", "max_blocks_per_seq", "max_num_tokens"])
 def test_config_rejects_non_positive_sizes(field):
     kw = {"max_batch_size": 4, "max_blocks_per_seq": 8, field: 0}
     with pytest.raises(ValueError, match=f"{field}=0 must be an integer >= 1"):
@@ -62,25 +72,34 @@ def test_unavailable_reasons(monkeypatch):
 
 # --- the demo model: padding and routing, eagerly on the CPU ----------------------------------
 @torch.inference_mode()
-def test_padded_static_inputs_match_unpadded_and_write_no_kv():
+@pytest.mark.parametrize("kind", ["decode", "mixed"])
+def test_padded_static_inputs_match_unpadded_and_write_no_kv(kind):
     model, runner = demo("cpu")
-    batch = prefilled_decode_batch(runner, 3, seed=1)
+    if kind == "decode":
+        batch, bucket = prefilled_decode_batch(runner, 3, seed=1), 4
+    else:  # 3 decodes, a 21-token chunk without logits, a 9-token prompt: 33 tokens
+        batch, bucket = prefilled_mixed_batch(runner, 3, seed=2), 64
     before = clone_kv(runner.kv_caches)
     want = runner.execute(batch)
     after_eager = clone_kv(runner.kv_caches)
     restore_kv(runner.kv_caches, before)
 
-    static = StaticDecodeInputs(max_batch_size=8, max_blocks_per_seq=8, device=torch.device("cpu"))
-    stale = [StepSeq([7 + i], 20 + i, [i, i + 8], True) for i in range(8)]  # leaves rows 3..7 set
-    static.fill(prepare_inputs(stale, BLOCK, "cpu"), 8, 8)
-    static.fill(prepare_inputs(batch, BLOCK, "cpu"), 3, 4)
-    assert static.slot_mapping[3:4].tolist() == [-1]
-    assert static.query_start_loc[:5].tolist() == [0, 1, 2, 3, 3]
-    assert static.seq_lens[3:4].tolist() == [0] and not static.block_tables[3:4].any()
-    ids, pos, attn = static.views(4)
-    got = model.compute_logits(model(ids, pos, attn, runner.kv_caches))  # [4, V]
-    torch.testing.assert_close(got[:3], want, rtol=1e-4, atol=1e-4)
-    assert max_kv_diff(runner.kv_caches, after_eager) < 1e-4  # the pad row wrote nothing
+    static = StaticStepInputs(CUDAGraphConfig(8, 8, max_num_tokens=64), torch.device("cpu"))
+    stale = [StepSeq([7 + i] * 8, 10 + i, [i, i + 8], True) for i in range(8)]  # every row set
+    static.fill(prepare_inputs(stale, BLOCK, "cpu"), 64)
+    inp = prepare_inputs(batch, BLOCK, "cpu")
+    static.fill(inp, bucket)
+    tokens, n, s = inp.input_ids.shape[0], len(batch), min(bucket, 8)
+    assert static.slot_mapping[tokens:bucket].eq(-1).all()
+    assert static.input_ids[tokens:bucket].eq(0).all()
+    assert static.query_start_loc[n + 1 : s + 1].eq(tokens).all()
+    assert static.seq_lens[n:s].eq(0).all() and not static.block_tables[n:s].any()
+    ids, pos, attn, rows = static.views(bucket)
+    assert ids.shape[0] == bucket and attn.seq_lens.shape[0] == s and rows.shape[0] == s
+    got = model.compute_logits(model(ids, pos, attn, runner.kv_caches).index_select(0, rows))
+    assert got.shape[0] == s
+    torch.testing.assert_close(got[: len(want)], want, rtol=1e-4, atol=1e-4)
+    assert max_kv_diff(runner.kv_caches, after_eager) < 1e-4  # padding wrote nothing
 
 
 @torch.inference_mode()
@@ -158,8 +177,9 @@ def test_cpu_runner_stays_eager_and_matches_model_runner():
     torch.testing.assert_close(got, want)
 
 
-def test_padded_decode_through_triton_attention_in_the_interpreter():
-    """The padding layout against the Triton kernel itself (CPU interpreter, own process)."""
+def test_padded_steps_through_triton_attention_in_the_interpreter():
+    """The padding layout against the Triton kernel itself (CPU interpreter, own process), for a
+    decode batch and for decodes mixed with prompts."""
     env = dict(os.environ, TRITON_INTERPRET="1")
     env.pop("HELION_INTERPRET", None)
     env["PYTHONPATH"] = os.pathsep.join(
@@ -168,9 +188,11 @@ def test_padded_decode_through_triton_attention_in_the_interpreter():
     proc = subprocess.run([sys.executable, str(WORKER)], env=env, capture_output=True, text=True,
                           timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert result["logits_scale"] > 1.0 and result["logits_diff"] < 1e-4
-    assert result["pad_row_finite"] and result["kv_diff"] < 1e-4
+    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    for kind in ("decode", "mixed"):
+        result = results[kind]
+        assert result["logits_scale"] > 1.0 and result["logits_diff"] < 1e-4, kind
+        assert result["pad_rows_finite"] and result["kv_diff"] < 1e-4, kind
 
 
 # --- on the GPU ---------------------------------------------------------------------------------
@@ -192,10 +214,29 @@ def test_graph_replay_matches_eager_logits(n, bucket):
     got = graphs.execute(batch, prepare_inputs(batch, BLOCK, "cuda"))
     torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-3)
     assert max_kv_diff(runner.kv_caches, after_eager) < 1e-4  # same writes, none from pads
-    # A prefill step is not graphed and still runs (eagerly) through the same runner.
-    prefill = [StepSeq([5, 6, 7], 0, [NUM_BLOCKS - 1], True)]
+    # A step past the largest bucket still runs (eagerly) through the same runner.
+    prefill = [StepSeq(list(range(5, 14)), 0, [NUM_BLOCKS - 1], True)]
     assert graphs.bucket_for(prefill) is None
     assert graphs.execute(prefill, prepare_inputs(prefill, BLOCK, "cuda")).shape[0] == 1
+
+
+@pytest.mark.gpu
+@torch.inference_mode()
+def test_mixed_step_replay_matches_eager_logits():
+    model, runner = demo("cuda")
+    cfg = CUDAGraphConfig(max_batch_size=8, max_blocks_per_seq=8, max_num_tokens=64)
+    graphs = CUDAGraphRunner(model, model.compute_logits, runner.kv_caches, cfg, "cuda")
+    assert graphs.capture() > 0 and sorted(graphs.graphs) == [1, 2, 4, 8, 16, 32, 64]
+    batch = prefilled_mixed_batch(runner, 3, seed=30)  # 33 tokens, 5 sequences, 4 with logits
+    assert graphs.bucket_for(batch) == 64
+    before = clone_kv(runner.kv_caches)
+    want = runner.execute(batch)
+    after_eager = clone_kv(runner.kv_caches)
+    restore_kv(runner.kv_caches, before)
+    got = graphs.execute(batch, prepare_inputs(batch, BLOCK, "cuda"))
+    assert got.shape == want.shape == (4, want.shape[1])
+    torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-3)
+    assert max_kv_diff(runner.kv_caches, after_eager) < 1e-4
 
 
 @pytest.mark.gpu
