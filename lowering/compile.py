@@ -29,7 +29,7 @@ from kiln import env
 from kiln.config import EngineConfig, resolve_dtype
 from kiln.errors import KilnError
 
-LOWERINGS = ("piecewise", "monolithic", "plan")
+LOWERINGS = ("auto", "piecewise", "monolithic", "plan")
 
 
 @dataclass(frozen=True)
@@ -44,8 +44,9 @@ class CompileOptions:
     passes: str | None = EngineConfig.passes  # toggles text; None = default pipeline
     # The largest step (token budget) the graph is built for.
     max_num_tokens: int = EngineConfig.max_num_batched_tokens
-    # piecewise: each distinct decoder layer compiled once; monolithic; plan: cubins + plan
-    lowering: str = "piecewise"
+    # auto: plan for a GPU target, piecewise for the CPU; piecewise: each distinct decoder layer
+    # compiled once through AOTInductor; monolithic: the whole graph in one; plan: cubins + plan
+    lowering: str = "auto"
 
     def __post_init__(self) -> None:
         if self.lowering not in LOWERINGS:
@@ -55,10 +56,13 @@ class CompileOptions:
 
     def lowering_for(self, target) -> str:
         """The lowering that runs: "plan" for a GPU target this host lacks, whatever was
-        asked (so a plan built on a CPU box and a native build on the GPU never share a key)."""
+        asked (so a plan built on a CPU box and a native build on the GPU never share a key);
+        "auto" resolved."""
         from lowering.lowered import plan_lowering
 
-        return "plan" if plan_lowering(self, target) else self.lowering
+        if plan_lowering(self, target):
+            return "plan"
+        return "piecewise" if self.lowering == "auto" else self.lowering
 
     def lookup_options(self, target) -> dict:
         """The options as key factors: dtype resolved for the target, GPU lowering mode."""

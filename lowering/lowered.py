@@ -75,7 +75,7 @@ def lower(passed, model, target, staging: Path, options, progress=None) -> dict:
 
         manifest.update(lower_plan(passed, target, staging, impls, ops, progress))
         return {"impls": impls, "manifest": manifest}
-    if options.lowering == "piecewise" and _aoti_lowering(target):
+    if options.lowering in ("auto", "piecewise") and _aoti_lowering(target):
         from lowering.piecewise import lower_piecewise
 
         manifest.update(lower_piecewise(passed, staging, options, impls, ops, why, progress))
@@ -91,9 +91,10 @@ def lower(passed, model, target, staging: Path, options, progress=None) -> dict:
 
 
 def plan_lowering(options, target) -> bool:
-    """Whether this compile builds a plan artifact: asked for (`--lowering plan`), or a GPU
-    target this host lacks (the only lowering that can build for it)."""
-    if options.lowering == "plan":
+    """Whether this compile builds a plan artifact: asked for (`--lowering plan`), the default
+    for a GPU target (`auto`), or a GPU target this host lacks (the only lowering that can build
+    for it)."""
+    if options.lowering == "plan" or (options.lowering == "auto" and target.is_cuda):
         return True
     return target.is_cuda and not (torch.cuda.is_available() and _host_matches(target))
 

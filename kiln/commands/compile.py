@@ -19,10 +19,11 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--lowering",
         default=None,
-        choices=["piecewise", "monolithic", "plan"],
-        help="piecewise: compile each distinct decoder layer once (the default); monolithic: "
-        "the whole graph as one program; plan: cubins + an execution plan (GPU targets; what "
-        "a build for a GPU this host lacks always makes)",
+        choices=["auto", "piecewise", "monolithic", "plan"],
+        help="auto (the default): plan for a GPU target, piecewise for the CPU; piecewise: "
+        "AOTInductor, each distinct decoder layer compiled once; monolithic: the whole graph as "
+        "one AOTInductor program; plan: cubins + an execution plan (GPU targets; what a build "
+        "for a GPU this host lacks always makes)",
     )
     p.add_argument("--no-record", action="store_true", help="do not write a dashboard record")
     p.add_argument(
