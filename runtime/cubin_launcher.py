@@ -121,6 +121,11 @@ class CudaDriver:
             )
         return function
 
+    def current_stream(self, device: torch.device) -> int:
+        """The handle of torch's current stream on `device` (a capture's stream inside
+        `torch.cuda.graph`)."""
+        return torch.cuda.current_stream(device).cuda_stream
+
     def launch(self, function, grid, block: int, shared: int, stream: int, values: list) -> None:
         params = (ctypes.c_void_p * len(values))(*[ctypes.addressof(v) for v in values])
         result = self.lib.cuLaunchKernel(
@@ -193,10 +198,14 @@ def params_of(fn) -> list:
 
 
 class CubinLauncher:
-    """The launcher a plan's kernel bodies are bound to on the GPU (see the module docstring)."""
+    """The launcher a plan's kernel bodies are bound to on the GPU (see the module docstring).
+    `driver` defaults to libcuda's; tests give one with libcuda stubbed."""
 
-    def __init__(self, table: CubinTable, cubins: dict[str, bytes], device: torch.device):
-        self.table, self.device, self.driver = table, device, CudaDriver()
+    def __init__(
+        self, table: CubinTable, cubins: dict[str, bytes], device: torch.device, driver=None
+    ):
+        self.table, self.device = table, device
+        self.driver = driver if driver is not None else CudaDriver()
         # Scratch buffers, never freed: a captured CUDA graph keeps using the one it saw.
         self._scratch: dict[tuple[str, str], list[torch.Tensor]] = {}
         torch.empty(1, device=device)  # torch makes the device's primary context current
@@ -221,7 +230,7 @@ class CubinLauncher:
             return
         scratch = [self._scratch_ptr(meta, kind, grid) for kind in meta["scratch_params"]]
         values = pack_params(meta, params, args, scratch)
-        stream = torch.cuda.current_stream(self.device).cuda_stream
+        stream = self.driver.current_stream(self.device)
         function = self.functions[meta["id"]]
         self.driver.launch(function, grid, 32 * meta["num_warps"], meta["shared"], stream, values)
 
