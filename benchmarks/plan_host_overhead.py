@@ -15,7 +15,7 @@ and times `PlanProgram.__call__` on a few step shapes. Per shape, medians over t
     launcher_us_per_launch  the step's launcher calls (fn, grid, args as recorded from a step)
                             replayed through the cubin launcher, over their number
 Every repeat runs each shape once with each launcher, interleaved, so load on the host hits
-all alike.
+all alike. What loading made is frozen out of the collector's reach first, as in the engine.
 
     python benchmarks/plan_host_overhead.py [--target h200] [--repeats 200] [--profile 30]
         [--workdir DIR] [--out result.json]
@@ -24,6 +24,7 @@ all alike.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import statistics
 import sys
@@ -203,6 +204,7 @@ def main() -> None:
     torch.set_num_threads(1)  # idle intra-op threads spin, and this host's cores are shared
     model = load_model(ckpt, torch.float32, "cpu")
     bench = Bench(art, model)
+    gc.freeze()  # as the engine does once built (kiln/startup.py): collections skip start-up's heap
     rows = bench.measure(opts.repeats)
     result = {
         "benchmark": "plan_host_overhead",
