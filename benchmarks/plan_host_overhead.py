@@ -8,7 +8,9 @@ builds its plan artifact for a GPU target on this host (`kiln compile CKPT --tar
 GPU needed; the Kiln cache keeps it for the next run), loads it through the product path
 (`runtime/loaders/plan.py` over `runtime/cubin_launcher.py`) with the driver of
 `tests/runtime/fake_cuda.py` in place of libcuda, CPU tensors standing in for device memory,
-and times `PlanProgram.__call__` on a few step shapes. Per shape, medians over the repeats:
+and times `PlanProgram.__call__` on a few step shapes, in CPU time of the calling thread
+(`time.thread_time`, torch on one thread): the host's work, without the time other processes on
+a shared machine take from it. Per shape, medians over the repeats:
     step_us                 one step (aten ops compute on the CPU, launches are stubbed)
     per_entry_us            the step over the plan's entries
     null_launcher_step_us   the same step with a launcher that does nothing
@@ -108,10 +110,10 @@ def step_args(loader, model, shape: str) -> list:
 
 
 def replay_seconds(launcher, calls: list) -> float:
-    t0 = time.perf_counter()
+    t0 = time.thread_time()
     for fn, grid, args, kwargs in calls:
         launcher(fn, grid, *args, **kwargs)
-    return time.perf_counter() - t0
+    return time.thread_time() - t0
 
 
 class Bench:
@@ -152,9 +154,9 @@ class Bench:
             for shape, inputs in self.args.items():
                 step, null_step, replay = times[shape]
                 for program, out in ((self.real, step), (self.null, null_step)):
-                    t0 = time.perf_counter()
+                    t0 = time.thread_time()
                     program(*inputs)
-                    out.append(time.perf_counter() - t0)
+                    out.append(time.thread_time() - t0)
                 replay.append(replay_seconds(self.recorder.launcher, calls[shape]))
         return {shape: self.row(shape, len(calls[shape]), *times[shape]) for shape in self.args}
 
@@ -211,6 +213,7 @@ def main() -> None:
         "model": "tiny Llama (4 layers, hidden 64, 4 heads of 16, 2 KV heads), fp32",
         "target": art.manifest["target"]["name"],
         "device": "cpu (libcuda stubbed)",
+        "clock": "thread CPU time",
         "repeats": opts.repeats,
         "python": sys.version.split()[0],
         "torch": torch.__version__,
