@@ -94,12 +94,9 @@ def step_args(loader, model, shape: str) -> list:
     from model_defs.step_inputs import StepSeq, prepare_inputs
 
     prompts, decodes = SHAPES[shape]
-    batch, tables = [], iter(range(0, NUM_BLOCKS, 16))  # each sequence owns 16 blocks
-    for n in prompts:
-        batch.append(StepSeq(list(range(3, 3 + n)), 0, list(range(next(tables), 16)), True))
-    for _ in range(decodes):
-        start = next(tables)
-        batch.append(StepSeq([5], 40, list(range(start, start + 16)), True))
+    starts = iter(range(0, NUM_BLOCKS, 16))  # each sequence owns 16 blocks (256 positions)
+    batch = [StepSeq(list(range(3, 3 + n)), 0, _blocks(next(starts)), True) for n in prompts]
+    batch += [StepSeq([5], 40, _blocks(next(starts)), True) for _ in range(decodes)]
     step = prepare_inputs(batch, BLOCK_SIZE, "cpu")
     buckets = loader.manifest.get("token_buckets", [])
     ids, pos, attn = pad_to_bucket(step.input_ids, step.positions, step.attn, buckets)
@@ -107,6 +104,10 @@ def step_args(loader, model, shape: str) -> list:
     weights, _ = loader.bind_weights(model)
     named = {**weights, **graph_inputs(ids, pos, attn, kv)}
     return [named[name] for name in loader.manifest["inputs"]]
+
+
+def _blocks(start: int) -> list[int]:
+    return list(range(start, start + 16))
 
 
 def replay_seconds(launcher, calls: list) -> float:

@@ -65,6 +65,27 @@ def _slot_format(kind: str) -> str:
     return fmt + (f"{pad}x" if pad else "")
 
 
+def _param_slots(meta: dict, params: Sequence, args: Sequence, tensor_at: Sequence[int],
+                 varying_at: Sequence[int]) -> list[tuple]:  # fmt: skip
+    """(group, kind, argument position or scratch kind, value) of each kernel parameter of the
+    cubin `meta`, in order: every argument that is no constant, then the scratch pointers the
+    build's Triton appends (0 for none)."""
+    slots = []
+    for i, (param, value) in enumerate(zip(params, args, strict=True)):
+        kind = meta["signature"][param.name]
+        if param.is_constexpr or kind == "constexpr":
+            continue
+        if not kind.startswith("*") and kind not in _FORMATS:
+            raise KilnError(f"kernel {meta['id']}: cannot pass a {kind} parameter")
+        group = _TENSOR if i in tensor_at else _VARYING if i in varying_at else _CONSTANT
+        slots.append((group, kind, i, value))
+    for kind in meta["scratch_params"]:
+        grows = meta[f"{kind}_scratch_size"] != 0
+        slots.append((_SCRATCH if grows else _CONSTANT, "*i8", kind, 0))
+    assert sum(s[0] == _TENSOR for s in slots) == len(tensor_at), "every tensor is a pointer"
+    return slots
+
+
 class Packed:
     """The parameter buffer of one cubin at one site. The kernel's parameters point, in
     order, at 8-byte slots laid out by group: tensors' pointers, varying scalars, scratch
@@ -72,20 +93,8 @@ class Packed:
 
     def __init__(self, meta: dict, function: int, params: Sequence, args: Sequence,
                  tensor_at: Sequence[int], varying_at: Sequence[int]):  # fmt: skip
-        slots = []  # (group, kind, argument position or scratch kind, constant value)
-        for i, (param, value) in enumerate(zip(params, args, strict=True)):
-            kind = meta["signature"][param.name]
-            if param.is_constexpr or kind == "constexpr":
-                continue
-            if not kind.startswith("*") and kind not in _FORMATS:
-                raise KilnError(f"kernel {meta['id']}: cannot pass a {kind} parameter")
-            group = _TENSOR if i in tensor_at else _VARYING if i in varying_at else _CONSTANT
-            slots.append((group, kind, i, value))
-        for kind in meta["scratch_params"]:  # the pointers the build's Triton appends
-            grows = meta[f"{kind}_scratch_size"] != 0
-            slots.append((_SCRATCH if grows else _CONSTANT, "*i8", kind, 0))
+        slots = _param_slots(meta, params, args, tensor_at, varying_at)
         memory = sorted(range(len(slots)), key=lambda k: slots[k][0])  # stable: kernel order
-        assert sum(s[0] == _TENSOR for s in slots) == len(tensor_at), "a tensor is no pointer"
         self.buffer = (ctypes.c_uint64 * max(len(slots), 1))()
         base, where = ctypes.addressof(self.buffer), {k: n for n, k in enumerate(memory)}
         self.params = (ctypes.c_void_p * max(len(slots), 1))(
