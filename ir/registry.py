@@ -11,6 +11,7 @@ candidate was rejected.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 import inspect
 from collections.abc import Callable
@@ -61,15 +62,11 @@ class Impl:
     body_takes: str = ""  # "launcher" | "runner"; "" when there is no body
 
     def with_launcher(self, first: Callable) -> Callable:
-        """The body with its launcher (Triton) or runner (Helion) bound: `fn(*op_args)`."""
+        """The body with its launcher (Triton) or runner (Helion) bound: `fn(*op_args)` (a
+        partial: a plan runs it every step, and it costs no Python frame)."""
         if self.body is None:
             raise TypeError(f"the {self.provider} implementation has no launch body to bind")
-        body = self.body
-
-        def call(*args):
-            return body(first, *args)
-
-        return call
+        return functools.partial(self.body, first)
 
 
 @dataclass

@@ -5,7 +5,10 @@ convention of `ir/kernels/base.py`). `CubinLauncher` finds the cubins built for 
 (by name and source hash), takes the most specialized one whose assumptions the arguments
 still satisfy (`mismatch`), packs the arguments as its parameters (the pointers the build's
 Triton appends included) and calls `cuLaunchKernel` on torch's current stream, so a CUDA
-graph capturing the step records the launch. The runtime's own Triton release plays no part.
+graph capturing the step records the launch. Each jit function's launches go through one
+`LaunchSite` (`runtime/launch_site.py`), which memoises the choice and the packing per
+argument layout, so a launch like the last costs a few µs of Python. The runtime's own Triton
+release plays no part.
 """
 
 from __future__ import annotations
@@ -21,23 +24,11 @@ import torch
 
 from compile_cache.triton_abi import arg_type, constexpr_value, source_hash
 from kiln.errors import KilnError
+from runtime.launch_site import LaunchSite
 
 # cuda.h values used here.
 CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8
 STATIC_SHARED_LIMIT = 48 * 1024
-_SCALARS = {
-    "i1": ctypes.c_int8,
-    "u1": ctypes.c_uint8,
-    "i8": ctypes.c_int8,
-    "u8": ctypes.c_uint8,
-    "i16": ctypes.c_int16,
-    "i32": ctypes.c_int32,
-    "i64": ctypes.c_int64,
-    "u32": ctypes.c_uint32,
-    "u64": ctypes.c_uint64,
-    "fp32": ctypes.c_float,
-    "fp64": ctypes.c_double,
-}
 _WIDER_INT = {"i32": "i64"}  # an i64 parameter takes an i32 value
 
 
@@ -71,24 +62,6 @@ def mismatch(
     return None
 
 
-def pack_params(meta: dict, params: Sequence, args: Sequence, scratch: Sequence[int]) -> list:
-    """The ctypes values of a launch's kernel parameters, in order: every argument that is no
-    constant, then the appended scratch pointers (`scratch`, 0 for none)."""
-    values = []
-    for param, value in zip(params, args, strict=True):
-        kind = meta["signature"][param.name]
-        if param.is_constexpr or kind == "constexpr":
-            continue
-        if kind.startswith("*"):
-            values.append(ctypes.c_uint64(value.data_ptr()))
-        elif kind in _SCALARS:
-            values.append(_SCALARS[kind](value))
-        else:
-            raise KilnError(f"kernel {meta['id']}: cannot pass a {kind} parameter")
-    values.extend(ctypes.c_uint64(p) for p in scratch)
-    return values
-
-
 class CudaDriver:
     """The few libcuda calls a launch needs, each checked."""
 
@@ -97,6 +70,11 @@ class CudaDriver:
             self.lib = ctypes.CDLL("libcuda.so.1")
         except OSError as e:
             raise KilnError(f"cannot load the CUDA driver (libcuda.so.1): {e}") from None
+        # Declared, so ctypes converts plain ints in C: function, grid, block, shared memory,
+        # stream, kernel parameters (void**), extra (NULL).
+        u, p = ctypes.c_uint, ctypes.c_void_p
+        self.lib.cuLaunchKernel.argtypes = (p, u, u, u, u, u, u, u, p, p, p)
+        self.lib.cuLaunchKernel.restype = ctypes.c_int
 
     def check(self, result: int, what: str) -> None:
         if result != 0:
@@ -105,7 +83,8 @@ class CudaDriver:
             message = text.value.decode() if text.value else f"error {result}"
             raise KilnError(f"CUDA driver: {what} failed: {message}")
 
-    def load_function(self, cubin: bytes, name: str, shared: int) -> ctypes.c_void_p:
+    def load_function(self, cubin: bytes, name: str, shared: int) -> int:
+        """The handle of kernel `name` of `cubin`, allowed `shared` bytes of shared memory."""
         module, function = ctypes.c_void_p(), ctypes.c_void_p()
         self.check(self.lib.cuModuleLoadData(ctypes.byref(module), cubin), f"loading {name}")
         self.check(
@@ -119,16 +98,25 @@ class CudaDriver:
                 ),
                 f"allowing {shared} bytes of shared memory for {name}",
             )
-        return function
+        return function.value
 
-    def launch(self, function, grid, block: int, shared: int, stream: int, values: list) -> None:
-        params = (ctypes.c_void_p * len(values))(*[ctypes.addressof(v) for v in values])
+    def current_stream(self, device_index: int) -> int:
+        """The handle of torch's current stream on the device (a capture's stream inside
+        `torch.cuda.graph`): what `torch.cuda.current_stream(device).cuda_stream` gives, and
+        what Triton's own launcher reads, without building a Stream object."""
+        return torch._C._cuda_getCurrentRawStream(device_index)
+
+    def launch(
+        self, function: int, x: int, y: int, z: int, block: int, shared: int, stream: int,
+        params: int,
+    ) -> None:  # fmt: skip
+        """Launch `function` on grid (x, y, z) with `params` the address of its parameters'
+        pointer array (the driver copies the parameters before returning)."""
         result = self.lib.cuLaunchKernel(
-            function, ctypes.c_uint(grid[0]), ctypes.c_uint(grid[1]), ctypes.c_uint(grid[2]),
-            ctypes.c_uint(block), ctypes.c_uint(1), ctypes.c_uint(1), ctypes.c_uint(shared),
-            ctypes.c_void_p(stream), params, None,
-        )  # fmt: skip
-        self.check(result, "cuLaunchKernel")
+            function, x, y, z, block, 1, 1, shared, stream, params, None
+        )
+        if result != 0:
+            self.check(result, "cuLaunchKernel")
 
 
 class CubinTable:
@@ -193,14 +181,20 @@ def params_of(fn) -> list:
 
 
 class CubinLauncher:
-    """The launcher a plan's kernel bodies are bound to on the GPU (see the module docstring)."""
+    """The launcher a plan's kernel bodies are bound to on the GPU (see the module docstring).
+    `driver` defaults to libcuda's; tests give one with libcuda stubbed."""
 
-    def __init__(self, table: CubinTable, cubins: dict[str, bytes], device: torch.device):
-        self.table, self.device, self.driver = table, device, CudaDriver()
+    def __init__(
+        self, table: CubinTable, cubins: dict[str, bytes], device: torch.device, driver=None
+    ):
+        self.table, self.device = table, device
+        self.driver = driver if driver is not None else CudaDriver()
+        self.device_index = _device_index(device)
         # Scratch buffers, never freed: a captured CUDA graph keeps using the one it saw.
         self._scratch: dict[tuple[str, str], list[torch.Tensor]] = {}
+        self.sites: dict[int, LaunchSite] = {}  # id(jit fn) -> its site (which holds the fn)
         torch.empty(1, device=device)  # torch makes the device's primary context current
-        self.functions = {}
+        self.functions: dict[str, int] = {}
         for metas in table.by_function.values():
             for meta in metas:
                 self.functions[meta["id"]] = self.driver.load_function(
@@ -215,17 +209,12 @@ class CubinLauncher:
     def __call__(self, fn, grid, *args, num_warps: int, num_stages: int, **kwargs) -> None:
         if kwargs:
             raise KilnError(f"{fn.__name__}: launch options {sorted(kwargs)} are not supported")
-        meta, params = self.table.select(fn, args, num_warps, num_stages)
-        grid = tuple(grid) + (1,) * (3 - len(grid))
-        if 0 in grid:
-            return
-        scratch = [self._scratch_ptr(meta, kind, grid) for kind in meta["scratch_params"]]
-        values = pack_params(meta, params, args, scratch)
-        stream = torch.cuda.current_stream(self.device).cuda_stream
-        function = self.functions[meta["id"]]
-        self.driver.launch(function, grid, 32 * meta["num_warps"], meta["shared"], stream, values)
+        site = self.sites.get(id(fn))
+        if site is None:
+            site = self.sites[id(fn)] = LaunchSite(self, fn)
+        site(grid, args, num_warps, num_stages)
 
-    def _scratch_ptr(self, meta: dict, kind: str, grid: tuple) -> int:
+    def scratch_ptr(self, meta: dict, kind: str, grid: tuple) -> int:
         """A scratch buffer of `<kind>_scratch_size` bytes per program, kept per kernel and
         grown (never shrunk or freed) as grids grow; 0 when the kernel needs none."""
         size = meta[f"{kind}_scratch_size"]
@@ -236,3 +225,11 @@ class CubinLauncher:
         if not bufs or bufs[-1].numel() < need:
             bufs.append(torch.empty(need, dtype=torch.uint8, device=self.device))
         return bufs[-1].data_ptr()
+
+
+def _device_index(device: torch.device) -> int | None:
+    """The CUDA ordinal launches go to: `cuda` alone means the current device (as for
+    `torch.cuda.current_stream`); None off CUDA (a stubbed driver on the CPU)."""
+    if device.type != "cuda":
+        return device.index
+    return device.index if device.index is not None else torch.cuda.current_device()

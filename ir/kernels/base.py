@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ir.registry import SupportsFn, TargetLike, register_impl
+from ir.targets import config_target
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 # Targets with pinned configs; a CPU run (interpret mode) borrows the first one's.
@@ -144,9 +145,7 @@ def variant_config(config: dict, variant: str) -> dict:
 
 def runtime_config(kernel: str, device_type: str) -> dict:
     """Config for a call: the target `configs_for` set, else this host's own target's (h100's
-    on the CPU)."""
-    from ir.targets import config_target
-
+    on the CPU). Every kernel body calls it on every call."""
     fixed = config_target()
     if fixed is not None:
         return load_config(kernel, fixed)

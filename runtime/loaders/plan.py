@@ -4,13 +4,17 @@
 the IR registry bound to the cubin launcher (`runtime/cubin_launcher.py`; a Helion kernel's
 body gets a runner that imports the plain Triton source stored in the artifact), a library or
 reference callable of the registry, or a torch op / operator function by name. Everything is
-resolved once at load into a flat list of steps (callable, argument template, slots to fill,
-slots to free), so a step costs one Python call per node; decode steps replay CUDA graphs.
+resolved once at load into a flat list of steps (callable, arguments as slots of one list of
+values, slots to free), so a step costs one Python call per node; decode steps replay CUDA
+graphs, but every other step (prefill, mixed, the capture itself) pays this interpretation on
+the host, so it is kept lean: constant arguments get slots of their own, so most entries read
+their arguments with one `itemgetter`, and torch ops are called through their C++ handle.
 Nothing here compiles: no Triton JIT, no Helion, no Inductor.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import sys
@@ -24,6 +28,7 @@ import torch
 from compile_cache import Artifact
 from compile_cache.formats import PLAN_FORMAT
 from kiln.errors import KilnError
+from runtime.launch_site import picker
 from runtime.loaders.compiled import CompiledLoader
 
 ALLOWED_MODULES = ("torch.ops.", "operator.", "math.")
@@ -86,22 +91,32 @@ class PlanProgram:
         self.outputs = [self._decode(o, slots) for o in plan["outputs"]]
         self.num_slots = len(slots)
         _plan_frees(self.steps, self.outputs)
+        constants: list = []  # they follow the nodes' slots in the values
+        self.program = [step.compiled(self.num_slots, constants) for step in self.steps]
+        self.blank = [None] * (self.num_slots - self.num_inputs) + constants
 
     def __call__(self, *inputs: torch.Tensor) -> tuple:
         from ir.targets import configs_for
 
-        values: list[Any] = [*inputs, *([None] * (self.num_slots - len(inputs)))]
+        if len(inputs) != self.num_inputs:
+            raise KilnError(f"the plan takes {self.num_inputs} inputs, it was given {len(inputs)}")
+        values: list[Any] = [*inputs, *self.blank]
         with configs_for(self.target):  # bodies pick the configs their cubins were built with
-            for step in self.steps:
-                values[step.slot] = step.fn(*step.args(values), **step.kwargs(values))
-                for slot in step.frees:
-                    values[slot] = None
+            for fn, args_of, kwargs_of, slot, frees in self.program:
+                if kwargs_of is None:
+                    values[slot] = fn(*args_of(values))
+                else:
+                    values[slot] = fn(*args_of(values), **kwargs_of(values))
+                for freed in frees:
+                    values[freed] = None
         return tuple(_value(o, values) for o in self.outputs)
 
     def _callable(self, entry: dict, launcher: Callable, sources: Path) -> Callable:
         kind = entry["kind"]
         if kind in ("aten", "library", "python") and "op" not in entry:
-            return resolve_callable(entry["target"])
+            fn = resolve_callable(entry["target"])
+            # An OpOverload's __call__ only forwards to its C++ handle: call that directly.
+            return fn._op if isinstance(fn, torch._ops.OpOverload) else fn
         from ir.registry import get_op
 
         opdef = get_op(entry["op"])
@@ -166,12 +181,35 @@ class _Step:
     fills for references, and the slots whose last reader it is (freed after it runs)."""
 
     def __init__(self, name: str, fn: Callable, args: list, kwargs: dict, slot: int):
-        self.name, self.fn, self.slot = name, fn, slot
+        self.name, self.fn, self.slot, self.arguments = name, fn, slot, args
         self.template = [a if not isinstance(a, (_Ref, _List)) else None for a in args]
         self.fills = [(i, a) for i, a in enumerate(args) if isinstance(a, (_Ref, _List))]
         self.kw = kwargs
         self.reads = {r for a in [*args, *kwargs.values()] for r in _slots(a)}
         self.frees: tuple[int, ...] = ()
+
+    def compiled(self, first_constant: int, constants: list) -> tuple:
+        """(fn, values -> args, values -> kwargs or None, slot, frees): what `__call__` runs.
+        The arguments are read from the values by one getter, each constant from a slot of its
+        own (appended to `constants`, from `first_constant` on), and a list of references by a
+        getter of its own; lists within lists take the general reader (`args`)."""
+
+        def slot_of(arg: Any) -> int:
+            if isinstance(arg, _Ref):
+                return arg.slot
+            constants.append(arg)
+            return first_constant + len(constants) - 1
+
+        kwargs_of = self.kwargs if self.kw else None
+        lists = [(i, a.items) for i, a in enumerate(self.arguments) if isinstance(a, _List)]
+        if any(isinstance(item, _List) for _, items in lists for item in items):
+            return self.fn, self.args, kwargs_of, self.slot, self.frees
+        args_of = picker([slot_of(None if isinstance(a, _List) else a) for a in self.arguments])
+        if lists:
+            args_of = _WithLists(
+                args_of, [(i, picker([slot_of(x) for x in xs])) for i, xs in lists]
+            )
+        return self.fn, args_of, kwargs_of, self.slot, self.frees
 
     def args(self, values: list) -> list:
         out = list(self.template)
@@ -181,6 +219,22 @@ class _Step:
 
     def kwargs(self, values: list) -> dict:
         return {k: _value(v, values) for k, v in self.kw.items()} if self.kw else {}
+
+
+class _WithLists:
+    """A step's arguments where some are lists holding references: the rest by one getter,
+    each list built by its own."""
+
+    __slots__ = ("args_of", "lists")
+
+    def __init__(self, args_of: Callable, lists: list[tuple[int, Callable]]):
+        self.args_of, self.lists = args_of, lists
+
+    def __call__(self, values: list) -> list:
+        args = list(self.args_of(values))
+        for position, items_of in self.lists:
+            args[position] = list(items_of(values))
+        return args
 
 
 def _slots(arg: Any) -> set[int]:
@@ -236,8 +290,17 @@ class SourceRunner:
             (r["fn"], r["config"]): getattr(import_source(sources / f"{r['source']}.py"), r["entry"])
             for r in runs
         }  # fmt: skip
+        # fn -> (the config object it last ran with, its entry). Bodies pass the pinned config
+        # `load_config` caches, the same object every call: naming the pair costs a lookup.
+        self.last: dict[Callable, tuple[dict, Callable]] = {}
 
     def __call__(self, fn: Callable, config: dict, *args: Any) -> Any:
+        last = self.last.get(fn)
+        if last is None or last[0] is not config:
+            last = self.last[fn] = (config, self.entry(fn, config))
+        return last[1](*args, _launcher=self.launcher)
+
+    def entry(self, fn: Callable, config: dict) -> Callable:
         key = (f"{fn.__module__}.{fn.__qualname__}", json.dumps(config, sort_keys=True))
         entry = self.entries.get(key)
         if entry is None:
@@ -246,13 +309,14 @@ class SourceRunner:
                 f"kernel {key[0]} ran with config {key[1]}, but the artifact holds sources for "
                 f"{known}: recompile it"
             )
-        return entry(*args, _launcher=self.launcher)
+        return entry
 
 
 def import_source(path: Path) -> Any:
     """Import a stored plain Triton module (once per process). Compiled here rather than by the
     import system, so no `__pycache__` is written into the artifact; the code keeps the file's
-    path, where Triton reads each kernel's source."""
+    path, where Triton reads each kernel's source. Once its kernels are defined, its `triton`
+    is `host_triton()`: the host code runs every step."""
     name = f"kiln_plan_{path.stem.replace('-', '_')}"
     if name in sys.modules:
         return sys.modules[name]
@@ -260,4 +324,29 @@ def import_source(path: Path) -> Any:
     module.__file__ = str(path)
     sys.modules[name] = module
     exec(compile(path.read_text(), str(path), "exec"), module.__dict__)
+    if isinstance(module.__dict__.get("triton"), types.ModuleType):
+        module.triton = host_triton()
     return module
+
+
+@functools.cache
+def host_triton() -> types.ModuleType:
+    """`triton` for host code: Triton's constexpr helpers (`next_power_of_2`, `cdiv`) as the
+    plain functions they wrap, the rest as they are. Called from the host with ints they
+    compute the same, without the ~5 µs each of turning their arguments from constexprs."""
+    import triton
+
+    try:
+        from triton.runtime.jit import ConstexprFunction
+    except ImportError:  # a Triton whose helpers are plain functions already
+        return triton
+
+    class HostTriton(types.ModuleType):
+        def __getattr__(self, name: str) -> Any:
+            value = getattr(triton, name)
+            if isinstance(value, ConstexprFunction):
+                value = value.fn
+            setattr(self, name, value)  # looked up once
+            return value
+
+    return HostTriton("triton")

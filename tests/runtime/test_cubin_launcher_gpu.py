@@ -1,7 +1,8 @@
 """The cubin launcher on its own (GPU): a kernel compiled by `lowering.plan_kernels` for this
 GPU, specialized and generic, launched through the CUDA driver with the specialized cubin
-where the arguments allow and the generic one where they do not, eagerly and inside a
-captured CUDA graph, against torch."""
+where the arguments allow and the generic one where they do not (launch after launch, as the
+token count changes, through the memo of its launch site), eagerly and inside a captured CUDA
+graph, against torch."""
 
 from __future__ import annotations
 
@@ -51,6 +52,15 @@ def test_specialized_and_generic_cubins_compute_what_torch_does(launcher):
     n = 1001  # not a multiple of 16, x misaligned by 4 bytes, stride 2: the generic cubin
     got = _launch(launcher, x[1:], y, n, stride=2)
     torch.testing.assert_close(got, 0.5 * x[1:][::2][:n] + y[:n])
+
+
+def test_launch_after_launch_the_sizes_pick_the_cubin(launcher):
+    x, y = torch.randn(4096, device="cuda"), torch.randn(4096, device="cuda")
+    for n, stride, offset in [(4096, 1, 0), (1001, 1, 0), (2048, 1, 0), (1024, 2, 0),
+                              (2048, 1, 1), (4096, 1, 0)]:  # fmt: skip
+        xs = x[offset:]
+        got = _launch(launcher, xs, y, n, stride=stride)
+        torch.testing.assert_close(got, 0.5 * xs[::stride][:n] + y[:n], msg=f"n={n}")
 
 
 def test_a_captured_graph_replays_the_launch(launcher):

@@ -1,12 +1,12 @@
 """The plan loader on the CPU: a plan artifact built for h100 runs with Triton's interpreter
 in place of the GPU (every launch still picks its cubin from the artifact's table) and gives
-the reference model's logits and greedy tokens; the cubin table picks the most specialized
-cubin a launch satisfies and names the mismatch when none does; parameters pack as the
-cubin's ABI says."""
+the reference model's logits and greedy tokens; a plan program reads constants, references
+and lists of them as the plan encodes them, step after step; a Helion body's runner finds the
+stored source of each (kernel, config) it is called with. The cubin launcher has its own tests
+(test_cubin_launcher.py)."""
 
 from __future__ import annotations
 
-import ctypes
 import os
 import subprocess
 import sys
@@ -14,12 +14,10 @@ from pathlib import Path
 
 import pytest
 import torch
-import triton
-import triton.language as tl
 
 from compile_cache import Artifact
+from compile_cache.formats import PLAN_FORMAT
 from kiln.errors import KilnError
-from runtime.cubin_launcher import CubinTable, pack_params
 from runtime.loaders import loader_for
 from runtime.loaders.plan import PlanLoader, resolve_callable
 from tests.hf_models import make_checkpoint
@@ -73,79 +71,6 @@ def test_loading_and_running_a_plan_imports_no_compiler(interpreted):
     assert out["imported"] == [], out["imported"]
 
 
-@triton.jit
-def _axpy(x, y, out, n, alpha, stride, BLOCK: tl.constexpr):
-    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    m = i < n
-    tl.store(out + i * stride, alpha * tl.load(x + i, mask=m) + tl.load(y + i, mask=m), mask=m)
-
-
-def _meta(cubin_id: str, specialization: dict, **overrides) -> dict:
-    from compile_cache.triton_abi import source_hash
-
-    signature = {"x": "*fp32", "y": "*fp32", "out": "*fp32", "n": "i32", "alpha": "fp32",
-                 "stride": "i32", "BLOCK": "constexpr"}  # fmt: skip
-    constexprs = {"BLOCK": 64}
-    if specialization.get("stride") == "one":
-        signature["stride"], constexprs["stride"] = "constexpr", 1
-    meta = {
-        "id": cubin_id, "fn": "_axpy", "source_hash": source_hash(_axpy), "num_warps": 4,
-        "num_stages": 2, "signature": signature, "constexprs": constexprs,
-        "specialization": specialization, "scratch_params": ["global", "profile"],
-        "global_scratch_size": 0, "profile_scratch_size": 0, "shared": 0,
-    }  # fmt: skip
-    return {**meta, **overrides}
-
-
-SPECIAL = {"x": "div16", "y": "div16", "out": "div16", "n": "div16", "stride": "one"}
-
-
-def _args(n=32, stride=1, offset=0):
-    buf = torch.zeros(256)
-    x = buf[offset : offset + n]
-    return (x, torch.zeros(n), torch.zeros(n), n, 0.5, stride, 64)
-
-
-def test_the_most_specialized_satisfied_cubin_is_chosen():
-    table = CubinTable([_meta("generic", {}), _meta("special", SPECIAL)])
-    pick = lambda *a: table.select(_axpy, _args(*a), 4, 2)[0]["id"]  # noqa: E731
-    assert pick() == "special"
-    assert pick(32, 2) == "generic"  # stride 2: the special cubin has stride == 1 built in
-    assert pick(33) == "generic"  # n not a multiple of 16
-    assert pick(32, 1, 1) == "generic"  # x is 4 bytes past an aligned address
-
-
-def test_no_cubin_for_a_launch_names_the_kernel_and_the_mismatch():
-    table = CubinTable([_meta("special", SPECIAL)])
-    with pytest.raises(KilnError, match="no cubin of kernel _axpy.*stride=2, built for stride=1"):
-        table.select(_axpy, _args(32, 2), 4, 2)
-    with pytest.raises(KilnError, match="BLOCK=128, built with 64"):
-        table.select(_axpy, (*_args()[:-1], 128), 4, 2)
-    with pytest.raises(KilnError, match="num_warps=8, built with 4"):
-        table.select(_axpy, _args(), 8, 2)
-
-
-def test_a_kernel_whose_source_changed_is_refused():
-    table = CubinTable([_meta("special", SPECIAL, source_hash="0" * 64)])
-    with pytest.raises(KilnError, match="no cubin for kernel _axpy with this source"):
-        table.select(_axpy, _args(), 4, 2)
-
-
-def test_parameters_pack_in_order_without_constants_and_with_scratch():
-    meta = _meta("special", SPECIAL)
-    args = _args()
-    _, params = CubinTable([meta]).select(_axpy, args, 4, 2)
-    values = pack_params(meta, params, args, [0, 0])
-    assert [type(v) for v in values] == [ctypes.c_uint64] * 3 + [ctypes.c_int32, ctypes.c_float] + [ctypes.c_uint64] * 2  # fmt: skip
-    assert values[0].value == args[0].data_ptr() and values[3].value == 32
-    assert values[4].value == 0.5 and values[-1].value == 0
-
-
-def test_a_cooperative_kernel_is_refused_at_load():
-    with pytest.raises(KilnError, match="launch_cooperative_grid"):
-        CubinTable([_meta("c", {}, launch_cooperative_grid=True)])
-
-
 def test_plan_callables_resolve_only_torch_ops_operator_and_math():
     assert resolve_callable("torch.ops.aten.linear.default") is torch.ops.aten.linear.default
     import operator
@@ -165,3 +90,85 @@ def test_a_plan_artifact_gets_the_plan_loader_and_a_b200_one_is_refused_here():
     art = Artifact("ab" * 32, Path("/nonexistent"), {"lowering": "plan", "target": b200})
     with pytest.raises(KilnError, match="targets b200 \\(sm_100a\\), but this host has no GPU"):
         loader_for(art)
+
+
+def _plan() -> dict:
+    """x [T, 4], y [4] -> m = (x + y).reshape(T, 2, 2)[..., 0] * 3, its sum over T and m
+    beside x[:, :2]: references, constants, kwargs, lists holding references and constants, a
+    tuple's items."""
+    ref = lambda name: {"ref": name}  # noqa: E731
+    aten = lambda name, target, *args, **kwargs: {  # noqa: E731
+        "name": name, "target": f"torch.ops.aten.{target}", "args": list(args), "kind": "aten",
+        **({"kwargs": kwargs} if kwargs else {}),
+    }  # fmt: skip
+    entries = [
+        aten("t", "sym_size.int", ref("x"), 0),
+        aten("a", "add.Tensor", ref("x"), ref("y")),
+        aten("r", "reshape.default", ref("a"), [ref("t"), 2, 2]),
+        aten("s", "unbind.int", ref("r"), -1),
+        {"name": "g", "target": "operator.getitem", "args": [ref("s"), 0], "kind": "python"},
+        aten("m", "mul.Tensor", ref("g"), 3.0),
+        aten("z", "sum.dim_IntList", ref("m"), [0], keepdim=True, dtype={"dtype": "float64"}),
+        aten("h", "slice.Tensor", ref("x"), 1, 0, 2),
+        aten("c", "cat.default", [ref("m"), ref("h")], -1),
+    ]
+    return {"format": PLAN_FORMAT, "inputs": ["x", "y"], "entries": entries,
+            "outputs": [ref("m"), ref("z"), ref("c")]}  # fmt: skip
+
+
+def test_a_plan_program_runs_its_entries_on_each_steps_inputs(tmp_path):
+    from runtime.loaders.plan import PlanProgram
+
+    program = PlanProgram(_plan(), launcher=None, sources=tmp_path, device="cpu", target="h100")
+    y = torch.randn(4)
+    for tokens in (5, 2, 5, 16):  # the token count varies from step to step
+        x = torch.randn(tokens, 4)
+        m, z, c = program(x, y)
+        want = (x + y).reshape(tokens, 2, 2)[..., 0] * 3
+        torch.testing.assert_close(m, want)
+        torch.testing.assert_close(z, want.sum(0, keepdim=True, dtype=torch.float64))
+        torch.testing.assert_close(c, torch.cat([want, x[:, :2]], -1))
+    with pytest.raises(KilnError, match="the plan takes 2 inputs, it was given 1"):
+        program(x)
+
+
+def test_a_helion_bodys_runner_finds_the_source_of_each_kernel_and_config(tmp_path):
+    import json
+
+    from runtime.loaders.plan import SourceRunner
+
+    def kernel():  # stands in for a Helion kernel function: only its name matters here
+        pass
+
+    name = f"{kernel.__module__}.{kernel.__qualname__}"
+    configs = {"a": {"block": 16}, "b": {"block": 32}}
+    runs = []
+    for tag, config in configs.items():
+        source = f"src-runner-{tag}-{tmp_path.name}"
+        (tmp_path / f"{source}.py").write_text(
+            f"def entry(x, *, _launcher):\n    return ({tag!r}, x, _launcher)\n"
+        )
+        runs.append({"fn": name, "config": json.dumps(config, sort_keys=True),
+                     "source": source, "entry": "entry"})  # fmt: skip
+    runner = SourceRunner(runs, tmp_path, launcher="L")
+    for tag in ("a", "a", "b", "a", "b"):
+        assert runner(kernel, configs[tag], 1) == (tag, 1, "L")
+    assert runner(kernel, {"block": 32}, 2) == ("b", 2, "L")  # an equal config, not the same one
+    with pytest.raises(KilnError, match="ran with config .*64.*recompile"):
+        runner(kernel, {"block": 64}, 3)
+
+
+def test_stored_host_code_calls_tritons_constexpr_helpers_as_plain_functions(tmp_path):
+    import triton
+
+    from runtime.loaders.plan import import_source
+
+    path = tmp_path / f"src-host-{tmp_path.name}.py"
+    path.write_text(
+        "import triton\n\n\ndef host(n):\n"
+        "    return triton.next_power_of_2(n), triton.cdiv(n, 16), triton.jit\n"
+    )
+    module = import_source(path)
+    assert module.host(96) == (128, 6, triton.jit)
+    assert module.host(1) == (1, 1, triton.jit)
+    assert module.triton.next_power_of_2 is triton.next_power_of_2.fn  # not the constexpr one
