@@ -37,6 +37,8 @@ SHAPES = {
 
 
 def make_checkpoint(shape: str, folder: Path):
+    """A random-weight bf16 checkpoint of the shape with the demo tokenizer. It is written
+    beside `folder` and renamed into place, so a folder with a config.json is complete."""
     import transformers as tf
 
     from model_defs.demo import ensure_demo_checkpoint
@@ -49,14 +51,18 @@ def make_checkpoint(shape: str, folder: Path):
         bos_token_id=507,
         eos_token_id=508,
     )
+    part = folder.with_name(folder.name + ".part")
+    shutil.rmtree(part, ignore_errors=True)
     with torch.device("cuda"):
         model = tf.LlamaForCausalLM(cfg).to(torch.bfloat16)
-    model.save_pretrained(folder)
+    model.save_pretrained(part)
     del model
     torch.cuda.empty_cache()
     demo = ensure_demo_checkpoint()
     for f in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-        shutil.copy(demo / f, folder / f)
+        shutil.copy(demo / f, part / f)
+    shutil.rmtree(folder, ignore_errors=True)
+    part.rename(folder)
 
 
 def bench_engine(eng, batch: int, in_len: int, out_len: int) -> dict:
