@@ -69,9 +69,10 @@ shape_phase() {  # shape_phase NAME SHAPE: bf16 and fp8 compiled, measured and c
 
 passes_phase() {  # the pass on/off table through compiled artifacts, one process
   local shape=${PASS_SHAPE:-llama3-8b} groups=${PASS_GROUPS:-bf16,fp8} ck
+  local tag=passes-${groups//,/-}-$LOWERING  # the device returns names of [A-Za-z0-9._-] only
   ck=$(ckpt "$shape") || return 1
-  TAIL=30 run "passes-$groups" 590 python3 -m benchmarks.pass_table --shape "$shape" \
-    --ckpt "$ck" --groups "$groups" --lowering "$LOWERING" --out "$OUT/passes-$groups-$LOWERING"
+  TAIL=30 run "$tag" 590 python3 -m benchmarks.pass_table --shape "$shape" --ckpt "$ck" \
+    --groups "$groups" --lowering "$LOWERING" --out "$OUT/$tag"
 }
 
 tune_phase() {  # kiln tune at the 8B shapes; the configs it writes, as one file

@@ -1,6 +1,7 @@
 """What each default-on pass is worth: the default pipeline, then each pass turned off in turn
 (`--passes=-name`), then the default again, each measured through the compiled artifact of its
-toggles (`--lowering`: piecewise, the default, or plan, whose 8B compile is about 2x faster).
+toggles (`--lowering`: piecewise, the default, or plan: on an H200 an 8B plan compiled in 45 s
+against 100 s piecewise, benchmarks/results/h200-llama3-8b-plan-carried-2026-11-28.json).
 
 Per variant: decode ITL p50 at batch 1 and 32 (128-token prompts, 64 generated tokens) and the
 time to first token of one 2048-token prompt (prefill, chunked by the engine's token budget),
@@ -12,8 +13,8 @@ equal the default's, it compiles to the same code and reuses the default's figur
 graph"); every other variant is compiled (in this one process, so Inductor's and Triton's
 caches and imports are shared) and measured. Random bf16 weights (`benchmarks/gpu_shapes.py`).
 
-    python benchmarks/pass_table.py --shape llama3-8b --lowering plan --groups bf16 --out DIR
-    python benchmarks/pass_table.py --shape demo --prefill-len 1024 --out DIR     # CPU smoke run
+    python -m benchmarks.pass_table --shape llama3-8b --lowering plan --groups bf16 --out DIR
+    python -m benchmarks.pass_table --shape demo --groups bf16 --prefill-len 1024 --out DIR  # CPU
 
 Writes DIR/pass_table.json (the results), DIR/pass_table.md (the table,
 `benchmarks/pass_table_report.py`) and DIR/pass_table.record.json (the dashboard's record:
@@ -40,9 +41,9 @@ DECODE = dict(batch_sizes=(1, 32), input_len=128, output_len=64)
 PREFILL = dict(batch_sizes=(1,), input_len=2048, output_len=2, seed=1)  # input_len: --prefill-len
 # No prefix caching: every prompt is computed (a benchmark's prompts may share blocks).
 ENGINE = dict(max_model_len=4096, gpu_memory_utilization=0.8, enable_prefix_caching=False)
-# Seconds on the 8B shape (H200 records of 2026-11-28: piecewise ~85 s cold, ~45 s with
-# Inductor warm; a plan 45 s cold, its variants estimated at 30 s) and ~20 s to load and
-# measure a variant.
+# Seconds on the 8B shape, an upper bound (H200 records of 2026-11-28: piecewise ~85 s cold,
+# ~45 s with Inductor warm; a plan 45 s cold, its variants estimated at 30 s; a plan artifact
+# loads in ~2.5 s, its decode and prefill measures take seconds, 20 s is the bound).
 SECONDS = {"piecewise": (85, 45), "plan": (45, 30), "measure": 20}
 
 
@@ -214,10 +215,6 @@ def commit() -> str:
     return proc.stdout.strip() or "unknown"
 
 
-def print_row(row: dict) -> None:
-    print(json.dumps({k: v for k, v in row.items() if k != "bench"}), flush=True)
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     import torch
 
@@ -241,10 +238,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return opts
 
 
+def write(out: Path, meta: dict, rows: list[dict]) -> str:
+    """Write the results, the record and the table of the rows so far (a run cut short keeps
+    what it measured); returns the table."""
+    from benchmarks.pass_table_report import bench_record, markdown
+
+    load = [*meta["load_average_1min"][:1], os.getloadavg()[0]]  # at the start, and now
+    results = {**meta, "load_average_1min": load, "rows": rows}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "pass_table.json").write_text(json.dumps(results, indent=1))
+    (out / "pass_table.record.json").write_text(bench_record(results).to_json(indent=1))
+    table = markdown(results)
+    (out / "pass_table.md").write_text(table)
+    return table
+
+
 def main(argv: list[str] | None = None) -> None:
     import torch
 
-    from benchmarks.pass_table_report import bench_record, markdown
     from compile_cache import configure_tool_caches
     from kiln.benchmarking.stats import card_name
 
@@ -257,23 +268,21 @@ def main(argv: list[str] | None = None) -> None:
     ckpt = checkpoint(opts.shape, opts.ckpt)
     meta = {
         "card": card_name(), "date": datetime.date.today().isoformat(), "created": time.time(),
-        "shape": opts.shape,
-        "lowering": opts.lowering, "commit": commit(), "torch": torch.__version__,
-        "decode": DECODE, "prefill": PREFILL, "engine": ENGINE,
+        "shape": opts.shape, "lowering": opts.lowering, "commit": commit(),
+        "torch": torch.__version__, "decode": DECODE, "prefill": PREFILL, "engine": ENGINE,
         "metric": "itl_p50 of the decode batches; ttft_p50 of the prefill",
-        "load_average_1min": [os.getloadavg()[0]],  # at the start, then at the end
+        "load_average_1min": [os.getloadavg()[0]],
     }  # fmt: skip
     rows: list[dict] = []
+
+    def log(row: dict) -> None:
+        print(json.dumps({k: v for k, v in row.items() if k != "bench"}), flush=True)
+        rows.append(row)
+        write(opts.out, meta, rows)
+
     for group in opts.groups:
-        rows += run_group(ckpt, group, opts.lowering, print_row, opts.repeat_default)
-    meta["load_average_1min"].append(os.getloadavg()[0])
-    results = {**meta, "rows": rows}
-    opts.out.mkdir(parents=True, exist_ok=True)
-    (opts.out / "pass_table.json").write_text(json.dumps(results, indent=1))
-    (opts.out / "pass_table.record.json").write_text(bench_record(results).to_json(indent=1))
-    table = markdown(results)
-    (opts.out / "pass_table.md").write_text(table)
-    print(table)
+        run_group(ckpt, group, opts.lowering, log, opts.repeat_default)
+    print(write(opts.out, meta, rows))
 
 
 if __name__ == "__main__":

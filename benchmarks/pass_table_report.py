@@ -1,8 +1,8 @@
 """A pass on/off results file (`benchmarks/pass_table.py`) as a markdown table, as the
 dashboard's record, and as the tables in docs/ (regenerated from the files they name).
 
-    python benchmarks/pass_table_report.py RESULTS.json        # print the markdown table
-    python benchmarks/pass_table_report.py --docs docs/pass-table.md   # rewrite its tables
+    python -m benchmarks.pass_table_report RESULTS.json        # print the markdown table
+    python -m benchmarks.pass_table_report --docs docs/pass-table.md   # rewrite its tables
 
 A doc holds a generated table between `<!-- pass-table: PATH -->` (PATH: a results file,
 relative to the repository root) and `<!-- /pass-table -->`; `--docs` replaces what is between

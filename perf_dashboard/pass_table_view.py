@@ -28,8 +28,8 @@ INTRO = (
     "Above 1.00\u00d7: slower without the pass. The default's repeat shows the run's noise."
 )
 NO_TABLE = (
-    "run `python benchmarks/pass_table.py --out DIR` on the GPU machine, then import "
-    "`DIR/pass_table.record.json` with `kiln bench --record FILE`."
+    "run benchmarks/pass_table.py on the GPU machine (`python -m benchmarks.pass_table --out "
+    "DIR`), then import `DIR/pass_table.record.json` with `kiln bench --record FILE`."
 )
 
 Shape = tuple[int, int, int]
