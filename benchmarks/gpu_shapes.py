@@ -37,6 +37,8 @@ SHAPES = {
 
 
 def make_checkpoint(shape: str, folder: Path):
+    """A random-weight bf16 checkpoint of the shape with the demo tokenizer. It is written
+    beside `folder` and renamed into place, so a folder with a config.json is complete."""
     import transformers as tf
 
     from model_defs.demo import ensure_demo_checkpoint
@@ -49,35 +51,49 @@ def make_checkpoint(shape: str, folder: Path):
         bos_token_id=507,
         eos_token_id=508,
     )
+    part = folder.with_name(folder.name + ".part")
+    shutil.rmtree(part, ignore_errors=True)
     with torch.device("cuda"):
         model = tf.LlamaForCausalLM(cfg).to(torch.bfloat16)
-    model.save_pretrained(folder)
+    model.save_pretrained(part)
     del model
     torch.cuda.empty_cache()
     demo = ensure_demo_checkpoint()
     for f in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-        shutil.copy(demo / f, folder / f)
+        shutil.copy(demo / f, part / f)
+    shutil.rmtree(folder, ignore_errors=True)
+    part.rename(folder)
 
 
 def bench_engine(eng, batch: int, in_len: int, out_len: int) -> dict:
+    """A warm-up run, then a timed run of `batch` fresh prompts of `in_len` tokens, each greedy
+    for `out_len` tokens. Every run draws its own prompts (seeded by batch, length and run), so
+    no timed prompt shares a block with one the engine has seen; the timed run fails if the
+    prefix cache served any of its prompt tokens, since its TTFT would then not be a prefill."""
+    from kiln.benchmarking.throughput import device_sync
     from runtime.sampling_params import SamplingParams
 
     p = SamplingParams(max_tokens=out_len, temperature=0, ignore_eos=True)
-    g = torch.Generator().manual_seed(0)
-    prompts = [torch.randint(600, 100000, (in_len,), generator=g).tolist() for _ in range(batch)]
+    sync = device_sync(eng.loaded.device)
+    blocks = eng.scheduler.block_manager
     for run in range(2):  # warm-up, then timed
+        prompts = run_prompts(batch, in_len, run, eng.loaded.vocab_size)
+        hits_before = blocks.num_prefix_hits
         for i, pr in enumerate(prompts):
-            eng.add_request(f"{batch}-{run}-{i}", pr, p)
-        torch.cuda.synchronize()
+            eng.add_request(f"{batch}-{in_len}-{run}-{i}", pr, p)
+        sync()
         t0 = time.perf_counter()
         step_times, first = [], None
         while eng.has_unfinished():
             s = time.perf_counter()
             eng.step()
-            torch.cuda.synchronize()
+            sync()
             step_times.append(time.perf_counter() - s)
             first = first or time.perf_counter() - t0
         total = time.perf_counter() - t0
+    cached = blocks.num_prefix_hits - hits_before
+    if cached:
+        raise RuntimeError(f"the prefix cache served {cached} prompt tokens of the timed run")
     decode = sorted(step_times[1:]) or [0.0]
     return {
         "engine": "kiln",
@@ -87,6 +103,14 @@ def bench_engine(eng, batch: int, in_len: int, out_len: int) -> dict:
         "itl_p50_ms": decode[len(decode) // 2] * 1e3,
         "itl_p99_ms": decode[int(len(decode) * 0.99)] * 1e3,
     }
+
+
+def run_prompts(batch: int, in_len: int, run: int, vocab_size: int) -> list[list[int]]:
+    """`batch` random prompts of `in_len` ids, one seed per (batch, length, run): a decode run
+    never draws the start of a prefill run's prompts, nor a timed run its warm-up's."""
+    from kiln.benchmarking.workload import random_prompts
+
+    return random_prompts(batch, in_len, vocab_size, (batch * 100_003 + in_len) * 2 + run)
 
 
 def bench_hf(model, batch: int, in_len: int, out_len: int) -> dict:
@@ -161,6 +185,7 @@ def main() -> None:
                 max_num_seqs=max(batches),
                 gpu_memory_utilization=args.gpu_mem,
                 max_model_len=2048,
+                enable_prefix_caching=False,  # every prompt token computed
             )
         )
         res["startup_phases"] = eng.loaded.phases

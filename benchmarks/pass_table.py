@@ -1,35 +1,37 @@
 """What each default-on pass is worth: the default pipeline, then each pass turned off in turn
-(`--passes=-name`), measured through the product path: the compiled artifact that
-`kiln bench throughput` (and `kiln serve`) runs for those toggles, compiled on a miss.
+(`--passes=-name`), then the default again, each measured through the compiled artifact of its
+toggles (`--lowering`: piecewise, the default, or plan: on an H200 an 8B plan compiled in 45 s
+against 100 s piecewise, benchmarks/results/h200-llama3-8b-plan-carried-2026-11-28.json).
 
 Per variant: decode ITL p50 at batch 1 and 32 (128-token prompts, 64 generated tokens) and the
 time to first token of one 2048-token prompt (prefill, chunked by the engine's token budget),
-after a warm-up batch each (`--repeat-default`: the default measured again last, so the
-spread between its two rows shows the noise). Groups: bf16 (every default-on pass that
+after a warm-up batch each, prefix caching off and every prompt drawn fresh. The default's
+second row (last in its group) shows the run's noise. Groups: bf16 (every default-on pass that
 applies) and `--quantization fp8` (its quant fusions). A variant whose pass made no rewrite in
 the default compile is captured first: when its post-pass graph, weights and token buckets
-equal the default's, it compiles to the same code and reuses the default's row ("same
+equal the default's, it compiles to the same code and reuses the default's figures ("same
 graph"); every other variant is compiled (in this one process, so Inductor's and Triton's
 caches and imports are shared) and measured. Random bf16 weights (`benchmarks/gpu_shapes.py`).
 
-    python benchmarks/pass_table.py --shape llama3-8b --out DIR [--groups bf16,fp8]
+    python -m benchmarks.pass_table --shape llama3-8b --lowering plan --groups bf16 --out DIR
+    python -m benchmarks.pass_table --shape demo --groups bf16 --prefill-len 1024 --out DIR  # CPU
 
-Device time, estimated from the H200 compile records of 2026-11-28 (an 8B piecewise compile
-~85 s cold, ~45 s with Inductor warm) and ~20 s to load and measure a variant: 8B shape,
-checkpoint ~1 min, bf16 (3 variants compiled, 2 same-graph captures) ~4.5 min, fp8 (4
-compiled) ~4.5 min; the 1B shape about half. Writes DIR/pass_table.json and
-DIR/pass_table.md (the table `docs/` can hold).
+Writes DIR/pass_table.json (the results), DIR/pass_table.md (the table,
+`benchmarks/pass_table_report.py`) and DIR/pass_table.record.json (the dashboard's record:
+`kiln bench --record FILE`). Device time: `estimate_minutes` (printed first).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
-import gc
 import hashlib
 import json
+import os
 import time
 from pathlib import Path
+
+from benchmarks.artifacts import LOWERINGS, compile_variant, release, running
 
 GROUPS = {"bf16": None, "fp8": "fp8"}  # group -> --quantization
 # fp8: the passes that exist because of quantization; bf16: every default-on optional pass
@@ -39,7 +41,10 @@ DECODE = dict(batch_sizes=(1, 32), input_len=128, output_len=64)
 PREFILL = dict(batch_sizes=(1,), input_len=2048, output_len=2, seed=1)  # input_len: --prefill-len
 # No prefix caching: every prompt is computed (a benchmark's prompts may share blocks).
 ENGINE = dict(max_model_len=4096, gpu_memory_utilization=0.8, enable_prefix_caching=False)
-MINUTES = {"compile_cold": 85 / 60, "compile_warm": 45 / 60, "measure": 20 / 60}
+# Seconds on the 8B shape, an upper bound (H200 records of 2026-11-28: piecewise ~85 s cold,
+# ~45 s with Inductor warm; a plan 45 s cold, its variants estimated at 30 s; a plan artifact
+# loads in ~2.5 s, its decode and prefill measures take seconds, 20 s is the bound).
+SECONDS = {"piecewise": (85, 45), "plan": (45, 30), "measure": 20}
 
 
 def toggled_passes(group: str, quantization: str | None) -> list[str]:
@@ -59,29 +64,9 @@ def engine_config(ckpt: Path, quantization: str | None, passes: str | None, **kw
     return EngineConfig(model=str(ckpt), quantization=quantization, passes=passes, **ENGINE, **kw)
 
 
-def compile_variant(config) -> tuple[float, dict]:
-    """(seconds, manifest) of the artifact for `config`, built now on a miss."""
-    from kiln.resolve import engine_compile_options
-    from lowering.compile import compile_model
-
-    start = time.perf_counter()
-    result = compile_model(engine_compile_options(config), progress=lambda *a: None)
-    seconds = time.perf_counter() - start
-    release()  # the compile's copy of the weights, before an engine sizes its KV cache
-    return seconds, result.artifact.manifest
-
-
-def release() -> None:
-    import torch
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
-def measure(config) -> dict:
-    """Load the cached artifact as `kiln bench throughput` does, then decode and prefill."""
-
+def measure(config) -> list[dict]:
+    """`kiln bench throughput`'s rows for the artifact `config` names: decode at each batch
+    size, then the prefill (its row's ITL cleared: its figure is the TTFT)."""
     from kiln.benchmarking.throughput import bench_kiln
     from kiln.benchmarking.workload import Workload
     from kiln.resolve import build_engine
@@ -97,12 +82,24 @@ def measure(config) -> dict:
     finally:
         del engine
         release()
-    by_batch = {r["batch_size"]: r for r in decode}
+    return [*decode, {**prefill, "itl_p50_ms": None, "itl_p99_ms": None}]
+
+
+def summary(bench: list[dict]) -> dict:
+    """The table's figures from `measure`'s rows."""
+    decode = {r["batch_size"]: r for r in bench if r["input_len"] == DECODE["input_len"]}
+    prefill = next(r for r in bench if r["input_len"] == PREFILL["input_len"])
     return {
-        "itl_bs1_ms": by_batch[1]["itl_p50_ms"], "itl_bs32_ms": by_batch[32]["itl_p50_ms"],
-        "tok_s_bs1": by_batch[1]["tok_s"], "tok_s_bs32": by_batch[32]["tok_s"],
+        "itl_bs1_ms": decode[1]["itl_p50_ms"], "itl_bs32_ms": decode[32]["itl_p50_ms"],
+        "tok_s_bs1": decode[1]["tok_s"], "tok_s_bs32": decode[32]["tok_s"],
         "prefill_ms": prefill["ttft_p50_ms"],
     }  # fmt: skip
+
+
+def measured(config, bench: list[dict] | None = None) -> dict:
+    """A row's figures: measured now, or `bench` (a same-graph variant's, the default's)."""
+    bench = bench if bench is not None else measure(config)
+    return {**summary(bench), "bench": bench}
 
 
 def fingerprint(model, quantization: str | None, passes: str | None, max_tokens: int) -> str:
@@ -118,19 +115,31 @@ def fingerprint(model, quantization: str | None, passes: str | None, max_tokens:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def same_graph_as_default(ckpt: Path, group: str, quantization, candidates: list[str]) -> set:
-    """The candidate passes whose toggle-off leaves lowering's input unchanged."""
+def capture_model(ckpt: Path, quantization: str | None):
+    """The decoder a compile captures: zero weights of the checkpoint's shapes, or its values
+    when quantized (the fp8 weights are derived from them), on the GPU when there is one."""
     import torch
 
-    from kiln.config import EngineConfig, resolve_dtype
-    from model_defs.loader import load_model
+    from kiln.config import resolve_dtype
+    from model_defs.decoder import ParallelConfig
+    from model_defs.loader import build_model, load_model
+    from model_defs.registry import read_config
 
-    if not candidates:
-        return set()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = getattr(torch, resolve_dtype("auto", device.type))
-    model = load_model(ckpt, dtype, device)
-    tokens = EngineConfig().max_num_batched_tokens
+    if quantization is not None:
+        return load_model(ckpt, dtype, device)
+    model = build_model(read_config(ckpt)[1], dtype, device, ParallelConfig())
+    for p in model.parameters():
+        p.detach().zero_()
+    return model
+
+
+def same_graph_as_default(ckpt: Path, quantization, candidates: list[str], tokens: int) -> set:
+    """The candidate passes whose toggle-off leaves lowering's input unchanged."""
+    if not candidates:
+        return set()
+    model = capture_model(ckpt, quantization)
     try:
         default = fingerprint(model, quantization, None, tokens)
         return {
@@ -141,68 +150,47 @@ def same_graph_as_default(ckpt: Path, group: str, quantization, candidates: list
         release()
 
 
-def run_group(ckpt: Path, group: str, log, repeat_default: bool = False) -> list[dict]:
-    """The group's default row, then one row per pass turned off."""
+def run_group(ckpt: Path, group: str, lowering: str, log, repeat_default: bool = True) -> list:
+    """The group's default row, one row per pass turned off, then the default again."""
     quantization = GROUPS[group]
-    seconds, manifest = compile_variant(engine_config(ckpt, quantization, None))
-    rewrites = {p["name"]: p["rewrites"] for p in manifest.get("passes", [])}
+    default_config = engine_config(ckpt, quantization, None)
+    seconds, artifact = compile_variant(default_config, lowering)
+    run_default = running(default_config, artifact)
+    rewrites = {p["name"]: p["rewrites"] for p in artifact.manifest.get("passes", [])}
     default = {"group": group, "passes": "default", "compile_s": seconds, "graph": "compiled",
-               **measure(engine_config(ckpt, quantization, None))}  # fmt: skip
+               **measured(run_default)}  # fmt: skip
     log(default)
     rows = [default]
     toggled = toggled_passes(group, quantization)
-    unchanged = same_graph_as_default(ckpt, group, quantization,
-                                      [p for p in toggled if rewrites.get(p, 0) == 0])  # fmt: skip
+    idle = [p for p in toggled if rewrites.get(p, 0) == 0]
+    unchanged = same_graph_as_default(ckpt, quantization, idle,
+                                      default_config.max_num_batched_tokens)  # fmt: skip
     for name in toggled:
         row = {"group": group, "passes": f"-{name}", "rewrites_in_default": rewrites.get(name)}
         if name in unchanged:
-            keep = ("itl_bs1_ms", "itl_bs32_ms", "tok_s_bs1", "tok_s_bs32", "prefill_ms")
-            row |= {"graph": "same graph", "compile_s": None, **{k: default[k] for k in keep}}
+            row |= {"graph": "same graph", "compile_s": None,
+                    **measured(None, default["bench"])}  # fmt: skip
         else:
             config = engine_config(ckpt, quantization, f"-{name}")
-            row["compile_s"], _ = compile_variant(config)
-            row |= {"graph": "compiled", **measure(config)}
+            row["compile_s"], art = compile_variant(config, lowering)
+            row |= {"graph": "compiled", **measured(running(config, art))}
         log(row)
         rows.append(row)
     if repeat_default:
-        again = {"group": group, "passes": "default (again)", "compile_s": None,
-                 "graph": "cached", **measure(engine_config(ckpt, quantization, None))}  # fmt: skip
+        again = {"group": group, "passes": "default", "compile_s": None, "graph": "cached",
+                 **measured(run_default)}  # fmt: skip
         log(again)
         rows.append(again)
     return rows
 
 
-def markdown(rows: list[dict], meta: dict) -> str:
-    """The table for `docs/`: ratios are the variant's time over its group's default (above
-    1.00: the pass, off here, saves that much)."""
-    n = PREFILL["input_len"]
-    lines = [
-        f"{meta['card']}, {meta['date']}, {meta['shape']} shape (random bf16 weights), "
-        f"kiln {meta['commit']}: decode ITL p50 (prompt {DECODE['input_len']}, "
-        f"{DECODE['output_len']} tokens out), TTFT of one {PREFILL['input_len']}-token prompt.",
-        "",
-        f"| group | passes | graph | compile s | ITL bs1 ms | ITL bs32 ms | prefill {n} ms "
-        "| bs1 vs default | bs32 vs default | prefill vs default |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    defaults = {r["group"]: r for r in rows if r["passes"] == "default"}  # the first one
-    for r in rows:
-        base = defaults[r["group"]]
-        ratios = [r[k] / base[k] for k in ("itl_bs1_ms", "itl_bs32_ms", "prefill_ms")]
-        compile_s = "-" if r["compile_s"] is None else f"{r['compile_s']:.0f}"
-        lines.append(
-            f"| {r['group']} | `{r['passes']}` | {r['graph']} | {compile_s} | "
-            f"{r['itl_bs1_ms']:.2f} | {r['itl_bs32_ms']:.2f} | {r['prefill_ms']:.1f} | "
-            + " | ".join(f"{x:.2f}x" for x in ratios) + " |"
-        )  # fmt: skip
-    return "\n".join(lines) + "\n"
-
-
-def estimate_minutes(groups: list[str]) -> float:
-    """Upper bound: every variant compiled (same-graph variants take a capture instead)."""
+def estimate_minutes(groups: list[str], lowering: str) -> float:
+    """Upper bound on the 8B shape: every variant compiled (a same-graph variant takes a
+    capture instead), the default measured twice."""
     variants = sum(1 + len(toggled_passes(g, GROUPS[g])) for g in groups)
-    compiles = MINUTES["compile_cold"] + (variants - 1) * MINUTES["compile_warm"]
-    return compiles + variants * MINUTES["measure"]
+    cold, warm = SECONDS[lowering]
+    seconds = cold + (variants - 1) * warm + (variants + len(groups)) * SECONDS["measure"]
+    return seconds / 60
 
 
 def checkpoint(shape: str, folder: Path | None) -> Path:
@@ -227,45 +215,74 @@ def commit() -> str:
     return proc.stdout.strip() or "unknown"
 
 
-def print_row(row: dict) -> None:
-    print(json.dumps(row), flush=True)
-
-
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     import torch
-
-    from kiln.benchmarking.stats import card_name
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--shape", default="llama3-8b",
                         help="llama3-8b, llama3.2-1b (quick) or demo (a CPU smoke run)")  # fmt: skip
     parser.add_argument("--ckpt", type=Path, help="checkpoint folder (default: made in /tmp)")
     parser.add_argument("--groups", default="bf16,fp8", help="bf16, fp8 or both")
+    parser.add_argument("--lowering", default="piecewise", choices=LOWERINGS,
+                        help="piecewise (what `kiln serve` looks up) or plan (GPU only)")  # fmt: skip
     parser.add_argument("--prefill-len", type=int, default=PREFILL["input_len"])
-    parser.add_argument("--repeat-default", action="store_true",
-                        help="measure the default again after the variants (~20 s per group)")  # fmt: skip
+    parser.add_argument("--no-repeat-default", dest="repeat_default", action="store_false",
+                        help="skip the default's second measure (~20 s per group)")  # fmt: skip
     parser.add_argument("--out", type=Path, default=Path("pass_table"))
-    opts = parser.parse_args()
+    opts = parser.parse_args(argv)
+    opts.groups = [g for g in opts.groups.split(",") if g]
+    if unknown := set(opts.groups) - set(GROUPS):
+        parser.error(f"--groups: unknown {sorted(unknown)}; use bf16 and/or fp8")
+    if opts.lowering == "plan" and not torch.cuda.is_available():
+        parser.error("--lowering plan builds cubins for this host's GPU, and it has none")
+    return opts
+
+
+def write(out: Path, meta: dict, rows: list[dict]) -> str:
+    """Write the results, the record and the table of the rows so far (a run cut short keeps
+    what it measured); returns the table."""
+    from benchmarks.pass_table_report import bench_record, markdown
+
+    load = [*meta["load_average_1min"][:1], os.getloadavg()[0]]  # at the start, and now
+    results = {**meta, "load_average_1min": load, "rows": rows}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "pass_table.json").write_text(json.dumps(results, indent=1))
+    (out / "pass_table.record.json").write_text(bench_record(results).to_json(indent=1))
+    table = markdown(results)
+    (out / "pass_table.md").write_text(table)
+    return table
+
+
+def main(argv: list[str] | None = None) -> None:
+    import torch
+
+    from compile_cache import configure_tool_caches
+    from kiln.benchmarking.stats import card_name
+
+    opts = parse_args(argv)
+    configure_tool_caches()  # Inductor's and Triton's caches where `kiln compile` keeps them
     PREFILL["input_len"] = opts.prefill_len
     ENGINE["max_model_len"] = opts.prefill_len + 64
-    groups = [g for g in opts.groups.split(",") if g]
-    if unknown := set(groups) - set(GROUPS):
-        parser.error(f"--groups: unknown {sorted(unknown)}; use bf16 and/or fp8")
-    print(f"plan: {', '.join(groups)}; at most {estimate_minutes(groups):.1f} min on an 8B shape")
+    minutes = estimate_minutes(opts.groups, opts.lowering)
+    print(f"plan: {', '.join(opts.groups)}, {opts.lowering}; at most {minutes:.1f} min on 8B")
     ckpt = checkpoint(opts.shape, opts.ckpt)
     meta = {
-        "card": card_name(), "date": datetime.date.today().isoformat(), "shape": opts.shape,
-        "commit": commit(), "torch": torch.__version__, "decode": DECODE, "prefill": PREFILL,
-        "engine": ENGINE, "metric": "itl_p50 of the decode batches; ttft_p50 of the prefill",
+        "card": card_name(), "date": datetime.date.today().isoformat(), "created": time.time(),
+        "shape": opts.shape, "lowering": opts.lowering, "commit": commit(),
+        "torch": torch.__version__, "decode": DECODE, "prefill": PREFILL, "engine": ENGINE,
+        "metric": "itl_p50 of the decode batches; ttft_p50 of the prefill",
+        "load_average_1min": [os.getloadavg()[0]],
     }  # fmt: skip
     rows: list[dict] = []
-    for group in groups:
-        rows += run_group(ckpt, group, print_row, opts.repeat_default)
-    opts.out.mkdir(parents=True, exist_ok=True)
-    (opts.out / "pass_table.json").write_text(json.dumps({**meta, "rows": rows}, indent=1))
-    table = markdown(rows, meta)
-    (opts.out / "pass_table.md").write_text(table)
-    print(table)
+
+    def log(row: dict) -> None:
+        print(json.dumps({k: v for k, v in row.items() if k != "bench"}), flush=True)
+        rows.append(row)
+        write(opts.out, meta, rows)
+
+    for group in opts.groups:
+        run_group(ckpt, group, opts.lowering, log, opts.repeat_default)
+    print(write(opts.out, meta, rows))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
     python benchmarks/piecewise_bench.py CKPT ARTIFACT --label piecewise --out row.json
 Rows: decode at batch 1 and 32 (128 prompt tokens, 32 generated, CUDA graphs), and a 2048-token
-prefill (TTFT). Run it once per artifact, in a fresh process each, so loads do not share memory.
+prefill (TTFT of a prompt the engine has not seen, prefix caching off). Run it once per
+artifact, in a fresh process each, so loads do not share memory.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ def main() -> None:
         max_num_batched_tokens=2048,
         max_model_len=4096,
         gpu_memory_utilization=0.85,
+        enable_prefix_caching=False,  # the prefill figure is a whole 2048-token prefill
     )
     eng = build_engine(config)
     forward = type(eng.loaded.runner.forward.run).__name__

@@ -50,6 +50,9 @@ ROW_OPTIONAL = ("ttft_p50_ms", "ttft_p99_ms", "itl_p50_ms", "itl_p99_ms", "peak_
                 "ttft_p90_ms", "itl_p90_ms", "e2e_p50_ms", "e2e_p90_ms", "e2e_p99_ms", "req_s",
                 "goodput_req_s", "request_rate", "served_ratio", "ttft_p50_over_offline",
                 "itl_p99_over_p50")  # fmt: skip
+# Optional text labels of what a row's engine ran: its `--passes` toggles ("default": the
+# pipeline as registered) and `--quantization` ("none"); a pass on/off table's rows carry both.
+ROW_LABELS = ("passes", "quantization")
 
 
 def _set(obj: object, name: str, value: Any) -> None:
@@ -190,7 +193,7 @@ class CompileRecord(_JsonRecord):
 
 
 def _check_row(row: Any, where: str) -> dict[str, Any]:
-    check_keys(row, where, ROW_REQUIRED, ROW_OPTIONAL)
+    check_keys(row, where, ROW_REQUIRED, ROW_OPTIONAL + ROW_LABELS)
     out: dict[str, Any] = {"engine": check_str(row["engine"], f"{where}.engine")}
     out["batch_size"] = check_int(row["batch_size"], f"{where}.batch_size", minimum=1)
     out["input_len"] = check_int(row["input_len"], f"{where}.input_len")
@@ -198,6 +201,9 @@ def _check_row(row: Any, where: str) -> dict[str, Any]:
     out["tok_s"] = check_number(row["tok_s"], f"{where}.tok_s")
     for name in ROW_OPTIONAL:
         out[name] = check_number(row.get(name), f"{where}.{name}", nullable=True)
+    for name in ROW_LABELS:
+        if row.get(name) is not None:
+            out[name] = check_str(row[name], f"{where}.{name}")
     return out
 
 
@@ -207,10 +213,11 @@ class BenchRecord(_JsonRecord):
 
     `results` rows hold `engine` ("kiln", "hf", ...), `batch_size`, `input_len`, `output_len`,
     `tok_s`, and optionally `ttft_p50_ms`, `ttft_p99_ms`, `itl_p50_ms`, `itl_p99_ms`,
-    `peak_memory_gb` (null when not measured). `startup` maps load phase -> seconds (the
-    median over the runs); `startup_runs` holds each run's own map, in run order;
-    `weight_stream` the weight stream's figures (medians: bytes, threads, start_s/done_s after
-    exec, copy_s, read/h2d/copy GB/s; `kiln bench startup`).
+    `peak_memory_gb` (null when not measured), and the labels `passes` and `quantization`
+    (kept only when given; a `bench="passes"` record is a pass on/off table). `startup` maps
+    load phase -> seconds (the median over the runs); `startup_runs` holds each run's own map,
+    in run order; `weight_stream` the weight stream's figures (medians: bytes, threads,
+    start_s/done_s after exec, copy_s, read/h2d/copy GB/s; `kiln bench startup`).
     """
 
     kind: ClassVar[str] = "bench"

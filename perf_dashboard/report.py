@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from html import escape
 
-from perf_dashboard import bench_view, compile_view
+from perf_dashboard import bench_view, compile_view, pass_table_view
 from perf_dashboard.store import DashboardStore
 
 MAX_RECORDS = 500  # newest records read per kind; charts show fewer
@@ -81,6 +81,7 @@ _NAV = (
     ("trend", "Trend"),
     ("kernels", "Kernels"),
     ("runtime", "Runtime"),
+    ("pass-table", "Passes on/off"),
     ("startup", "Startup"),
 )
 
@@ -93,13 +94,16 @@ def render_html(store: DashboardStore, *, show_path: bool = True) -> str:
     """
     compiles = store.compile_entries(limit=MAX_RECORDS)
     benches = store.bench_entries(limit=MAX_RECORDS)
+    # A pass on/off table's rows are variants of one engine, not runs to trend: its own section.
+    runs = [(i, rec) for i, rec in benches if not pass_table_view.is_pass_table(rec)]
     sections = [
         compile_view.phases_section(compiles),
         compile_view.passes_section(compiles),
         compile_view.trend_section(compiles),
         compile_view.kernels_section(compiles),
-        bench_view.runtime_section(benches),
-        bench_view.startup_section(benches),
+        bench_view.runtime_section(runs),
+        pass_table_view.pass_table_section(benches),
+        bench_view.startup_section(runs),
     ]
     summary = _summary(store, len(compiles), len(benches), show_path)
     return _page(summary, "".join(sections))

@@ -67,3 +67,33 @@ def make_bench(rng: random.Random, *, created: float, card: str = "NVIDIA H200")
         host="gpu-box",
         created=created,
     )
+
+
+DECODE = {"input_len": 128, "output_len": 64}
+PREFILL = {"batch_size": 1, "input_len": 2048, "output_len": 2}
+
+
+def variant(passes: str, itl1: float, itl32: float, ttft: float, quant: str = "none") -> list:
+    """The three rows benchmarks/pass_table.py records per variant: decode ITL at batch 1 and
+    32, the prefill's TTFT."""
+    label = {"engine": "kiln", "passes": passes, "quantization": quant}
+    return [
+        {**label, "batch_size": 1, **DECODE, "tok_s": 1e3 / itl1, "itl_p50_ms": itl1,
+         "ttft_p50_ms": 9.0},
+        {**label, "batch_size": 32, **DECODE, "tok_s": 32e3 / itl32, "itl_p50_ms": itl32,
+         "ttft_p50_ms": 30.0},
+        {**label, **PREFILL, "tok_s": 2e3 / ttft, "ttft_p50_ms": ttft, "itl_p50_ms": None},
+    ]  # fmt: skip
+
+
+def pass_record(created: float = 1_790_000_000.0) -> BenchRecord:
+    rows = (
+        variant("default", 5.0, 8.0, 100.0)
+        + variant("-fuse_add_rms_norm", 5.5, 8.8, 125.0)
+        + variant("-eliminate_noops", 5.0, 8.0, 100.0)  # the default's figures, reused
+        + variant("default", 5.1, 8.0, 98.0)
+        + variant("default", 6.0, 9.0, 80.0, "fp8")
+        + variant("-fuse_act_quant", 6.6, 9.0, 88.0, "fp8")
+    )
+    return BenchRecord(bench="passes", model="llama3-8b", card="NVIDIA H200", results=rows,
+                       created=created)  # fmt: skip
