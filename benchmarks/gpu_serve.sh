@@ -7,9 +7,10 @@
 # batch 32 and 128 (a child process, `kiln bench throughput`, same engine flags), then starts
 # `kiln serve` and the clients; it times every SSE chunk (one per engine step per request, text
 # or not) as vLLM's bench does; neither bounds the prefill of steps that decode (the default).
-# Then, at 32 clients, the server alone again with --max-prefill-while-decoding 128 (the 1B with
-# the full vocabulary and the 8B) and 64 (the 8B): what a bound costs in throughput and buys in
-# ITL p99 on this card (each skipped once 480 s are used, so the whole call stays under 600 s).
+# Then, at 32 clients, the server alone again with each --max-prefill-while-decoding of BOUNDS
+# (default "128 64"; the 1B with the full vocabulary and the 8B): what a bound costs in
+# throughput and buys in ITL p99 on this card (each skipped once VARIANT_DEADLINE_S, default
+# 480 s, are used, so the whole call stays under 600 s).
 # The demo and 1B are compiled (cold compile inside the offline child, then cache hits); the 8B
 # is compiled too (a cold piecewise compile of ~100 s on an H200); COMPILE_8B=never runs it eager
 # with CUDA graphs instead (its steps that mix prefill and decodes are then eager PyTorch).
@@ -50,10 +51,11 @@ make_checkpoint as m; m('$shape', Path('$ck'))" > $OUT/ckpt-$shape.log 2>&1 || {
   fi
 done
 mode8b=${COMPILE_8B:-on_miss}
-[ -f /tmp/ckpt-llama3-8b/config.json ] && bound llama3-8b 128 /tmp/ckpt-llama3-8b --compile $mode8b
-[ -f /tmp/ckpt-llama3-8b/config.json ] && bound llama3-8b 64 /tmp/ckpt-llama3-8b --compile $mode8b
-[ -f /tmp/ckpt-llama3.2-1b-fullvocab/config.json ] &&
-  bound llama3.2-1b-fullvocab 128 /tmp/ckpt-llama3.2-1b-fullvocab --compile on_miss
+for tokens in ${BOUNDS:-128 64}; do
+  [ -f /tmp/ckpt-llama3-8b/config.json ] && bound llama3-8b $tokens /tmp/ckpt-llama3-8b --compile $mode8b
+  [ -f /tmp/ckpt-llama3.2-1b-fullvocab/config.json ] &&
+    bound llama3.2-1b-fullvocab $tokens /tmp/ckpt-llama3.2-1b-fullvocab --compile on_miss
+done
 python3 - <<'PY'
 import json, os, pathlib
 out = pathlib.Path(os.environ["OUT"]); rows, records = [], {}
