@@ -221,7 +221,6 @@ class ClientPool:
     def __init__(self, procs: int, endpoint: str, headers: dict):
         ctx = mp.get_context("spawn")  # no fork of a parent that may hold threads
         self._workers: list[tuple[mp.process.BaseProcess, Connection]] = []
-        self._busy: set[int] = set()
         for k in range(procs):
             mine, theirs = ctx.Pipe()
             proc = ctx.Process(target=_worker_main, args=(theirs, endpoint, headers),
@@ -230,7 +229,11 @@ class ClientPool:
             theirs.close()
             self._workers.append((proc, mine))
         self._busy = set(range(procs))
-        self._gather()  # each worker's "ready"
+        try:
+            self._gather()  # each worker's "ready"
+        except BaseException:
+            self.close()
+            raise
 
     def __len__(self) -> int:
         return len(self._workers)
@@ -251,7 +254,10 @@ class ClientPool:
         assert len(shares) <= len(self._workers), "more shares than client processes"
         start_at = time.monotonic() + START_DELAY_S
         for k, share in enumerate(shares):
-            self._workers[k][1].send((share, start_at))
+            try:
+                self._workers[k][1].send((share, start_at))
+            except OSError:
+                raise self._died(k) from None
             self._busy.add(k)
         results = self._gather()
         return [s for k in sorted(results) for s in results[k]]
@@ -272,18 +278,21 @@ class ClientPool:
         return conn, proc.sentinel
 
     def _receive(self, k: int) -> list[Sample]:
-        proc, conn = self._workers[k]
         try:
-            status, payload = conn.recv()
+            status, payload = self._workers[k][1].recv()
         except (EOFError, OSError):
-            proc.join(5)
-            raise KilnError(
-                f"bench client process {k} (pid {proc.pid}) died with exit code {proc.exitcode}; "
-                "out of memory or killed? rerun, or lower --client-procs"
-            ) from None
+            raise self._died(k) from None
         if status != "ok":
             raise KilnError(f"bench client process {k} failed:\n{payload}")
         return payload
+
+    def _died(self, k: int) -> KilnError:
+        proc = self._workers[k][0]
+        proc.join(5)
+        return KilnError(
+            f"bench client process {k} (pid {proc.pid}) died with exit code {proc.exitcode}; "
+            "out of memory or killed? rerun, or lower --client-procs"
+        )
 
     def close(self) -> None:
         """Idle workers exit on their own; one still running a share (the load failed) is

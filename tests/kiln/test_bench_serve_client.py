@@ -144,7 +144,9 @@ def test_two_client_processes_keep_n_in_flight_and_merge_into_one_load(fake_serv
         assert s.tokens == 5 and len(s.stamps) == 5
         assert s.sent < s.stamps[0] and s.stamps == sorted(s.stamps) and s.stamps[-1] <= s.ended
     span = load_span(samples)
-    assert span == pytest.approx(max(server.ended.values()) - min(server.arrived.values()), abs=0.1)
+    assert span == pytest.approx(
+        max(server.ended.values()) - min(server.arrived.values()), abs=0.15
+    )
     row = summarize(samples, span, Slo())
     assert row["tok_s"] == pytest.approx(60 / span) and row["req_s"] == pytest.approx(12 / span)
 
@@ -159,9 +161,9 @@ def test_arrival_times_hold_across_processes_and_throughput_spans_them_all(fake_
     assert len(samples) == 4 and all(s.ok for s in samples)
     first = min(server.arrived.values())
     for i, offset in enumerate(offsets):
-        assert server.arrived[i] - first == pytest.approx(offset, abs=0.08)
+        assert server.arrived[i] - first == pytest.approx(offset, abs=0.15)
     span = load_span(samples)
-    assert span == pytest.approx(max(server.ended.values()) - first, abs=0.08)
+    assert span == pytest.approx(max(server.ended.values()) - first, abs=0.15)
     assert span > 0.6
     assert summarize(samples, span, Slo())["tok_s"] == pytest.approx(20 / span)
 
@@ -178,3 +180,6 @@ def test_a_client_process_that_dies_or_fails_fails_the_load_without_hanging(fake
     with ClientPool(1, endpoint, {}) as pool:
         with pytest.raises(KilnError, match="(?s)client process 0 failed:.*TypeError"):
             pool.run([Share([{"prompt": {1, 2}}], clients=1)])  # a set is no JSON
+        os.kill(pool.pids[0], signal.SIGKILL)  # between loads
+        with pytest.raises(KilnError, match="client process 0 .* died with exit code -9"):
+            pool.run(split_clients(_bodies(1, gap=0.01, tokens=2), clients=1, procs=1))
