@@ -4,15 +4,19 @@ Each request streams `/v1/completions` with a prompt of `input_len` random token
 of a prompts file), greedy, exactly `output_len` tokens (EOS ignored), timed on the client:
 TTFT (send -> first token event), ITL (between token events), end to end. Load is a fixed
 concurrency (N clients, each sending its next request when the last ends) or a Poisson
-request rate (exponential gaps, no client limit). Beside each concurrency the offline engine
-runs the same lengths at batch N (`kiln bench throughput` in a child process, before the
-server starts, so the two never share the machine) and the ratio served/offline is reported.
+request rate (exponential gaps, no client limit). The clients run in worker processes
+(`ClientPool`, one per 16 in flight by default): each keeps its share of the N clients busy, or
+sends its share of the seeded arrivals at their times, and throughput is every token over first
+send -> last end across them all. Beside each concurrency the offline engine runs the same
+lengths at batch N (`kiln bench throughput` in a child process, before the server starts, so
+the two never share the machine) and the ratio served/offline is reported.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import random
 import subprocess
@@ -22,14 +26,22 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import aiohttp
-
-from kiln.benchmarking.serve_client import Sample, one_request
+from kiln.benchmarking.serve_client import (
+    ClientPool,
+    Sample,
+    Share,
+    new_session,
+    run_share,
+    split_arrivals,
+    split_clients,
+)
 from kiln.benchmarking.stats import ms, percentile
 from kiln.errors import KilnError
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository: children run `python -m kiln` here
 READY_TIMEOUT_S = 900.0  # a cold compile of a large shape happens before `listening`
+COMPLETIONS = "/v1/completions"
+CLIENTS_PER_PROC = 16  # streams one client process reads without stamping them in bursts
 
 
 @dataclass(frozen=True)
@@ -80,40 +92,34 @@ def request_body(model: str, prompt: str | list[int], output_len: int) -> dict:
 
 
 async def run_concurrency(url: str, bodies: list[dict], concurrency: int, headers: dict):
-    """N clients share the requests, each sending the next when its last one ends."""
-    queue = list(reversed(bodies))
-
-    async def client(session) -> list[Sample]:
-        out = []
-        while queue:
-            out.append(await one_request(session, url, "/v1/completions", queue.pop()))
-        return out
-
-    async with _session(headers) as session:
-        t0 = time.perf_counter()
-        per = await asyncio.gather(*(client(session) for _ in range(concurrency)))
-        return [s for samples in per for s in samples], time.perf_counter() - t0
+    """N clients in this process, each sending the next request when its last one ends
+    (`benchmarks/serve_profile.py`; the bench spreads its clients over a `ClientPool`)."""
+    share = Share(bodies, clients=concurrency)
+    samples = await run_share(url + COMPLETIONS, headers, share, time.monotonic())
+    return samples, load_span(samples)
 
 
-async def run_rate(url: str, bodies: list[dict], rate: float, seed: int, headers: dict):
-    """Requests arrive as a Poisson process of `rate` per second (inf: all at once)."""
-    rng = random.Random(seed)
-    async with _session(headers) as session:
-        t0 = time.perf_counter()
-        tasks = []
-        for body in bodies:
-            tasks.append(asyncio.create_task(one_request(session, url, "/v1/completions", body)))
-            if rate != float("inf"):
-                await asyncio.sleep(rng.expovariate(rate))
-        samples = await asyncio.gather(*tasks)
-        return list(samples), time.perf_counter() - t0
+def arrival_offsets(n: int, rate: float, seed: int) -> list[float]:
+    """Send times (s after the start) of `n` requests arriving as a Poisson process of `rate`
+    per second (inf: all at once); the same seed gives the same times."""
+    rng, t, offsets = random.Random(seed), 0.0, []
+    for _ in range(n):
+        offsets.append(t)
+        if rate != float("inf"):
+            t += rng.expovariate(rate)
+    return offsets
 
 
-def _session(headers: dict) -> aiohttp.ClientSession:
-    timeout = aiohttp.ClientTimeout(total=3600)
-    return aiohttp.ClientSession(
-        headers=headers, timeout=timeout, connector=aiohttp.TCPConnector(limit=0)
-    )
+def load_span(samples: list[Sample]) -> float:
+    """First send -> last end over every request of a load, whichever process sent it."""
+    return max(s.ended for s in samples) - min(s.sent for s in samples)
+
+
+def default_client_procs(in_flight: int) -> int:
+    """One client process per CLIENTS_PER_PROC requests in flight, leaving a core to the
+    server (on a 2-core host: 1)."""
+    cores = os.cpu_count() or 2
+    return max(1, min(math.ceil(in_flight / CLIENTS_PER_PROC), cores - 1))
 
 
 def summarize(samples: list[Sample], wall: float, slo: Slo) -> dict:
@@ -204,13 +210,16 @@ class ServeBench:
     seed: int = 0
     api_key: str | None = None
     served_name: str | None = None
+    client_procs: int | None = None  # None: default_client_procs of each load
 
     def __post_init__(self) -> None:
         for name in ("input_len", "output_len"):
             if getattr(self, name) < 1:
                 raise KilnError(f"--{name.replace('_', '-')}={getattr(self, name)} must be >= 1")
-        if self.num_prompts is not None and self.num_prompts < 1:
-            raise KilnError(f"--num-prompts={self.num_prompts} must be >= 1")
+        for name in ("num_prompts", "client_procs"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                flag = "--" + name.replace("_", "-")
+                raise KilnError(f"{flag}={getattr(self, name)} must be >= 1 (or left out)")
         bad = [v for _, v in self.loads if not v > 0]
         if not self.loads or bad:
             raise KilnError(f"--concurrency / --request-rate values {bad} must be > 0")
@@ -244,34 +253,57 @@ def run_bench(cfg: ServeBench, engine_argv: list[str], vocab_size: int) -> tuple
         else start_server(cfg.model, engine_argv, max(1024, 2 * biggest))
     )
     try:
-        return asyncio.run(_run_loads(cfg, url, vocab_size, offline))
+        headers = {"Authorization": f"Bearer {cfg.api_key}"} if cfg.api_key else {}
+        model = cfg.served_name or asyncio.run(_first_model(url, headers))
+        procs = max(_client_procs(cfg, kind, value) for kind, value in cfg.loads)
+        with ClientPool(procs, url + COMPLETIONS, headers) as pool:
+            return _run_loads(cfg, pool, model, vocab_size, offline)
     finally:
         if proc is not None:
             stop_server(proc)
 
 
-async def _run_loads(cfg: ServeBench, url: str, vocab_size: int, offline: dict):
-    headers = {"Authorization": f"Bearer {cfg.api_key}"} if cfg.api_key else {}
-    model = cfg.served_name or await _first_model(url, headers)
-    warm = load_prompts(cfg.prompts_file, 8, cfg.input_len, vocab_size, cfg.seed + 7919)
-    await run_concurrency(url, [request_body(model, p, 4) for p in warm], 8, headers)
+def _run_loads(cfg: ServeBench, pool: ClientPool, model: str, vocab_size: int, offline: dict):
+    # every client process sends a warm-up request (its first one pays aiohttp's and the
+    # JSON decoder's start-up)
+    n = max(8, len(pool))
+    warm = load_prompts(cfg.prompts_file, n, cfg.input_len, vocab_size, cfg.seed + 7919)
+    pool.run(split_clients([request_body(model, p, 4) for p in warm], n, len(pool)))
     rows, errors = [], 0
     for i, (kind, value) in enumerate(cfg.loads):
-        n = cfg.num_prompts or (4 * int(value) if kind == "concurrency" else 200)
+        n = _num_requests(cfg, kind, value)
         prompts = load_prompts(cfg.prompts_file, n, cfg.input_len, vocab_size, cfg.seed + i)
         bodies = [request_body(model, p, cfg.output_len) for p in prompts]
+        procs = _client_procs(cfg, kind, value)
         if kind == "concurrency":
-            samples, wall = await run_concurrency(url, bodies, int(value), headers)
+            shares = split_clients(bodies, int(value), procs)
         else:
-            samples, wall = await run_rate(url, bodies, value, cfg.seed + i, headers)
-        summary = summarize(samples, wall, cfg.slo)
+            shares = split_arrivals(bodies, arrival_offsets(n, value, cfg.seed + i), procs)
+        print(f"{_load_label(kind, value)}: {len(shares)} client process(es)", file=sys.stderr)
+        samples = pool.run(shares)
+        summary = summarize(samples, load_span(samples), cfg.slo)
         errors += summary["errors"]
         rows += _rows(cfg, kind, value, summary, offline)
     return rows, errors
 
 
+def _num_requests(cfg: ServeBench, kind: str, value: float) -> int:
+    return cfg.num_prompts or (4 * int(value) if kind == "concurrency" else 200)
+
+
+def _client_procs(cfg: ServeBench, kind: str, value: float) -> int:
+    """--client-procs, or the default for the most requests the load can have in flight."""
+    n = _num_requests(cfg, kind, value)
+    in_flight = min(int(value), n) if kind == "concurrency" else n
+    return min(cfg.client_procs, in_flight) if cfg.client_procs else default_client_procs(in_flight)
+
+
+def _load_label(kind: str, value: float) -> str:
+    return f"{int(value)} clients" if kind == "concurrency" else f"{value:g} req/s"
+
+
 async def _first_model(url: str, headers: dict) -> str:
-    async with _session(headers) as session, session.get(url + "/v1/models") as resp:
+    async with new_session(headers) as session, session.get(url + "/v1/models") as resp:
         if resp.status != 200:
             raise KilnError(f"{url}/v1/models answered {resp.status}: {(await resp.text())[:200]}")
         return (await resp.json())["data"][0]["id"]

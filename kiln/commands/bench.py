@@ -97,6 +97,11 @@ def _add_serve(benches) -> None:
     p.add_argument(
         "--no-offline", action="store_true", help="skip the offline engine run at the same batch"
     )
+    p.add_argument(
+        "--client-procs",
+        type=int,
+        help="processes the clients run in (default: one per 16 in flight, up to cores - 1)",
+    )
     _add_common(p)
 
 
@@ -321,7 +326,7 @@ def run_serve(args: argparse.Namespace) -> int:
         input_len=args.input_len, output_len=args.output_len, num_prompts=args.num_prompts,
         prompts_file=args.prompts_file, slo=Slo(args.slo_ttft_ms, args.slo_itl_ms, args.slo_e2e_ms),
         offline=not args.no_offline, seed=args.seed, api_key=args.api_key,
-        served_name=args.served_model_name,
+        served_name=args.served_model_name, client_procs=args.client_procs,
     )  # fmt: skip
     _, model_cfg = read_config(resolve_model_path(args.model))
     rows, errors = run_bench(cfg, engine_argv(args), model_cfg.vocab_size)

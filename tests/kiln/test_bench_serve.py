@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from kiln.benchmarking.serve import Slo, parse_loads, summarize
+from kiln.benchmarking.serve import ServeBench, Slo, default_client_procs, parse_loads, summarize
 from kiln.benchmarking.serve_client import Sample
 from kiln.cli import main
 from kiln.errors import KilnError
@@ -37,15 +37,31 @@ def test_goodput_counts_only_requests_within_every_slo():
     )  # linear between 50, 50, 500
 
 
+def test_client_processes_default_to_one_per_16_clients_leaving_a_core(monkeypatch):
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    assert [default_client_procs(n) for n in (1, 16, 17, 32, 128, 1000)] == [1, 1, 2, 2, 8, 15]
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert default_client_procs(128) == 1
+
+
+def test_client_procs_below_one_say_what_to_pass():
+    with pytest.raises(KilnError, match="--client-procs=0 must be >= 1"):
+        ServeBench(model="demo", url=None, loads=(("concurrency", 2.0),), input_len=8,
+                   output_len=5, num_prompts=None, prompts_file=None, slo=Slo(), offline=False,
+                   client_procs=0)  # fmt: skip
+
+
 def test_bench_serve_reports_served_beside_offline(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("KILN_DASHBOARD_DB", str(tmp_path / "dash.sqlite"))
     out = tmp_path / "serve.json"
     argv = ["bench", "serve", "demo", "--compile", "never", "--concurrency", "2",
             "--input-len", "8", "--output-len", "5", "--num-prompts", "4",
-            "--slo-ttft-ms", "60000", "--json-out", str(out)]  # fmt: skip
+            "--slo-ttft-ms", "60000", "--client-procs", "2", "--json-out", str(out)]  # fmt: skip
     assert main(argv) == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     assert "2 clients" in printed and "vs offline" in printed
+    assert "2 clients: 2 client process(es)" in captured.err
     record = json.loads(out.read_text())
     assert record["bench"] == "serve"
     offline, served = record["results"]
