@@ -106,6 +106,10 @@ SETTINGS: dict[str, Setting] = {
         Setting("KILN_STARTUP_GC_PAUSE", "flag", True,
                 "`kiln generate`/`serve` pause Python's cyclic collector until the engine is "
                 "built (kiln/startup.py)"),
+        Setting("KILN_CORE_FORK", "flag", True,
+                "`kiln serve` forks its engine core from the server process while that is "
+                "single-threaded and torch-free (runtime/engine_core.py); 0: spawn a fresh "
+                "interpreter"),
         Setting("KILN_BLAS_PREWARM", "flag", True,
                 "an engine's load runs cuBLAS's first GEMM on a side thread (runtime/blas_warmup.py)"),
         Setting("KILN_COMPILE_WORKERS", "count", 1,
@@ -170,6 +174,10 @@ def cuda_prewarm_enabled() -> bool:
 
 def startup_gc_pause_enabled() -> bool:
     return SETTINGS["KILN_STARTUP_GC_PAUSE"].get()
+
+
+def core_fork_enabled() -> bool:
+    return SETTINGS["KILN_CORE_FORK"].get()
 
 
 def blas_prewarm_enabled() -> bool:

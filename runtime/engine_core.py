@@ -156,19 +156,39 @@ class SpawnedCore:
     out_addr: str
 
 
-def spawn_core(build: Callable[..., object], build_arg: object) -> SpawnedCore:
+def spawn_core(
+    build: Callable[..., object], build_arg: object, *, fork: bool = False
+) -> SpawnedCore:
     """Start a core process that builds its engine with `build(build_arg)` (a module-level
     function and a picklable argument). Needs neither zmq nor the server's modules here, so
-    `kiln serve` calls it before importing them."""
+    `kiln serve` calls it before importing them.
+
+    With `fork`, the core is forked from this process where `can_fork` says that is sound: it
+    starts with the modules imported so far instead of a fresh interpreter that imports them
+    again (and without multiprocessing's resource-tracker process). Otherwise it is spawned."""
     import tempfile
 
     folder = tempfile.mkdtemp(prefix="kiln-core-")
     in_addr, out_addr = f"ipc://{folder}/in", f"ipc://{folder}/out"
-    proc = multiprocessing.get_context("spawn").Process(
+    method = "fork" if fork and can_fork() else "spawn"
+    proc = multiprocessing.get_context(method).Process(
         target=run_core, args=(build, build_arg, in_addr, out_addr), name="kiln-engine-core"
     )
     proc.start()
     return SpawnedCore(proc, folder, in_addr, out_addr)
+
+
+def can_fork() -> bool:
+    """Whether a forked child of this process starts sound: on Linux, with no thread but the
+    caller's (a fork copies only the calling thread: a lock another thread holds, Python's or
+    a native library's, stays locked in the child) and torch not imported (its CUDA and
+    OpenMP state do not survive a fork)."""
+    if sys.platform != "linux" or "torch" in sys.modules:
+        return False
+    try:
+        return len(os.listdir("/proc/self/task")) == 1  # native threads count too
+    except OSError:
+        return False
 
 
 def run_core(build: Callable[..., object], build_arg: object, in_addr: str, out_addr: str) -> None:
@@ -176,7 +196,8 @@ def run_core(build: Callable[..., object], build_arg: object, in_addr: str, out_
     import zmq
 
     _ignore_signals()
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+    # force: a forked core drops the server's handler (set at --log-level) for its own.
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, force=True,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
     ctx = zmq.Context()
     pull, push = ctx.socket(zmq.PULL), ctx.socket(zmq.PUSH)

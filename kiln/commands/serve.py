@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
 
     # The core first: the server's own imports (aiohttp, ~0.4 s) happen while it starts.
     t_spawn = time.time()
-    spawned = spawn_core(build_core_engine, args)
+    spawned = spawn_core(build_core_engine, args, fork=env.core_fork_enabled())
     import asyncio
 
     from server.app import create_app

@@ -18,23 +18,31 @@ def _run(code: str) -> str:
     return proc.stdout.strip().splitlines()[-1]
 
 
-def test_kiln_serve_spawns_its_core_before_importing_other_commands_or_asyncio():
+@pytest.mark.parametrize("fork_setting, fork", [(None, True), ("0", False)])
+def test_kiln_serve_spawns_its_core_before_importing_other_commands_or_asyncio(
+    monkeypatch, fork_setting, fork
+):
     """Up to `spawn_core`, `kiln serve` parses with serve's parser alone and imports neither
-    asyncio, the server, nor torch: the core starts as early as it can."""
+    asyncio, the server, nor torch: the core starts as early as it can, and (unless
+    KILN_CORE_FORK=0) forked, so it inherits these modules instead of importing them again."""
+    if fork_setting is None:
+        monkeypatch.delenv("KILN_CORE_FORK", raising=False)
+    else:
+        monkeypatch.setenv("KILN_CORE_FORK", fork_setting)
     code = (
         "import sys, runtime.engine_core as ec\n"
-        "def spawn(build, arg):\n"
+        "def spawn(build, arg, *, fork):\n"
         "    watched = ('asyncio', 'aiohttp', 'server', 'torch')\n"
-        "    print(sorted(m for m in sys.modules if m.split('.')[0] in watched\n"
-        "                 or m.startswith('kiln.commands.')))\n"
+        "    print(fork, sorted(m for m in sys.modules if m.split('.')[0] in watched\n"
+        "                       or m.startswith('kiln.commands.')))\n"
         "    raise SystemExit(0)\n"
         "ec.spawn_core = spawn\n"
         "from kiln.cli import main\n"
         "main(['serve', 'demo'])\n"
     )
     loaded = _run(code)
-    assert loaded == str(["kiln.commands.flags", "kiln.commands.serve",
-                          "server", "server.config"]), loaded  # fmt: skip
+    assert loaded == f"{fork} " + str(["kiln.commands.flags", "kiln.commands.serve",
+                                       "server", "server.config"]), loaded  # fmt: skip
 
 
 def test_the_engine_core_reaches_its_build_without_server_or_cli_modules():

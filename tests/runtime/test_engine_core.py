@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from runtime.core_messages import (
@@ -115,3 +120,37 @@ def test_each_step_message_says_when_it_ran_and_what_it_held(core):
     assert (second.step.num_decodes, second.step.num_prefill_tokens) == (2, 0)
     assert before <= first.step.started < first.step.ended <= second.step.started
     assert second.step.ended <= time.monotonic() and not core.running
+
+
+WORKER = Path(__file__).with_name("core_start_worker.py")
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_a_forked_or_spawned_core_reports_its_build_error_and_keeps_its_own_clock(method):
+    """`kiln serve` forks its core from a clean server process (spawns it otherwise): either
+    way a failing build reaches the server as the same message, and the core's start-up
+    clock starts with the core, not with its parent."""
+    proc = subprocess.run([sys.executable, str(WORKER), method], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["can_fork"]
+    assert out["message"] == "the engine could not start: RuntimeError"
+    assert (out["core_cmdline"] == out["own_cmdline"]) == (method == "fork")
+    assert out["core_clock_after_start"]
+
+
+def test_only_a_single_threaded_process_without_torch_may_fork_its_core():
+    code = (
+        "import threading, time\n"
+        "from runtime.engine_core import can_fork\n"
+        "print(can_fork())\n"
+        "t = threading.Thread(target=time.sleep, args=(0.5,)); t.start()\n"
+        "print(can_fork())\n"
+        "t.join(); print(can_fork())\n"
+        "import torch\n"
+        "print(can_fork())\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["True", "False", "True", "False"]
