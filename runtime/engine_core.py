@@ -4,7 +4,10 @@ The API server process owns HTTP, tokenizing, detokenizing, stop strings and SSE
 process owns the engine and nothing else, so a step never waits for the event loop and
 never competes with it for one interpreter. Per loop turn it applies every queued command
 (adds, aborts), answers the adds, runs one step and sends ONE `CoreOutputs` for all requests
-that moved. Sends never block (no high-water mark): a slow server only grows a queue.
+that moved. Sends never block (no high-water mark): a slow server only grows a queue. The
+decode CUDA graphs `kiln serve`'s load leaves pending are captured at the end of the first turn
+(after its step's outputs are sent, or after an idle wait), so ready and a first prefill do
+not wait for them.
 
     server --PUSH (CoreInput)--> ipc in  --> core
     server <--PULL (CoreOutputs)-- ipc out <-- core
@@ -135,6 +138,18 @@ class EngineCore:
         # The step that empties the batch reports at once: /metrics must show an idle engine.
         return CoreOutputs(outputs=deltas, step=step, stats=self.stats_due(force=not self.running))
 
+    def capture_pending_graphs(self) -> None:
+        """Capture the decode CUDA graphs the engine's load left for after ready (a prefill
+        runs without them). A failure ends the core, as it ended the start before."""
+        loaded = self.engine.loaded
+        if not loaded.graphs_pending:
+            return
+        try:
+            loaded.capture_graphs()
+        except Exception:
+            log.exception("capturing the decode CUDA graphs failed; the engine core exits")
+            raise SystemExit(1) from None
+
     def stats_due(self, force: bool = False) -> dict | None:
         now = time.monotonic()
         if not force and now - self._last_stats < STATS_INTERVAL_S:
@@ -214,9 +229,11 @@ def run_core(build: Callable[..., object], build_arg: object, in_addr: str, out_
         push.close(linger=2000)
         raise SystemExit(1) from None
     push.send_multipart([READY, pickle.dumps(info)])
-    _loop(EngineCore(engine), pull, push)
-    push.close(linger=2000)
-    pull.close()
+    try:
+        _loop(EngineCore(engine), pull, push)
+    finally:  # also on an exit from the loop: what was sent before it still goes out
+        push.close(linger=2000)
+        pull.close()
 
 
 def _loop(core: EngineCore, pull, push) -> None:
@@ -240,6 +257,9 @@ def _loop(core: EngineCore, pull, push) -> None:
             stats = core.stats_due()
             if stats is not None:
                 push.send_multipart([OUTPUTS, codec.encode(CoreOutputs(stats=stats))])
+        # The first turn ends once its step's outputs are sent, or after an idle wait: the
+        # graphs the load left pending are captured there, never before a first prefill.
+        core.capture_pending_graphs()
 
 
 def _ignore_signals() -> None:

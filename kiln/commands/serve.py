@@ -144,7 +144,9 @@ def build_core_engine(args: argparse.Namespace):
     torch.set_num_threads(args.engine_threads or max(1, (os.cpu_count() or 2) - 1))
     t_load_start = time.time()
     config = EngineConfig(model=args.model, **engine_kwargs(args))
-    engine = build_engine(config)
+    # Ready before the decode graphs: the core captures them after its first step's outputs
+    # are sent (or once idle), so /health and a first prefill do not wait for them.
+    engine = build_engine(config, defer_graph_capture=True)
     engine.loaded.marks.update(t_process_start=startup.PROCESS_START, t_load_start=t_load_start)
     startup.resume_gc()
     return engine
