@@ -8,9 +8,11 @@ completion into phases that add up to it:
 
     api_start           exec to the server's first Kiln line (interpreter start)
     api_to_spawn        its imports and flag parsing, to the engine core's spawn
-    core_start          the core's interpreter, to its first Kiln line
+    core_start          the core's start (a fork; a fresh interpreter when spawned), to its
+                        first Kiln line
     core_imports        torch and the engine's modules (the weights stream meanwhile)
-    <load phases>       manifest, tokenizer, weights, weights_wait, kernels, ... (the core's)
+    <load phases>       manifest, tokenizer, weights, weights_wait, kernels, ... (the core's;
+                        its decode CUDA graphs are captured after ready, not in here)
     core_load_other     the rest of the core's engine build
     ready_to_listening  the core's ready message, the app built, the socket bound
     listening_to_health the first /health 200 the parent saw (5 ms polls)

@@ -1,8 +1,9 @@
 """`kiln serve [MODEL|ARTIFACT]`: the OpenAI-compatible HTTP server.
 
-Spawns the engine-core process, which builds the engine (`build_core_engine`: compiles on a cache
-miss, loads on a hit), then serves from this process until SIGTERM or Ctrl-C, draining
-in-flight requests for up to `--shutdown-timeout` seconds. If the engine process dies, the
+Starts the engine-core process (forked while this one is torch-free, see `spawn_core`), which
+builds the engine (`build_core_engine`: compiles on a cache miss, loads on a hit; ready before
+its decode CUDA graphs are captured), then serves from this process until SIGTERM or Ctrl-C,
+draining in-flight requests for up to `--shutdown-timeout` seconds. If the engine process dies, the
 server exits with code 1. With KILN_STARTUP_REPORT set, it writes its start-up report there
 once it listens (`kiln bench startup --serve` reads it).
 """
@@ -130,8 +131,9 @@ def run(args: argparse.Namespace) -> int:
 def build_core_engine(args: argparse.Namespace):
     """The engine `kiln serve` runs; called in the engine-core process (so it must stay a
     module-level function of picklable `args`)."""
-    # This process never ran `kiln.cli.main`, which pauses the collector for the parent: pause
-    # it here, before torch's import, which it slows by walking torch's objects again and again.
+    # A spawned core never ran `kiln.cli.main`, which pauses the collector (a forked one
+    # inherits the pause): pause it here, before torch's import, which it slows by walking
+    # torch's objects again and again.
     startup.pause_gc()
     startup.head_start(args.model, args.device)  # before torch: the weights stream meanwhile
     import torch
