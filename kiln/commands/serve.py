@@ -148,7 +148,7 @@ def build_core_engine(args: argparse.Namespace):
     config = EngineConfig(model=args.model, **engine_kwargs(args))
     # Ready before the decode graphs: the core captures them after its first step's outputs
     # are sent (or once idle), so /health and a first prefill do not wait for them.
-    engine = build_engine(config, defer_graph_capture=True)
+    engine = build_engine(config, defer_graph_capture=env.graphs_after_ready())
     engine.loaded.marks.update(t_process_start=startup.PROCESS_START, t_load_start=t_load_start)
     startup.resume_gc()
     return engine

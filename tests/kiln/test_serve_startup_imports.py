@@ -99,3 +99,41 @@ def test_a_named_command_gets_its_parser_alone_and_anything_else_every_parser():
     choices = lambda parser: list(parser._subparsers._group_actions[0].choices)  # noqa: E731
     assert choices(build_parser("serve")) == ["serve"]
     assert choices(build_parser()) == list(COMMANDS)
+
+
+@pytest.mark.parametrize("setting, deferred", [(None, True), ("0", False)])
+def test_the_engine_core_captures_its_graphs_after_ready_unless_told_not_to(
+    monkeypatch, setting, deferred
+):
+    """`build_core_engine` asks for a load that leaves the decode CUDA graphs for after ready;
+    KILN_GRAPHS_AFTER_READY=0 has them captured in the load, as before."""
+    import torch
+
+    from kiln import resolve
+    from kiln.cli import build_parser
+    from kiln.commands import serve
+
+    if setting is None:
+        monkeypatch.delenv("KILN_GRAPHS_AFTER_READY", raising=False)
+    else:
+        monkeypatch.setenv("KILN_GRAPHS_AFTER_READY", setting)
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def build_engine(config, *, defer_graph_capture):
+        seen.append(defer_graph_capture)
+        raise Stop
+
+    monkeypatch.setattr(startup, "head_start", lambda model, device: None)
+    monkeypatch.setattr(resolve, "build_engine", build_engine)
+    args = build_parser("serve").parse_args(["serve", "demo"])
+    threads = torch.get_num_threads()
+    try:
+        with pytest.raises(Stop):
+            serve.build_core_engine(args)
+    finally:
+        startup.resume_gc(freeze=False)
+        torch.set_num_threads(threads)
+    assert seen == [deferred]
