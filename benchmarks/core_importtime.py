@@ -2,7 +2,10 @@
 
 Runs `kiln serve MODEL` through a launcher that points multiprocessing's spawn at a wrapper
 running the interpreter with `-X importtime` and its stderr sent to a file per process, so
-only the engine core's imports are kept (the API server process runs without it). Waits for /health and
+only the engine core's imports are kept (the API server process runs without it). The core is
+spawned for this (KILN_CORE_FORK=0): a forked core, the default, runs no interpreter start of
+its own and inherits what the server imported before the fork (the CLI, `runtime.engine_core`,
+`compile_cache`), so this ranks everything the core needs. Waits for /health and
 one completion (so imports the first step makes are counted), stops the server, then prints
 the depth-0 imports ranked by cumulative time and which of the watched packages were loaded.
 
@@ -78,7 +81,7 @@ def run(model: str, log: Path, timeout_s: float) -> str:
         wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
         launcher.write_text(LAUNCHER)
         port = free_port()
-        env = dict(os.environ, CORE_IMPORTTIME_PYTHON=str(wrapper))
+        env = dict(os.environ, CORE_IMPORTTIME_PYTHON=str(wrapper), KILN_CORE_FORK="0")
         server_log = Path(tmp) / "serve.log"
         with open(server_log, "w") as out:
             proc = subprocess.Popen([sys.executable, str(launcher), "serve", model, "--port",

@@ -106,6 +106,14 @@ SETTINGS: dict[str, Setting] = {
         Setting("KILN_STARTUP_GC_PAUSE", "flag", True,
                 "`kiln generate`/`serve` pause Python's cyclic collector until the engine is "
                 "built (kiln/startup.py)"),
+        Setting("KILN_CORE_FORK", "flag", True,
+                "`kiln serve` forks its engine core from the server process while that is "
+                "single-threaded and torch-free (runtime/engine_core.py); 0: spawn a fresh "
+                "interpreter"),
+        Setting("KILN_GRAPHS_AFTER_READY", "flag", True,
+                "`kiln serve`'s engine core reports ready before capturing its decode CUDA "
+                "graphs and captures them after its first step or idle wait "
+                "(runtime/engine_core.py); 0: it captures them during its load"),
         Setting("KILN_BLAS_PREWARM", "flag", True,
                 "an engine's load runs cuBLAS's first GEMM on a side thread (runtime/blas_warmup.py)"),
         Setting("KILN_COMPILE_WORKERS", "count", 1,
@@ -170,6 +178,14 @@ def cuda_prewarm_enabled() -> bool:
 
 def startup_gc_pause_enabled() -> bool:
     return SETTINGS["KILN_STARTUP_GC_PAUSE"].get()
+
+
+def core_fork_enabled() -> bool:
+    return SETTINGS["KILN_CORE_FORK"].get()
+
+
+def graphs_after_ready() -> bool:
+    return SETTINGS["KILN_GRAPHS_AFTER_READY"].get()
 
 
 def blas_prewarm_enabled() -> bool:

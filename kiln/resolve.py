@@ -28,10 +28,11 @@ def resolve_loader(config: EngineConfig) -> tuple[Loader, dict[str, float]]:
     return EagerLoader(_passes_transform(config) if config.passes is not None else None), phases
 
 
-def build_engine(config: EngineConfig) -> Engine:
-    """An `Engine` for `config`, running what `resolve_loader` chose."""
+def build_engine(config: EngineConfig, *, defer_graph_capture: bool = False) -> Engine:
+    """An `Engine` for `config`, running what `resolve_loader` chose (`defer_graph_capture`:
+    see `runtime.startup.load`)."""
     loader, phases = resolve_loader(config)
-    return Engine(config, load(config, loader, phases))
+    return Engine(config, load(config, loader, phases, defer_graph_capture=defer_graph_capture))
 
 
 def compile_options(model: str, **fields):

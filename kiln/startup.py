@@ -19,13 +19,23 @@ the weight stream, both on threads.
 from __future__ import annotations
 
 import gc
+import os
 import time
 
 from kiln import env
 
 # As early as Kiln's own code runs (`kiln.cli` imports this module first; wall clock, comparable
-# across processes): the start-up report of `kiln generate` measures "imports" from here.
+# across processes): the start-up report of `kiln generate` measures "imports" from here. A
+# forked child (`kiln serve`'s engine core) starts its own clock at the fork.
 PROCESS_START = time.time()
+
+
+def _forked() -> None:
+    global PROCESS_START
+    PROCESS_START = time.time()
+
+
+os.register_at_fork(after_in_child=_forked)
 
 _paused = False
 

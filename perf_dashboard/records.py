@@ -213,16 +213,24 @@ class BenchRecord(_JsonRecord):
 
     `results` rows hold `engine` ("kiln", "hf", ...), `batch_size`, `input_len`, `output_len`,
     `tok_s`, and optionally `ttft_p50_ms`, `ttft_p99_ms`, `itl_p50_ms`, `itl_p99_ms`,
+<<<<<<< HEAD
     `peak_memory_gb` (null when not measured), and the labels `passes` and `quantization`
     (kept only when given; a `bench="passes"` record is a pass on/off table). `startup` maps
     load phase -> seconds (the median over the runs); `startup_runs` holds each run's own map,
     in run order; `weight_stream` the weight stream's figures (medians: bytes, threads,
     start_s/done_s after exec, copy_s, read/h2d/copy GB/s; `kiln bench startup`).
+=======
+    `peak_memory_gb` (null when not measured). `startup` maps load phase -> seconds (the
+    median over the runs); `startup_runs` holds each run's own map, in run order;
+    `weight_stream` the weight stream's figures (medians: bytes, threads, start_s/done_s after
+    exec, copy_s, read/h2d/copy GB/s; `kiln bench startup`); `startup_cpu` the CPU seconds
+    the server and its engine core had used by the first completion (medians; `--serve`).
+>>>>>>> w3
     """
 
     kind: ClassVar[str] = "bench"
     optional_fields: ClassVar[tuple[str, ...]] = (
-        "results", "startup", "startup_runs", "weight_stream"
+        "results", "startup", "startup_runs", "weight_stream", "startup_cpu"
     )  # fmt: skip
 
     bench: str  # "throughput" | "startup" | "serve" (`kiln bench`) | "serve_load" | ...
@@ -232,6 +240,7 @@ class BenchRecord(_JsonRecord):
     startup: dict[str, float] = field(default_factory=dict)
     startup_runs: tuple[dict[str, float], ...] = ()
     weight_stream: dict[str, float] = field(default_factory=dict)
+    startup_cpu: dict[str, float] = field(default_factory=dict)
     host: str = field(default_factory=socket.gethostname)
     created: float = field(default_factory=time.time)
 
@@ -244,6 +253,7 @@ class BenchRecord(_JsonRecord):
         runs = check_list(self.startup_runs, "startup_runs")
         _set(self, "startup_runs", tuple(check_seconds_map(r, f"startup_runs[{i}]") for i, r in enumerate(runs)))  # fmt: skip
         _set(self, "weight_stream", check_seconds_map(self.weight_stream, "weight_stream"))
+        _set(self, "startup_cpu", check_seconds_map(self.startup_cpu, "startup_cpu"))
         if self.startup_runs and not self.startup:
             raise RecordError("startup_runs", "is given without 'startup', their median")
         _set(self, "created", check_number(self.created, "created", minimum=1.0))
@@ -256,6 +266,7 @@ class BenchRecord(_JsonRecord):
         data["startup"] = dict(self.startup)
         data["startup_runs"] = [dict(r) for r in self.startup_runs]
         data["weight_stream"] = dict(self.weight_stream)
+        data["startup_cpu"] = dict(self.startup_cpu)
         return data
 
 

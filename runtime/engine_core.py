@@ -4,7 +4,10 @@ The API server process owns HTTP, tokenizing, detokenizing, stop strings and SSE
 process owns the engine and nothing else, so a step never waits for the event loop and
 never competes with it for one interpreter. Per loop turn it applies every queued command
 (adds, aborts), answers the adds, runs one step and sends ONE `CoreOutputs` for all requests
-that moved. Sends never block (no high-water mark): a slow server only grows a queue.
+that moved. Sends never block (no high-water mark): a slow server only grows a queue. The
+step CUDA graphs `kiln serve`'s load leaves pending are captured at the end of the first turn
+(after its step's outputs are sent, or after an idle wait), so ready and a first prefill do
+not wait for them.
 
     server --PUSH (CoreInput)--> ipc in  --> core
     server <--PULL (CoreOutputs)-- ipc out <-- core
@@ -135,6 +138,18 @@ class EngineCore:
         # The step that empties the batch reports at once: /metrics must show an idle engine.
         return CoreOutputs(outputs=deltas, step=step, stats=self.stats_due(force=not self.running))
 
+    def capture_pending_graphs(self) -> None:
+        """Capture the step CUDA graphs the engine's load left for after ready (a prefill
+        runs without them). A failure ends the core, as it ended the start before."""
+        loaded = self.engine.loaded
+        if not loaded.graphs_pending:
+            return
+        try:
+            loaded.capture_graphs()
+        except Exception:
+            log.exception("capturing the step CUDA graphs failed; the engine core exits")
+            raise SystemExit(1) from None
+
     def stats_due(self, force: bool = False) -> dict | None:
         now = time.monotonic()
         if not force and now - self._last_stats < STATS_INTERVAL_S:
@@ -156,19 +171,39 @@ class SpawnedCore:
     out_addr: str
 
 
-def spawn_core(build: Callable[..., object], build_arg: object) -> SpawnedCore:
+def spawn_core(
+    build: Callable[..., object], build_arg: object, *, fork: bool = False
+) -> SpawnedCore:
     """Start a core process that builds its engine with `build(build_arg)` (a module-level
     function and a picklable argument). Needs neither zmq nor the server's modules here, so
-    `kiln serve` calls it before importing them."""
+    `kiln serve` calls it before importing them.
+
+    With `fork`, the core is forked from this process where `can_fork` says that is sound: it
+    starts with the modules imported so far instead of a fresh interpreter that imports them
+    again (and without multiprocessing's resource-tracker process). Otherwise it is spawned."""
     import tempfile
 
     folder = tempfile.mkdtemp(prefix="kiln-core-")
     in_addr, out_addr = f"ipc://{folder}/in", f"ipc://{folder}/out"
-    proc = multiprocessing.get_context("spawn").Process(
+    method = "fork" if fork and can_fork() else "spawn"
+    proc = multiprocessing.get_context(method).Process(
         target=run_core, args=(build, build_arg, in_addr, out_addr), name="kiln-engine-core"
     )
     proc.start()
     return SpawnedCore(proc, folder, in_addr, out_addr)
+
+
+def can_fork() -> bool:
+    """Whether a forked child of this process starts sound: on Linux, with no thread but the
+    caller's (a fork copies only the calling thread: a lock another thread holds, Python's or
+    a native library's, stays locked in the child) and torch not imported (its CUDA and
+    OpenMP state do not survive a fork)."""
+    if sys.platform != "linux" or "torch" in sys.modules:
+        return False
+    try:
+        return len(os.listdir("/proc/self/task")) == 1  # native threads count too
+    except OSError:
+        return False
 
 
 def run_core(build: Callable[..., object], build_arg: object, in_addr: str, out_addr: str) -> None:
@@ -176,7 +211,8 @@ def run_core(build: Callable[..., object], build_arg: object, in_addr: str, out_
     import zmq
 
     _ignore_signals()
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+    # force: a forked core drops the server's handler (set at --log-level) for its own.
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, force=True,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
     ctx = zmq.Context()
     pull, push = ctx.socket(zmq.PULL), ctx.socket(zmq.PUSH)
@@ -193,9 +229,11 @@ def run_core(build: Callable[..., object], build_arg: object, in_addr: str, out_
         push.close(linger=2000)
         raise SystemExit(1) from None
     push.send_multipart([READY, pickle.dumps(info)])
-    _loop(EngineCore(engine), pull, push)
-    push.close(linger=2000)
-    pull.close()
+    try:
+        _loop(EngineCore(engine), pull, push)
+    finally:  # also on an exit from the loop: what was sent before it still goes out
+        push.close(linger=2000)
+        pull.close()
 
 
 def _loop(core: EngineCore, pull, push) -> None:
@@ -219,6 +257,9 @@ def _loop(core: EngineCore, pull, push) -> None:
             stats = core.stats_due()
             if stats is not None:
                 push.send_multipart([OUTPUTS, codec.encode(CoreOutputs(stats=stats))])
+        # The first turn ends once its step's outputs are sent, or after an idle wait: the
+        # graphs the load left pending are captured there, never before a first prefill.
+        core.capture_pending_graphs()
 
 
 def _ignore_signals() -> None:

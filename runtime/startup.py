@@ -50,9 +50,19 @@ class LoadedModel:
     # Wall-clock marks (time.time()) a caller adds for its start-up report; `kiln serve`'s
     # engine core: t_process_start and t_load_start.
     marks: dict[str, float] = field(default_factory=dict)
+    graphs_pending: bool = False  # step CUDA graphs set up but not captured (`capture_graphs`)
 
     def describe(self) -> str:
         return self.description
+
+    def capture_graphs(self) -> float:
+        """Capture the step CUDA graphs a load with `defer_graph_capture` left pending;
+        returns the seconds it took (0.0 when none were pending). Until then decode runs
+        eagerly."""
+        if not self.graphs_pending:
+            return 0.0
+        self.graphs_pending = False
+        return self.runner.graphs.capture()
 
     @property
     def compile_seconds(self) -> float:
@@ -72,10 +82,16 @@ def pick_device(config: EngineConfig) -> torch.device:
 
 
 def load(
-    config: EngineConfig, loader: Loader, phases: dict[str, float] | None = None
+    config: EngineConfig,
+    loader: Loader,
+    phases: dict[str, float] | None = None,
+    *,
+    defer_graph_capture: bool = False,
 ) -> LoadedModel:
     """Start `config.model` with the forward `loader` binds. `phases` may hold what the
-    caller already timed (the cache lookup, a compile on a miss)."""
+    caller already timed (the cache lookup, a compile on a miss). With `defer_graph_capture`
+    the step CUDA graphs are set up but left for the caller to capture
+    (`LoadedModel.capture_graphs`): `kiln serve`'s engine core reports ready first."""
     from model_defs.registry import read_config, resolve_model_path
 
     phases = dict(phases or {})
@@ -103,8 +119,10 @@ def load(
         kv = allocate_kv_caches(cfg, num_blocks, config.block_size, dtype, device)
     runner = ModelRunner(forward, forward.compute_logits, kv, config.block_size, device)
     if device.type == "cuda" and not config.enforce_eager:
-        with timed(phases, "graph_capture"):
-            capture_graphs(runner, forward, kv, config, device, max_len)
+        runner.graphs = step_graphs(forward, kv, config, device, max_len)
+        if not defer_graph_capture:
+            with timed(phases, "graph_capture"):
+                runner.graphs.capture()
     return LoadedModel(
         name="demo" if config.model == "demo" else path.name,
         path=path,
@@ -122,6 +140,7 @@ def load(
         artifact_key=forward.key,
         activation_peak_bytes=peak,
         weight_figures=weights.figures,
+        graphs_pending=defer_graph_capture and runner.graphs is not None,
     )
 
 
@@ -135,20 +154,18 @@ def max_model_len(config: EngineConfig, cfg: ModelConfig) -> int:
     return max_len
 
 
-def capture_graphs(
-    runner: ModelRunner, forward: Forward, kv: KVCaches, config: EngineConfig, device, max_len: int
-) -> None:
+def step_graphs(forward: Forward, kv: KVCaches, config: EngineConfig, device, max_len: int):
+    """The step CUDA graphs' runner, not captured yet (`CUDAGraphRunner.capture`)."""
     from runtime.cuda_graphs import CUDAGraphConfig, CUDAGraphRunner
 
     gcfg = CUDAGraphConfig(
         config.max_num_seqs, -(-max_len // config.block_size),
         max_num_tokens=min(config.max_num_batched_tokens, max_len),
     )  # fmt: skip
-    runner.graphs = CUDAGraphRunner(
+    return CUDAGraphRunner(
         forward, forward.compute_logits, kv, gcfg, device, attention_provider="triton",
         warm_every_bucket=forward.compiles_per_shape,
     )  # fmt: skip
-    runner.graphs.capture()
 
 
 def scheduler_config(config: EngineConfig, num_blocks: int, max_len: int) -> SchedulerConfig:

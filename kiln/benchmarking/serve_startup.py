@@ -8,13 +8,19 @@ completion into phases that add up to it:
 
     api_start           exec to the server's first Kiln line (interpreter start)
     api_to_spawn        its imports and flag parsing, to the engine core's spawn
-    core_start          the core's interpreter, to its first Kiln line
+    core_start          the core's start (a fork; a fresh interpreter when spawned), to its
+                        first Kiln line
     core_imports        torch and the engine's modules (the weights stream meanwhile)
-    <load phases>       manifest, tokenizer, weights, weights_wait, kernels, ... (the core's)
+    <load phases>       manifest, tokenizer, weights, weights_wait, kernels, ... (the core's;
+                        its step CUDA graphs are captured after ready, not in here)
     core_load_other     the rest of the core's engine build
     ready_to_listening  the core's ready message, the app built, the socket bound
     listening_to_health the first /health 200 the parent saw (5 ms polls)
     first_completion    one completion of one token, request to response
+
+Beside the wall clock, each run keeps the CPU seconds (user + system) the server process and
+its children (the engine core; a spawned core's resource tracker) had used by the first
+completion (Linux): on a shared machine they move far less with the load than the phases do.
 """
 
 from __future__ import annotations
@@ -63,12 +69,36 @@ def run_serve_once(
             t_health = _wait_healthy(proc, port, t_exec + timeout_s, log)
             _complete_one(port)
             t_first = time.time()
+            cpu = cpu_seconds(proc.pid)
         finally:
             _stop(proc)
     data = read_json_report(report)
     phases = split_serve_phases(data, t_exec, t_health, t_first)
     weights = relative_weights(data["core"].get("weights", {}), t_exec)
-    return StartupRun(t_first - t_exec, phases, weights, ready=t_health - t_exec)
+    return StartupRun(t_first - t_exec, phases, weights, ready=t_health - t_exec, cpu=cpu)
+
+
+def cpu_seconds(pid: int) -> dict[str, float]:
+    """{"server": CPU seconds of process `pid`, "core": those of all its descendants}, from
+    /proc (user + system); {} where /proc cannot tell (not Linux, a process gone)."""
+    try:
+        tick = os.sysconf("SC_CLK_TCK")
+        server, *children = _tree(pid)
+        return {"server": _cpu_ticks(server) / tick,
+                "core": sum(_cpu_ticks(c) for c in children) / tick}  # fmt: skip
+    except (OSError, ValueError, IndexError):
+        return {}
+
+
+def _tree(pid: int) -> list[int]:
+    """`pid`, then its descendants."""
+    kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [pid, *(p for kid in kids for p in _tree(int(kid)))]
+
+
+def _cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
 
 
 def _wait_healthy(proc: subprocess.Popen, port: int, deadline: float, log: Path) -> float:

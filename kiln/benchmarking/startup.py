@@ -27,12 +27,14 @@ REPORT_MARKS = ("t_process_start", "t_ready", "t_first_token")
 class StartupRun:
     """One child process: its wall time (s), the phases that split it (s, in order), the
     weight stream's figures (`start_s`/`done_s`: seconds after exec), and for a server the
-    seconds from exec to its first /health 200."""
+    seconds from exec to its first /health 200 and the CPU seconds its processes had used by
+    the first completion (`server`, `core`)."""
 
     total: float
     phases: dict[str, float]
     weights: dict[str, float] = field(default_factory=dict)
     ready: float | None = None
+    cpu: dict[str, float] = field(default_factory=dict)
 
 
 def child_command(model: str, engine_argv: list[str]) -> list[str]:

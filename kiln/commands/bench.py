@@ -257,9 +257,12 @@ def run_startup(args: argparse.Namespace) -> int:
     weights = median_weights(runs)
     if weights:
         print(weights_line(weights))
+    cpu = median_cpu(runs)
+    if cpu:
+        print(cpu_line(cpu, runs))
     record = _bench_record("serve_startup" if args.serve else "startup", args.model,
                            startup=phases, startup_runs=[r.phases for r in runs],
-                           weight_stream=weights)  # fmt: skip
+                           weight_stream=weights, startup_cpu=cpu)  # fmt: skip
     finish(record, args.json_out, args.db)
     return 0
 
@@ -280,6 +283,23 @@ def ready_line(runs, serve: bool) -> str:
     return (
         f"start -> ready {ready:.2f} s; without the weight read {median(no_weights):.2f} s "
         f"(medians; each run: {' '.join(f'{s:.2f}' for s in no_weights)})"
+    )
+
+
+def median_cpu(runs) -> dict[str, float]:
+    """Median CPU seconds per process over the runs that measured them."""
+    from kiln.benchmarking.stats import median
+
+    measured = [r.cpu for r in runs if r.cpu]
+    return {name: median([c[name] for c in measured]) for name in measured[0]} if measured else {}
+
+
+def cpu_line(cpu: dict[str, float], runs) -> str:
+    """CPU seconds used by the first completion: the server's and its engine core's."""
+    each = " ".join(f"{sum(r.cpu.values()):.2f}" for r in runs if r.cpu)
+    return (
+        f"cpu by the first completion: server {cpu['server']:.2f} s, engine core "
+        f"{cpu['core']:.2f} s (medians; each run's sum: {each})"
     )
 
 

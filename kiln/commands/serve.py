@@ -1,8 +1,9 @@
 """`kiln serve [MODEL|ARTIFACT]`: the OpenAI-compatible HTTP server.
 
-Spawns the engine-core process, which builds the engine (`build_core_engine`: compiles on a cache
-miss, loads on a hit), then serves from this process until SIGTERM or Ctrl-C, draining
-in-flight requests for up to `--shutdown-timeout` seconds. If the engine process dies, the
+Starts the engine-core process (forked while this one is torch-free, see `spawn_core`), which
+builds the engine (`build_core_engine`: compiles on a cache miss, loads on a hit; ready before
+its step CUDA graphs are captured), then serves from this process until SIGTERM or Ctrl-C,
+draining in-flight requests for up to `--shutdown-timeout` seconds. If the engine process dies, the
 server exits with code 1. With KILN_STARTUP_REPORT set, it writes its start-up report there
 once it listens (`kiln bench startup --serve` reads it).
 """
@@ -101,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
 
     # The core first: the server's own imports (aiohttp, ~0.4 s) happen while it starts.
     t_spawn = time.time()
-    spawned = spawn_core(build_core_engine, args)
+    spawned = spawn_core(build_core_engine, args, fork=env.core_fork_enabled())
     import asyncio
 
     from server.app import create_app
@@ -130,8 +131,9 @@ def run(args: argparse.Namespace) -> int:
 def build_core_engine(args: argparse.Namespace):
     """The engine `kiln serve` runs; called in the engine-core process (so it must stay a
     module-level function of picklable `args`)."""
-    # This process never ran `kiln.cli.main`, which pauses the collector for the parent: pause
-    # it here, before torch's import, which it slows by walking torch's objects again and again.
+    # A spawned core never ran `kiln.cli.main`, which pauses the collector (a forked one
+    # inherits the pause): pause it here, before torch's import, which it slows by walking
+    # torch's objects again and again.
     startup.pause_gc()
     startup.head_start(args.model, args.device)  # before torch: the weights stream meanwhile
     import torch
@@ -144,7 +146,9 @@ def build_core_engine(args: argparse.Namespace):
     torch.set_num_threads(args.engine_threads or max(1, (os.cpu_count() or 2) - 1))
     t_load_start = time.time()
     config = EngineConfig(model=args.model, **engine_kwargs(args))
-    engine = build_engine(config)
+    # Ready before the step graphs: the core captures them after its first step's outputs
+    # are sent (or once idle), so /health and a first prefill do not wait for them.
+    engine = build_engine(config, defer_graph_capture=env.graphs_after_ready())
     engine.loaded.marks.update(t_process_start=startup.PROCESS_START, t_load_start=t_load_start)
     startup.resume_gc()
     return engine

@@ -31,8 +31,11 @@ def test_serve_startup_splits_exec_to_first_completion(tmp_path, monkeypatch, ca
     w = record["weight_stream"]
     assert w["streamed"] == 1.0 and w["bytes"] > 0 and 0 < w["start_s"] < w["done_s"] < first
     assert "streamed on" in out
+    cpu = record["startup_cpu"]  # the core imported torch and built the engine: the most
+    assert 0 < cpu["server"] < cpu["core"] and "cpu by the first completion: server" in out
     stored = DashboardStore(tmp_path / "dash.sqlite").benches()
     assert [r.bench for r in stored] == ["serve_startup"] and stored[0].weight_stream == w
+    assert stored[0].startup_cpu == cpu
 
 
 def test_split_clamps_clock_jitter_and_keeps_the_core_phases():

@@ -18,23 +18,31 @@ def _run(code: str) -> str:
     return proc.stdout.strip().splitlines()[-1]
 
 
-def test_kiln_serve_spawns_its_core_before_importing_other_commands_or_asyncio():
+@pytest.mark.parametrize("fork_setting, fork", [(None, True), ("0", False)])
+def test_kiln_serve_spawns_its_core_before_importing_other_commands_or_asyncio(
+    monkeypatch, fork_setting, fork
+):
     """Up to `spawn_core`, `kiln serve` parses with serve's parser alone and imports neither
-    asyncio, the server, nor torch: the core starts as early as it can."""
+    asyncio, the server, nor torch: the core starts as early as it can, and (unless
+    KILN_CORE_FORK=0) forked, so it inherits these modules instead of importing them again."""
+    if fork_setting is None:
+        monkeypatch.delenv("KILN_CORE_FORK", raising=False)
+    else:
+        monkeypatch.setenv("KILN_CORE_FORK", fork_setting)
     code = (
         "import sys, runtime.engine_core as ec\n"
-        "def spawn(build, arg):\n"
+        "def spawn(build, arg, *, fork):\n"
         "    watched = ('asyncio', 'aiohttp', 'server', 'torch')\n"
-        "    print(sorted(m for m in sys.modules if m.split('.')[0] in watched\n"
-        "                 or m.startswith('kiln.commands.')))\n"
+        "    print(fork, sorted(m for m in sys.modules if m.split('.')[0] in watched\n"
+        "                       or m.startswith('kiln.commands.')))\n"
         "    raise SystemExit(0)\n"
         "ec.spawn_core = spawn\n"
         "from kiln.cli import main\n"
         "main(['serve', 'demo'])\n"
     )
     loaded = _run(code)
-    assert loaded == str(["kiln.commands.flags", "kiln.commands.serve",
-                          "server", "server.config"]), loaded  # fmt: skip
+    assert loaded == f"{fork} " + str(["kiln.commands.flags", "kiln.commands.serve",
+                                       "server", "server.config"]), loaded  # fmt: skip
 
 
 def test_the_engine_core_reaches_its_build_without_server_or_cli_modules():
@@ -91,3 +99,41 @@ def test_a_named_command_gets_its_parser_alone_and_anything_else_every_parser():
     choices = lambda parser: list(parser._subparsers._group_actions[0].choices)  # noqa: E731
     assert choices(build_parser("serve")) == ["serve"]
     assert choices(build_parser()) == list(COMMANDS)
+
+
+@pytest.mark.parametrize("setting, deferred", [(None, True), ("0", False)])
+def test_the_engine_core_captures_its_graphs_after_ready_unless_told_not_to(
+    monkeypatch, setting, deferred
+):
+    """`build_core_engine` asks for a load that leaves the step CUDA graphs for after ready;
+    KILN_GRAPHS_AFTER_READY=0 has them captured in the load, as before."""
+    import torch
+
+    from kiln import resolve
+    from kiln.cli import build_parser
+    from kiln.commands import serve
+
+    if setting is None:
+        monkeypatch.delenv("KILN_GRAPHS_AFTER_READY", raising=False)
+    else:
+        monkeypatch.setenv("KILN_GRAPHS_AFTER_READY", setting)
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def build_engine(config, *, defer_graph_capture):
+        seen.append(defer_graph_capture)
+        raise Stop
+
+    monkeypatch.setattr(startup, "head_start", lambda model, device: None)
+    monkeypatch.setattr(resolve, "build_engine", build_engine)
+    args = build_parser("serve").parse_args(["serve", "demo"])
+    threads = torch.get_num_threads()
+    try:
+        with pytest.raises(Stop):
+            serve.build_core_engine(args)
+    finally:
+        startup.resume_gc(freeze=False)
+        torch.set_num_threads(threads)
+    assert seen == [deferred]

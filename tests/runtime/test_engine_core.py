@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from runtime.core_messages import (
@@ -14,7 +19,7 @@ from runtime.core_messages import (
     Shutdown,
     TokenDelta,
 )
-from runtime.engine_core import EngineCore
+from runtime.engine_core import IDLE_POLL_MS, OUTPUTS, EngineCore, _loop
 from runtime.outputs import TokenLogprob
 from runtime.sampling_params import SamplingParams
 
@@ -115,3 +120,122 @@ def test_each_step_message_says_when_it_ran_and_what_it_held(core):
     assert (second.step.num_decodes, second.step.num_prefill_tokens) == (2, 0)
     assert before <= first.step.started < first.step.ended <= second.step.started
     assert second.step.ended <= time.monotonic() and not core.running
+
+
+class FakeSockets:
+    """The core's two sockets in one object: `inbox` feeds `poll`/`recv` (`polls` keeps each
+    poll's timeout); every send is logged in `events` (decoded), beside the "capture" a
+    test's stand-in records. A finished request is followed by a Shutdown."""
+
+    def __init__(self, inbox: list) -> None:
+        self.codec, self.inbox, self.events, self.polls = CoreCodec(), list(inbox), [], []
+
+    def poll(self, timeout_ms: int) -> bool:
+        self.polls.append(timeout_ms)
+        return bool(self.inbox)
+
+    def recv(self) -> bytes:
+        return self.codec.encode(self.inbox.pop(0))
+
+    def send_multipart(self, frames, copy: bool = True) -> None:
+        assert frames[0] == OUTPUTS
+        msg = self.codec.decode_outputs(bytes(frames[1]))
+        self.events.append(msg)
+        if any(d.finish_reason for d in msg.outputs):
+            self.inbox.append(Shutdown())
+
+    def moves(self) -> list[str]:
+        """The events that matter here: "capture", "step" (a step's outputs), "answer"."""
+        kinds = [e if e == "capture" else "step" if e.step else "answer" if e.accepted else ""
+                 for e in self.events]  # fmt: skip
+        return [k for k in kinds if k]
+
+
+@pytest.fixture()
+def pending_graphs(core, monkeypatch):
+    """Leaves the core's engine as `kiln serve` loads it on a GPU, graphs pending; returns
+    `capture_into(sockets, fail=False, then=None)`, which installs a stand-in capture that
+    logs "capture" in `sockets` (or raises) and then queues `then`."""
+    loaded = core.engine.loaded
+    monkeypatch.setattr(loaded, "graphs_pending", True)
+
+    def capture_into(sockets: FakeSockets, fail: bool = False, then=None) -> None:
+        def stand_in() -> float:
+            loaded.graphs_pending = False
+            if fail:
+                raise RuntimeError("out of memory")
+            sockets.events.append("capture")
+            if then is not None:
+                sockets.inbox.append(then)
+            return 0.0
+
+        monkeypatch.setattr(loaded, "capture_graphs", stand_in)
+
+    return capture_into
+
+
+def _one_request(rid: str) -> AddRequests:
+    return AddRequests([NewRequest(rid, [5, 6, 7], SamplingParams(max_tokens=3, ignore_eos=True))])
+
+
+def test_pending_graphs_are_captured_once_the_first_steps_outputs_are_sent(core, pending_graphs):
+    sockets = FakeSockets([_one_request("g-0")])
+    pending_graphs(sockets)
+    _loop(EngineCore(core.engine), sockets, sockets)
+    assert sockets.moves() == ["answer", "step", "capture", "step", "step"]
+
+
+def test_an_idle_core_captures_pending_graphs_after_its_first_wait(core, pending_graphs):
+    sockets = FakeSockets([])
+    pending_graphs(sockets, then=Shutdown())
+    _loop(EngineCore(core.engine), sockets, sockets)
+    assert sockets.moves() == ["capture"]
+    assert sockets.polls[0] == IDLE_POLL_MS
+
+
+def test_a_failed_graph_capture_ends_the_core_with_a_logged_error(core, pending_graphs, caplog):
+    sockets = FakeSockets([_one_request("f-0")])
+    pending_graphs(sockets, fail=True)
+    engine_core = EngineCore(core.engine)
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            _loop(engine_core, sockets, sockets)
+    finally:
+        engine_core.engine.abort("f-0")
+    assert exit_info.value.code == 1
+    assert "capturing the step CUDA graphs failed" in caplog.text
+    assert "out of memory" in caplog.text
+
+
+WORKER = Path(__file__).with_name("core_start_worker.py")
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_a_forked_or_spawned_core_reports_its_build_error_and_keeps_its_own_clock(method):
+    """`kiln serve` forks its core from a clean server process (spawns it otherwise): either
+    way a failing build reaches the server as the same message, and the core's start-up
+    clock starts with the core, not with its parent."""
+    proc = subprocess.run([sys.executable, str(WORKER), method], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["can_fork"]
+    assert out["message"] == "the engine could not start: RuntimeError"
+    assert (out["core_cmdline"] == out["own_cmdline"]) == (method == "fork")
+    assert out["core_clock_after_start"]
+
+
+def test_only_a_single_threaded_process_without_torch_may_fork_its_core():
+    code = (
+        "import threading, time\n"
+        "from runtime.engine_core import can_fork\n"
+        "print(can_fork())\n"
+        "t = threading.Thread(target=time.sleep, args=(0.5,)); t.start()\n"
+        "print(can_fork())\n"
+        "t.join(); print(can_fork())\n"
+        "import torch\n"
+        "print(can_fork())\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["True", "False", "True", "False"]

@@ -128,10 +128,12 @@ def wait_for_metrics(url: str, predicate, timeout: float = 60.0) -> dict[str, fl
 
 
 def engine_core_pid(server_pid: int) -> int:
-    """The spawned child that runs `runtime.engine_core.run_core` (not the resource tracker)."""
+    """The child that runs `runtime.engine_core.run_core`: forked (its command line is the
+    server's) or spawned (`spawn_main`), never multiprocessing's resource tracker."""
     children = Path(f"/proc/{server_pid}/task/{server_pid}/children").read_text().split()
+    server = Path(f"/proc/{server_pid}/cmdline").read_bytes()
     for pid in map(int, children):
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
-        if b"spawn_main" in cmdline and b"resource_tracker" not in cmdline:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        if cmdline == server or (b"spawn_main" in cmdline and b"resource_tracker" not in cmdline):
             return pid
     raise AssertionError(f"no engine core among the children {children} of {server_pid}")
