@@ -8,9 +8,9 @@
 #      table plus the stream's read and host-to-device GB/s; then KILN_WEIGHT_STREAM=0 (the plain
 #      loader, the baseline)
 #   4. `kiln bench startup --serve` (exec `kiln serve` -> /health 200 -> one completion), stream
-#      and KILN_WEIGHT_STREAM=0; then, as the baseline of the forked core and the step graphs
-#      captured after ready, KILN_CORE_FORK=0 KILN_GRAPHS_AFTER_READY=0 (spawned, captured in
-#      the load), then the default once more (each pair interleaved)
+#      and KILN_WEIGHT_STREAM=0; then each of the serve start's own choices turned off:
+#      KILN_CORE_FORK=0 (the core spawned), KILN_GRAPHS_AFTER_READY=0 (decode graphs captured in
+#      the load), both (the start before 2026-12-07), and the default once more
 #   5. (8B only, CAPTURE_PROFILE=0 skips it) benchmarks/capture_profile.py: load + capture+passes as the compile did before
 #      (checkpoint read, every layer traced) and now (zero weights, 4 layers traced), ~30 s
 # Goal: 8B exec -> first completion <= 2.5 s (stretch 2 s), 1B <= 1.5 s. About 4-5 minutes on an
@@ -46,7 +46,11 @@ make_checkpoint as m; m('$shape', Path('$ck'))" > $OUT/ckpt-$shape.log 2>&1 || {
   KILN_WEIGHT_STREAM=0 bench $shape-startup-plain python3 -m kiln bench startup $ck --runs $runs --timeout 60
   bench $shape-serve-startup python3 -m kiln bench startup $ck --serve --runs $runs --timeout 60
   KILN_WEIGHT_STREAM=0 bench $shape-serve-startup-plain python3 -m kiln bench startup $ck --serve --runs $runs --timeout 60
-  KILN_CORE_FORK=0 KILN_GRAPHS_AFTER_READY=0 bench $shape-serve-startup-spawned-captured \
+  KILN_CORE_FORK=0 bench $shape-serve-startup-spawned \
+    python3 -m kiln bench startup $ck --serve --runs $runs --timeout 60
+  KILN_GRAPHS_AFTER_READY=0 bench $shape-serve-startup-graphs-in-load \
+    python3 -m kiln bench startup $ck --serve --runs $runs --timeout 60
+  KILN_CORE_FORK=0 KILN_GRAPHS_AFTER_READY=0 bench $shape-serve-startup-before \
     python3 -m kiln bench startup $ck --serve --runs $runs --timeout 60
   bench $shape-serve-startup-2 python3 -m kiln bench startup $ck --serve --runs $runs --timeout 60
   if [ $shape = llama3-8b ] && [ "${CAPTURE_PROFILE:-1}" = 1 ]; then

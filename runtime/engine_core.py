@@ -140,7 +140,8 @@ class EngineCore:
 
     def capture_pending_graphs(self) -> None:
         """Capture the step CUDA graphs the engine's load left for after ready (a prefill
-        runs without them). A failure ends the core, as it ended the start before."""
+        runs without them). A failure ends the core, as a failed load does: the server then
+        answers 503 and exits 1."""
         loaded = self.engine.loaded
         if not loaded.graphs_pending:
             return

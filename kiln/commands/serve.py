@@ -3,9 +3,9 @@
 Starts the engine-core process (forked while this one is torch-free, see `spawn_core`), which
 builds the engine (`build_core_engine`: compiles on a cache miss, loads on a hit; ready before
 its step CUDA graphs are captured), then serves from this process until SIGTERM or Ctrl-C,
-draining in-flight requests for up to `--shutdown-timeout` seconds. If the engine process dies, the
-server exits with code 1. With KILN_STARTUP_REPORT set, it writes its start-up report there
-once it listens (`kiln bench startup --serve` reads it).
+draining in-flight requests for up to `--shutdown-timeout` seconds. If the engine process dies,
+the server exits with code 1. With KILN_STARTUP_REPORT set, it writes its start-up report
+there once it listens (`kiln bench startup --serve` reads it).
 """
 
 from __future__ import annotations

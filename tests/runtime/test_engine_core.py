@@ -231,7 +231,10 @@ def test_only_a_single_threaded_process_without_torch_may_fork_its_core():
         "print(can_fork())\n"
         "t = threading.Thread(target=time.sleep, args=(0.5,)); t.start()\n"
         "print(can_fork())\n"
-        "t.join(); print(can_fork())\n"
+        "t.join()\n"
+        "deadline = time.monotonic() + 5\n"  # the OS thread outlives join() by a moment
+        "while not can_fork() and time.monotonic() < deadline: time.sleep(0.01)\n"
+        "print(can_fork())\n"
         "import torch\n"
         "print(can_fork())\n"
     )
