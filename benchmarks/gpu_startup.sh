@@ -9,7 +9,7 @@
 #      loader, the baseline)
 #   4. `kiln bench startup --serve` (exec `kiln serve` -> /health 200 -> one completion), stream
 #      and KILN_WEIGHT_STREAM=0; then each of the serve start's own choices turned off:
-#      KILN_CORE_FORK=0 (the core spawned), KILN_GRAPHS_AFTER_READY=0 (decode graphs captured in
+#      KILN_CORE_FORK=0 (the core spawned), KILN_GRAPHS_AFTER_READY=0 (step graphs captured in
 #      the load), both (the start before 2026-12-07), and the default once more
 #   5. (8B only, CAPTURE_PROFILE=0 skips it) benchmarks/capture_profile.py: load + capture+passes as the compile did before
 #      (checkpoint read, every layer traced) and now (zero weights, 4 layers traced), ~30 s
