@@ -1,9 +1,9 @@
 """The baseline: HF transformers eager `generate` (greedy) on the same prompts, dtype and device.
 
-HF's generate yields no per-token timestamps, so TTFT is the time of a 1-token generate of the
-batch and ITL the mean gap (total - TTFT) / (N - 1); both are single measurements, so only the
-p50 columns are filled (p99 stays null rather than repeating the same number). The 1-token generate is cheap, so it
-runs TTFT_REPEATS times and keeps the median; a noisy host could otherwise make total < TTFT.
+TTFT is the time of a 1-token generate of the batch (cheap, so it runs TTFT_REPEATS times and
+keeps the median). ITL is the median gap between the token steps of the N-token generate, stamped
+by a streamer that `generate` hands each step's tokens to (on the host, after the step), so it
+comes from one run and a noisy host cannot make it negative. Only the p50 columns are filled.
 """
 
 from __future__ import annotations
@@ -39,7 +39,25 @@ def left_pad(prompts: list[list[int]], pad_id: int, device):
     return ids.to(device), mask.to(device)
 
 
-def timed_generate(model, ids, mask, new_tokens: int, pad_id: int, sync) -> float:
+class _StepStamps:
+    """A `generate` streamer that records when each step's tokens reach the host (the first
+    `put` is the prompt)."""
+
+    def __init__(self):
+        self.stamps: list[float] = []
+
+    def put(self, value) -> None:
+        self.stamps.append(time.perf_counter())
+
+    def end(self) -> None:
+        pass
+
+    def gaps(self) -> list[float]:
+        steps = self.stamps[1:]  # the prompt's put is not a step
+        return [b - a for a, b in zip(steps, steps[1:], strict=False)]
+
+
+def timed_generate(model, ids, mask, new_tokens: int, pad_id: int, sync, streamer=None) -> float:
     """Seconds for one greedy generate of exactly `new_tokens` tokens per row."""
     import torch
     from transformers import GenerationConfig
@@ -49,7 +67,8 @@ def timed_generate(model, ids, mask, new_tokens: int, pad_id: int, sync) -> floa
     sync()
     t0 = time.perf_counter()
     with torch.inference_mode():
-        out = model.generate(input_ids=ids, attention_mask=mask, generation_config=gen)
+        out = model.generate(input_ids=ids, attention_mask=mask, generation_config=gen,
+                             streamer=streamer)  # fmt: skip
     sync()
     seconds = time.perf_counter() - t0
     assert out.shape[1] == ids.shape[1] + new_tokens, "HF generate stopped early"
@@ -75,8 +94,9 @@ def bench_hf(
         ttft = median(
             [timed_generate(model, ids, mask, 1, pad_id, sync) for _ in range(TTFT_REPEATS)]
         )
-        total = timed_generate(model, ids, mask, n, pad_id, sync)
-        itl = max(total - ttft, 0.0) / (n - 1) if n > 1 else None
+        stamps = _StepStamps()
+        total = timed_generate(model, ids, mask, n, pad_id, sync, stamps)
+        itl = median(stamps.gaps()) if n > 1 else None
         peak = torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else None
         rows.append({
             "engine": "hf", "batch_size": bs, "input_len": workload.input_len, "output_len": n,
