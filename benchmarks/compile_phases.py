@@ -68,7 +68,8 @@ def child(out: Path, argv: list[str]) -> None:
     atexit.register(done)
     from kiln.cli import main
 
-    sys.exit(main(argv))
+    sys.argv = ["kiln", *argv]  # the process's own command line, as `kiln compile` runs
+    sys.exit(main())
 
 
 def _children_cpu() -> float:

@@ -143,25 +143,29 @@ def compile_model(options: CompileOptions, store=None, progress=print) -> Compil
 
 def _capture_then_build(options, path, target, store, pre_key, pre, phases, progress):
     """Capture and run the passes (the content key needs the graph), then find or build the
-    artifact under the content key and file the pre-key as its alias."""
+    artifact under the content key and file the pre-key as its alias. What the lowering
+    starts ahead (`head_start`) runs beside the capture."""
     from compile_cache import compute_key
     from lowering.lookup import content_factors, weights_alias, weights_hash
+    from lowering.lowered import head_start
 
-    model, passed, trace = _capture(options, path, target, phases, progress)
-    impls = choose_impls(passed.gm, target)
-    graph = {
-        "graph_hash": trace.graph_hash,
-        "passes": [{"name": p.name, "uuid": p.uuid} for p in trace.passes if p.enabled],
-        "impls": impls,
-    }
-    embeds = embedded_weights(passed, model)
-    weights = weights_hash(path, store.memo_dir) if embeds else None
-    factors = content_factors(pre, graph, weights)
-    key = compute_key(factors)
-    _explain_miss(store, key, factors, progress)
-    art, built = store.get_or_build(
-        key, factors, lambda d: _build(d, options, target, model, passed, trace, phases, progress)
-    )
+    with head_start(options, target) as ahead:
+        model, passed, trace = _capture(options, path, target, phases, progress)
+        impls = choose_impls(passed.gm, target)
+        graph = {
+            "graph_hash": trace.graph_hash,
+            "passes": [{"name": p.name, "uuid": p.uuid} for p in trace.passes if p.enabled],
+            "impls": impls,
+        }
+        embeds = embedded_weights(passed, model)
+        weights = weights_hash(path, store.memo_dir) if embeds else None
+        factors = content_factors(pre, graph, weights)
+        key = compute_key(factors)
+        _explain_miss(store, key, factors, progress)
+        captured = (model, passed, trace, ahead)
+        art, built = store.get_or_build(
+            key, factors, lambda d: _build(d, options, target, captured, phases, progress)
+        )
     store.set_alias(pre_key, key, weights=bool(embeds))
     if embeds:
         store.set_alias(weights_alias(pre_key, weights), key)
@@ -252,11 +256,12 @@ def _timed_load(options: CompileOptions, path: Path, target, phases, progress, r
     return model
 
 
-def _build(staging: Path, options, target, model, passed, trace, phases, progress) -> dict:
+def _build(staging: Path, options, target, captured, phases, progress) -> dict:
     from lowering.lowered import lower
 
+    model, passed, trace, ahead = captured
     with progress.phase("lower", phases):
-        lowered = lower(passed, model, target, staging, options, progress)
+        lowered = lower(passed, model, target, staging, options, progress, ahead)
     graph_factors = {
         "graph_hash": trace.graph_hash,
         "pass_uuids": [p.uuid for p in trace.passes if p.enabled],

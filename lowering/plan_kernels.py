@@ -6,6 +6,11 @@ hint) and the *generic* one (no such assumption), so a runtime launch whose alig
 values differ from the example step still finds a cubin. Identical launches (the same
 function, source, signature, constants and warps: every decoder layer of one structure)
 share one job, so a model of N identical layers compiles one cubin set at any depth.
+
+`CubinPool` starts each job as soon as the plan records a launch needing it: Triton holds the
+interpreter lock for its Python front end only (about a fifth of a compile, sampled on the
+8B plan); its MLIR and LLVM passes and ptxas run without it, so cubins build while the plan's
+walk goes on in Python.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,23 +60,33 @@ class Cubin:
 def plan_jobs(launches: list[RecordedLaunch]) -> tuple[dict[str, CubinJob], list[list[str]]]:
     """({job id: job}, per launch [specialized id, generic id]) for the recorded launches."""
     jobs: dict[str, CubinJob] = {}
-    per_launch = []
-    for rec in launches:
-        ids = []
-        for specialize in (True, False):
-            job = _job(rec, specialize)
-            jobs.setdefault(job.id, job)
-            if rec.node not in jobs[job.id].nodes:
-                jobs[job.id].nodes.append(rec.node)
-            ids.append(job.id)
-        per_launch.append(ids)
+    hashes: dict[int, str] = {}
+    per_launch = [_add_jobs(rec, jobs, hashes)[0] for rec in launches]
     return jobs, per_launch
 
 
-def _job(rec: RecordedLaunch, specialize: bool) -> CubinJob:
+def _add_jobs(rec: RecordedLaunch, jobs: dict[str, CubinJob], hashes: dict) -> tuple[list, list]:
+    """Add `rec`'s two jobs to `jobs` (noting its node); returns ([specialized id, generic
+    id], the jobs that were new). `hashes` memoizes source hashes by function (a source hash
+    reads and tokenizes the kernel's file: 2 ms, for each of a model's launches)."""
+    fn = rec.launch.fn
+    if id(fn) not in hashes:
+        hashes[id(fn)] = source_hash(fn)
+    ids, new = [], []
+    for specialize in (True, False):
+        job = _job(rec, specialize, hashes[id(fn)])
+        if job.id not in jobs:
+            jobs[job.id] = job
+            new.append(job)
+        if rec.node not in jobs[job.id].nodes:
+            jobs[job.id].nodes.append(rec.node)
+        ids.append(job.id)
+    return ids, new
+
+
+def _job(rec: RecordedLaunch, specialize: bool, src: str) -> CubinJob:
     launch = rec.launch
     signature, constexprs, attrs, spec = signature_of(launch.fn, launch.args, specialize)
-    src = source_hash(launch.fn)
     key = [launch.fn.__name__, src, signature, {k: str(v) for k, v in constexprs.items()},
            sorted((list(k), v) for k, v in attrs.items()), launch.num_warps, launch.num_stages]  # fmt: skip
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
@@ -93,21 +108,65 @@ def compile_jobs(jobs: dict[str, CubinJob], target, threads: int, tick=None) -> 
     overlap); `tick(label, seconds)` after each one."""
 
     def build(job: CubinJob) -> Cubin:
-        t0 = time.perf_counter()
-        data, meta = compile_signature(job.fn, job.signature, job.constexprs, job.attrs,
-                                       job.num_warps, job.num_stages, target)  # fmt: skip
-        meta.update(id=job.id, fn=job.fn.__name__, module=job.module,
-                    source_hash=job.source_hash, specialization=job.specialization,
-                    example=job.example, nodes=job.nodes)  # fmt: skip
+        data, meta, seconds = _compile(job, target)
         if tick is not None:
-            tick(job.id, time.perf_counter() - t0)
-        return Cubin(job.id, data, meta)
+            tick(job.id, seconds)
+        return Cubin(job.id, data, {**meta, **_job_metadata(job)})
 
     ordered = [jobs[k] for k in sorted(jobs)]
     if threads <= 1:
         return [build(j) for j in ordered]
     with ThreadPoolExecutor(max_workers=threads) as pool:
         return list(pool.map(build, ordered))
+
+
+class CubinPool:
+    """Compiles each distinct job of the launches `add`ed, as they are added, on `threads`
+    threads; `cubins(tick)` waits for all of them. Use as a context manager: leaving it
+    early (the plan failed) drops the jobs not yet started."""
+
+    def __init__(self, target, threads: int):
+        self.target = target
+        self.jobs: dict[str, CubinJob] = {}
+        self.per_launch: list[list[str]] = []  # per added launch: [specialized id, generic id]
+        self._hashes: dict[int, str] = {}
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="kiln-cubin")
+        self._futures: dict[Future, CubinJob] = {}
+
+    def __enter__(self) -> CubinPool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def add(self, rec: RecordedLaunch) -> None:
+        ids, new = _add_jobs(rec, self.jobs, self._hashes)
+        self.per_launch.append(ids)
+        for job in new:
+            self._futures[self._pool.submit(_compile, job, self.target)] = job
+
+    def cubins(self, tick=None) -> list[Cubin]:
+        """Every job's cubin, in job id order; `tick(label, seconds)` as each one is done."""
+        done = {}
+        for future in as_completed(self._futures):
+            job = self._futures[future]
+            data, meta, seconds = future.result()
+            done[job.id] = Cubin(job.id, data, {**meta, **_job_metadata(job)})
+            if tick is not None:
+                tick(job.id, seconds)
+        return [done[k] for k in sorted(done)]
+
+
+def _compile(job: CubinJob, target) -> tuple[bytes, dict, float]:
+    start = time.perf_counter()
+    data, meta = compile_signature(job.fn, job.signature, job.constexprs, job.attrs,
+                                   job.num_warps, job.num_stages, target)  # fmt: skip
+    return data, meta, time.perf_counter() - start
+
+
+def _job_metadata(job: CubinJob) -> dict:
+    return dict(id=job.id, fn=job.fn.__name__, module=job.module, source_hash=job.source_hash,
+                specialization=job.specialization, example=job.example, nodes=job.nodes)  # fmt: skip
 
 
 def write_cubins(cubins: list[Cubin], sources: dict[str, str], folder: Path) -> list[str]:

@@ -33,7 +33,7 @@ def compiled(tmp_path, monkeypatch):
         reads.append(args[0])
         return real_load(*args, **kwargs)
 
-    def fake_lower(passed, model, target, staging, options, progress=None):
+    def fake_lower(passed, model, target, staging, options, progress=None, ahead=None):
         lowered_with.append(passed)
         (staging / "graph.txt").write_text(passed.gm.code)
         return {"impls": {}, "manifest": {"lowering": "test", "vocab_size": passed.vocab_size}}
