@@ -55,12 +55,15 @@ def head_start(options, target) -> Iterator[object | None]:
     """What the lowering starts before the capture, so it runs beside it: for a plan, the
     process that imports Helion and generates its kernels' sources
     (`lowering/helion_sources.py`); else nothing. Yields what `lower` takes as `ahead`."""
-    from lowering.helion_sources import SourceWorker, worth_a_worker
+    from lowering.helion_sources import SourceWorker, take, worth_a_worker
 
+    early = take()
     if not (plan_lowering(options, target) and worth_a_worker()):
+        if early is not None:
+            early.close()
         yield None
         return
-    with SourceWorker() as worker:
+    with early or SourceWorker() as worker:
         yield worker
 
 

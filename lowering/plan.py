@@ -59,10 +59,17 @@ class Recording:
     """How `build_plan` hands out what it records: `on_launch(launch)` for each kernel launch
     (a `CubinPool` starts compiling it), and where a Helion kernel's plain source comes from:
     `plain_source(fn, config_json, shape_key)` (a `lowering.helion_sources.SourceWorker`, or
-    by default generated in this process)."""
+    by default generated in this process).
+
+    A `look_ahead` walk runs no Helion kernel: its source is only asked for, through
+    `request(fn, config_json, shape_key)` when given (answered later), and its outputs are
+    the op's fake implementation's. It waits for nothing, so every Triton kernel's launch is
+    handed out (and compiling) before the real walk waits for its first Helion source."""
 
     on_launch: Callable[[RecordedLaunch], None] | None = None
     plain_source: Callable | None = None
+    look_ahead: bool = False
+    request: Callable | None = None
 
 
 @dataclass
@@ -170,6 +177,12 @@ def _kiln_entry(entry: dict, op: str, provider: str, args, kwargs, build: PlanBu
     entry["kind"], entry["runs"] = "kernel", []
     first = len(build.launches)
     launcher = _recorder(entry["name"], build)
+    if impl.body_takes == "runner" and build.recording.look_ahead:
+        try:
+            impl.with_launcher(_request_only(build.recording.request))(*args)
+        except _Requested:
+            pass
+        return entry, opdef.overload(*args)
     if impl.body_takes == "runner":
         out = impl.with_launcher(_HelionRecorder(launcher, entry["runs"], build))(*args)
     else:
@@ -193,6 +206,23 @@ def _recorder(node: str, build: PlanBuild) -> Callable:
             build.recording.on_launch(rec)
 
     return launch
+
+
+class _Requested(Exception):
+    """Ends a Helion body in a look-ahead walk at its first kernel run."""
+
+
+def _request_only(request: Callable | None) -> Callable:
+    """A look-ahead walk's Helion runner: asks for the kernel's source, runs nothing."""
+
+    def run(fn: Callable, config: dict, *args: Any) -> Any:
+        from ir.kernels.helion_util import _shape_key
+
+        if request is not None:
+            request(fn, json.dumps(config, sort_keys=True), _shape_key(args))
+        raise _Requested
+
+    return run
 
 
 class _HelionRecorder:

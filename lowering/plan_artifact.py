@@ -28,9 +28,12 @@ def lower_plan(
     passed, target, staging: Path, impls: dict[str, str], ops: Counter, progress, sources=None
 ) -> dict:
     """Build the plan, compile its kernels into `staging`, return the manifest's fields.
-    Each kernel's cubins compile from the moment the walk records its launch; `sources`, a
-    `lowering.helion_sources.SourceWorker`, generates Helion kernels' sources (else this
-    process does)."""
+
+    Two walks over the graph: a look-ahead one that waits for nothing (Helion kernels'
+    sources only asked for, from `sources`, a `lowering.helion_sources.SourceWorker`) and
+    starts every Triton kernel's cubins; then the plan's own, which runs each Helion kernel
+    from its source (the worker's answer, or generated here without a worker) and starts its
+    cubins as it records them."""
     import triton
 
     if not target.is_cuda:
@@ -40,9 +43,13 @@ def lower_plan(
         )
     _refuse_host_syncing_references(impls, target)
     threads = env.kernel_threads()
+    block = EngineConfig.block_size
+    request, plain_source = (sources.request, sources.plain_source) if sources else (None, None)
     with CubinPool(target, threads) as pool:
-        recording = Recording(pool.add, sources.plain_source if sources else None)
-        build = build_plan(passed, impls, target, EngineConfig.block_size, recording=recording)
+        ahead = Recording(pool.prefetch, look_ahead=True, request=request)
+        build_plan(passed, impls, target, block, recording=ahead)
+        recording = Recording(pool.add, plain_source)
+        build = build_plan(passed, impls, target, block, recording=recording)
         label = f"compile {len(pool.jobs)} distinct cubins for {target.arch} ({threads} at once)"
         with progress.pieces(len(pool.jobs), label) as tick:
             cubins = pool.cubins(tick)

@@ -61,27 +61,25 @@ def plan_jobs(launches: list[RecordedLaunch]) -> tuple[dict[str, CubinJob], list
     """({job id: job}, per launch [specialized id, generic id]) for the recorded launches."""
     jobs: dict[str, CubinJob] = {}
     hashes: dict[int, str] = {}
-    per_launch = [_add_jobs(rec, jobs, hashes)[0] for rec in launches]
+    per_launch = [_add_jobs(rec, jobs, hashes) for rec in launches]
     return jobs, per_launch
 
 
-def _add_jobs(rec: RecordedLaunch, jobs: dict[str, CubinJob], hashes: dict) -> tuple[list, list]:
-    """Add `rec`'s two jobs to `jobs` (noting its node); returns ([specialized id, generic
-    id], the jobs that were new). `hashes` memoizes source hashes by function (a source hash
-    reads and tokenizes the kernel's file: 2 ms, for each of a model's launches)."""
+def _add_jobs(rec: RecordedLaunch, jobs: dict[str, CubinJob], hashes: dict) -> list[str]:
+    """Add `rec`'s two jobs to `jobs` (a job already there keeps its first launch's example)
+    and note its node; returns [specialized id, generic id]. `hashes` memoizes source hashes
+    by function (one reads and tokenizes the kernel's file: 2 ms, for each launch)."""
     fn = rec.launch.fn
     if id(fn) not in hashes:
         hashes[id(fn)] = source_hash(fn)
-    ids, new = [], []
+    ids = []
     for specialize in (True, False):
         job = _job(rec, specialize, hashes[id(fn)])
-        if job.id not in jobs:
-            jobs[job.id] = job
-            new.append(job)
-        if rec.node not in jobs[job.id].nodes:
-            jobs[job.id].nodes.append(rec.node)
+        job = jobs.setdefault(job.id, job)
+        if rec.node not in job.nodes:
+            job.nodes.append(rec.node)
         ids.append(job.id)
-    return ids, new
+    return ids
 
 
 def _job(rec: RecordedLaunch, specialize: bool, src: str) -> CubinJob:
@@ -122,16 +120,19 @@ def compile_jobs(jobs: dict[str, CubinJob], target, threads: int, tick=None) -> 
 
 class CubinPool:
     """Compiles each distinct job of the launches `add`ed, as they are added, on `threads`
-    threads; `cubins(tick)` waits for all of them. Use as a context manager: leaving it
-    early (the plan failed) drops the jobs not yet started."""
+    threads; `cubins(tick)` waits for them. `prefetch(launch)` starts a launch's jobs ahead
+    of the `add` that may follow (a look-ahead walk's launch): only jobs some added launch
+    needs are waited for and returned. Use as a context manager: leaving it early (the plan
+    failed) drops the jobs not yet started."""
 
     def __init__(self, target, threads: int):
         self.target = target
-        self.jobs: dict[str, CubinJob] = {}
+        self.jobs: dict[str, CubinJob] = {}  # the added launches' jobs
         self.per_launch: list[list[str]] = []  # per added launch: [specialized id, generic id]
+        self._ahead: dict[str, CubinJob] = {}  # the prefetched launches' jobs
         self._hashes: dict[int, str] = {}
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="kiln-cubin")
-        self._futures: dict[Future, CubinJob] = {}
+        self._futures: dict[str, Future] = {}
 
     def __enter__(self) -> CubinPool:
         return self
@@ -140,16 +141,27 @@ class CubinPool:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     def add(self, rec: RecordedLaunch) -> None:
-        ids, new = _add_jobs(rec, self.jobs, self._hashes)
+        ids = _add_jobs(rec, self.jobs, self._hashes)
         self.per_launch.append(ids)
-        for job in new:
-            self._futures[self._pool.submit(_compile, job, self.target)] = job
+        for job_id in ids:
+            self._submit(self.jobs[job_id])
+
+    def prefetch(self, rec: RecordedLaunch) -> None:
+        for job_id in _add_jobs(rec, self._ahead, self._hashes):
+            self._submit(self._ahead[job_id])
+
+    def _submit(self, job: CubinJob) -> None:
+        """Compile `job` unless a job of its id is compiling (the same signature: the same
+        cubin; the metadata is taken from `self.jobs`)."""
+        if job.id not in self._futures:
+            self._futures[job.id] = self._pool.submit(_compile, job, self.target)
 
     def cubins(self, tick=None) -> list[Cubin]:
-        """Every job's cubin, in job id order; `tick(label, seconds)` as each one is done."""
+        """Every added job's cubin, in job id order; `tick(label, seconds)` as each is done."""
+        waiting = {self._futures[job_id]: job for job_id, job in self.jobs.items()}
         done = {}
-        for future in as_completed(self._futures):
-            job = self._futures[future]
+        for future in as_completed(waiting):
+            job = waiting[future]
             data, meta, seconds = future.result()
             done[job.id] = Cubin(job.id, data, {**meta, **_job_metadata(job)})
             if tick is not None:
