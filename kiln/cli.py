@@ -43,6 +43,9 @@ TOOL_CACHE_VERBS = ("generate", "serve", "compile", "bench", "passes", "tune")
 # `generate` builds it in this process, so its GPU's driver and the weight stream start here
 # while torch imports; `serve`'s engine-core process starts them itself (`build_core_engine`).
 ENGINE_VERBS = ("generate", "serve")
+# Verbs whose collector pauses from argument parsing (kiln/startup.py): until the engine is
+# built, or to the end of a compile.
+GC_PAUSE_VERBS = (*ENGINE_VERBS, "compile")
 # Verbs whose process, run from the command line, ends without the interpreter's teardown:
 # after a compile, freeing every module's objects one by one (torch, sympy, Triton) takes
 # about 2 s of CPU on the 2-core machine, and nothing is left to clean up that needs it.
@@ -57,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     # `kiln serve` parses with serve's parser alone: no other command's module is imported
     # before the engine core is spawned.
     args = build_parser(command_of(argv)).parse_args(argv)
-    if args.command in ENGINE_VERBS:
+    if args.command in GC_PAUSE_VERBS:
         startup.pause_gc()  # resumed once the engine is built (kiln/startup.py)
     if args.command in TOOL_CACHE_VERBS:
         from compile_cache import configure_bytecode_cache, configure_tool_caches

@@ -105,7 +105,7 @@ SETTINGS: dict[str, Setting] = {
                 "`kiln generate`/`serve` start the CUDA driver on a thread while torch imports"),
         Setting("KILN_STARTUP_GC_PAUSE", "flag", True,
                 "`kiln generate`/`serve` pause Python's cyclic collector until the engine is "
-                "built (kiln/startup.py)"),
+                "built, `kiln compile` until it ends (kiln/startup.py)"),
         Setting("KILN_BLAS_PREWARM", "flag", True,
                 "an engine's load runs cuBLAS's first GEMM on a side thread (runtime/blas_warmup.py)"),
         Setting("KILN_COMPILE_WORKERS", "count", 1,

@@ -10,15 +10,24 @@ share one job, so a model of N identical layers compiles one cubin set at any de
 `CubinPool` starts each job as soon as the plan records a launch needing it: Triton holds the
 interpreter lock for its Python front end only (about a fifth of a compile, sampled on the
 8B plan); its MLIR and LLVM passes and ptxas run without it, so cubins build while the plan's
-walk goes on in Python.
+walk goes on in Python. While the pool is open the cyclic collector is paused: CPython 3.11
+builds `ast.parse`'s objects on interpreter-wide state, and a collection that runs Python
+code (finalizers of the walk's garbage) in the middle of one thread's parse lets another
+thread parse meanwhile (Triton parses each kernel's source), which fails the first with
+"SystemError: AST constructor recursion depth mismatch" (python/cpython#106905; Triton
+reports it as a CompilationError of the kernel). With no collection, no Python code runs
+inside a parse, so no other thread does.
 """
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import time
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,8 +123,21 @@ def compile_jobs(jobs: dict[str, CubinJob], target, threads: int, tick=None) -> 
     ordered = [jobs[k] for k in sorted(jobs)]
     if threads <= 1:
         return [build(j) for j in ordered]
-    with ThreadPoolExecutor(max_workers=threads) as pool:
+    with _collector_paused(), ThreadPoolExecutor(max_workers=threads) as pool:
         return list(pool.map(build, ordered))
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """No cyclic collection inside: Triton's compiles on threads parse at once (see the
+    module docstring)."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
 
 
 class CubinPool:
@@ -133,12 +155,15 @@ class CubinPool:
         self._hashes: dict[int, str] = {}
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="kiln-cubin")
         self._futures: dict[str, Future] = {}
+        self._open = ExitStack()
 
     def __enter__(self) -> CubinPool:
+        self._open.enter_context(_collector_paused())
         return self
 
     def __exit__(self, *exc) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self._open.close()
 
     def add(self, rec: RecordedLaunch) -> None:
         ids = _add_jobs(rec, self.jobs, self._hashes)

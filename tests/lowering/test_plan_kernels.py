@@ -76,3 +76,48 @@ def test_a_failed_compile_is_raised_by_cubins(monkeypatch):
         pool.add(launch("scale_0"))
         with pytest.raises(RuntimeError, match="ptxas rejected _scale-"):
             pool.cubins()
+
+
+def test_threads_parse_kernels_safely_while_the_pool_is_open():
+    """CPython 3.11's `ast.parse` fails spuriously ("AST constructor recursion depth
+    mismatch") when a collection in the middle of one thread's parse runs finalizers and
+    another thread parses meanwhile, as Triton's compile threads do while the plan's walk
+    makes garbage. The pool pauses the collector, so no parse is interrupted."""
+    import ast
+    import gc
+    import inspect
+
+    source = inspect.getsource(plan_kernels)
+    errors, stop = [], threading.Event()
+
+    class Finalized:
+        def __del__(self):
+            pass
+
+    def make_garbage():  # cycles with finalizers, as the walk's fake tensors leave
+        while not stop.is_set():
+            cycle = [Finalized()]
+            cycle.append(cycle)
+
+    def parse():
+        for _ in range(150):
+            try:
+                ast.parse(source)
+            except SystemError as e:
+                errors.append(e)
+
+    threshold = gc.get_threshold()
+    gc.set_threshold(50)  # collections as often as a busy compile has them
+    try:
+        with CubinPool(get_target("h100"), threads=1):
+            churn = threading.Thread(target=make_garbage)
+            parsers = [threading.Thread(target=parse) for _ in range(2)]
+            for t in [churn, *parsers]:
+                t.start()
+            for t in parsers:
+                t.join()
+            stop.set()
+            churn.join()
+    finally:
+        gc.set_threshold(*threshold)
+    assert not errors, errors[0]
