@@ -123,8 +123,13 @@ def take() -> SourceWorker | None:
 
 
 def _serve(conn) -> None:
-    """The worker: import Helion, then answer requests until the pipe closes."""
-    _import_helion()
+    """The worker: import Helion, then answer requests until the pipe closes. A failed import
+    (Helion not installed: a plan may need none of its kernels) fails each request instead."""
+    try:
+        _import_helion()
+        failed = None
+    except Exception:  # noqa: BLE001 (the requester generates the source and raises there)
+        failed = traceback.format_exc()
     while True:
         try:
             module, qualname, config_json, key = conn.recv()
@@ -134,8 +139,10 @@ def _serve(conn) -> None:
             atexit._run_exitfuncs()
             os._exit(0)
         try:
+            if failed is not None:
+                raise ImportError(failed)
             conn.send((True, _generate(module, qualname, config_json, key)))
-        except Exception:  # noqa: BLE001 (the requester regenerates it and raises there)
+        except Exception:  # noqa: BLE001 (the requester generates the source and raises there)
             conn.send((False, traceback.format_exc()))
 
 
