@@ -2,12 +2,12 @@
 
 Each variant runs in a fresh process (so the first capture's one-time costs count, as in a real
 compile) and does what `kiln compile` does before lowering: build the model (reading the
-checkpoint, or zero weights of its shapes), capture, run the pass pipeline, hash the graph.
+checkpoint, or uninitialised weights of its shapes), capture, run the passes, hash the graph.
 Variants (the baseline measured in the same run):
     before   the checkpoint read, every layer traced, IR ops' fakes run on every call
     memo     + fake implementations memoized per input description (ir/fake_memo.py)
     layers   + four layers traced and the rest copied (passes/capture_layers.py)
-    after    + zero weights instead of the checkpoint's (lowering/compile.py)
+    after    + uninitialised weights instead of the checkpoint's (lowering/compile.py)
 Every variant must print the same graph hash. Wall and CPU seconds per phase; with
 --cprofile N, the N functions with the most cumulative time of the capture+passes.
 
@@ -50,8 +50,6 @@ def child(ckpt: Path, variant: str, dtype_name: str, cprofile: int) -> dict:
     if variant == "after":
         _, cfg = read_config(ckpt)
         model = build_model(cfg, dtype, device, _par())
-        for p in model.parameters():
-            p.zero_()
     else:
         model = load_model(ckpt, dtype, device)
     out["load"] = _since(t0, c0)

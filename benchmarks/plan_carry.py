@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import struct
 import subprocess
 import sys
 import time
@@ -33,7 +32,6 @@ FAMILIES = ("llama", "llama3", "qwen2", "qwen3", "mistral")
 ODD = dict(hidden_size=96, num_attention_heads=6, num_key_value_heads=2, head_dim=16,
            num_hidden_layers=3)  # fmt: skip
 PROMPTS = [[5, 17, 3, 99, 42, 7], [11, 12, 13], list(range(20, 61))]
-_SAFETENSORS_DTYPES = {"torch.bfloat16": "BF16", "torch.float32": "F32", "torch.float16": "F16"}
 
 
 def tiny_checkpoint(folder: Path, family: str) -> Path:
@@ -47,41 +45,17 @@ def tiny_checkpoint(folder: Path, family: str) -> Path:
 
 def shape_only_checkpoint(folder: Path, shape: str) -> Path:
     """config.json, the demo tokenizer and one sparse safetensors file of zeros holding every
-    tensor of the shape (no disk blocks are written for the data)."""
-    import torch
+    bf16 tensor of the shape (no disk blocks are written for the data)."""
     import transformers as tf
 
     from benchmarks.gpu_shapes import SHAPES
-    from tests.hf_models import add_demo_tokenizer
+    from tests.hf_models import add_demo_tokenizer, make_shape_only_checkpoint
 
-    folder.mkdir(parents=True, exist_ok=True)
     cfg = tf.LlamaConfig(
         **SHAPES[shape], max_position_embeddings=8192, rms_norm_eps=1e-5,
         rope_theta=500000.0, bos_token_id=507, eos_token_id=508,
     )  # fmt: skip
-    with torch.device("meta"):
-        model = tf.LlamaForCausalLM(cfg).to(torch.bfloat16)
-    state = model.state_dict()
-    if cfg.tie_word_embeddings:
-        state.pop("lm_head.weight", None)
-    header, offset = {}, 0
-    for name, t in state.items():
-        size = t.numel() * t.element_size()
-        dtype = _SAFETENSORS_DTYPES[str(t.dtype)]
-        header[name] = {
-            "dtype": dtype,
-            "shape": list(t.shape),
-            "data_offsets": [offset, offset + size],
-        }
-        offset += size
-    blob = json.dumps(header).encode()
-    blob += b" " * (-len(blob) % 8)
-    path = folder / "model.safetensors"
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(blob)) + blob)
-        f.truncate(8 + len(blob) + offset)
-    cfg.architectures = ["LlamaForCausalLM"]
-    cfg.save_pretrained(folder)
+    make_shape_only_checkpoint(folder, cfg)
     add_demo_tokenizer(folder)
     return folder
 

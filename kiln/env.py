@@ -105,13 +105,13 @@ SETTINGS: dict[str, Setting] = {
                 "`kiln generate`/`serve` start the CUDA driver on a thread while torch imports"),
         Setting("KILN_STARTUP_GC_PAUSE", "flag", True,
                 "`kiln generate`/`serve` pause Python's cyclic collector until the engine is "
-                "built (kiln/startup.py)"),
+                "built, `kiln compile` until it ends (kiln/startup.py)"),
         Setting("KILN_CORE_FORK", "flag", True,
                 "`kiln serve` forks its engine core from the server process while that is "
                 "single-threaded and torch-free (runtime/engine_core.py); 0: spawn a fresh "
                 "interpreter"),
         Setting("KILN_GRAPHS_AFTER_READY", "flag", True,
-                "`kiln serve`'s engine core reports ready before capturing its decode CUDA "
+                "`kiln serve`'s engine core reports ready before capturing its step CUDA "
                 "graphs and captures them after its first step or idle wait "
                 "(runtime/engine_core.py); 0: it captures them during its load"),
         Setting("KILN_BLAS_PREWARM", "flag", True,

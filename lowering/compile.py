@@ -147,25 +147,29 @@ def compile_model(options: CompileOptions, store=None, progress=print) -> Compil
 
 def _capture_then_build(options, path, target, store, pre_key, pre, phases, progress):
     """Capture and run the passes (the content key needs the graph), then find or build the
-    artifact under the content key and file the pre-key as its alias."""
+    artifact under the content key and file the pre-key as its alias. What the lowering
+    starts ahead (`head_start`) runs beside the capture."""
     from compile_cache import compute_key
     from lowering.lookup import content_factors, weights_alias, weights_hash
+    from lowering.lowered import head_start
 
-    model, passed, trace = _capture(options, path, target, phases, progress)
-    impls = choose_impls(passed.gm, target)
-    graph = {
-        "graph_hash": trace.graph_hash,
-        "passes": [{"name": p.name, "uuid": p.uuid} for p in trace.passes if p.enabled],
-        "impls": impls,
-    }
-    embeds = embedded_weights(passed, model)
-    weights = weights_hash(path, store.memo_dir) if embeds else None
-    factors = content_factors(pre, graph, weights)
-    key = compute_key(factors)
-    _explain_miss(store, key, factors, progress)
-    art, built = store.get_or_build(
-        key, factors, lambda d: _build(d, options, target, model, passed, trace, phases, progress)
-    )
+    with head_start(options, target) as ahead:
+        model, passed, trace = _capture(options, path, target, phases, progress)
+        impls = choose_impls(passed.gm, target)
+        graph = {
+            "graph_hash": trace.graph_hash,
+            "passes": [{"name": p.name, "uuid": p.uuid} for p in trace.passes if p.enabled],
+            "impls": impls,
+        }
+        embeds = embedded_weights(passed, model)
+        weights = weights_hash(path, store.memo_dir) if embeds else None
+        factors = content_factors(pre, graph, weights)
+        key = compute_key(factors)
+        _explain_miss(store, key, factors, progress)
+        captured = (model, passed, trace, ahead)
+        art, built = store.get_or_build(
+            key, factors, lambda d: _build(d, options, target, captured, phases, progress)
+        )
     store.set_alias(pre_key, key, weights=bool(embeds))
     if embeds:
         store.set_alias(weights_alias(pre_key, weights), key)
@@ -207,7 +211,7 @@ def _capture(options: CompileOptions, path: Path, target, phases, progress):
     """The model, its post-pass graph and the trace. The capture needs the weights' shapes,
     not their values: the checkpoint is only read when a pass derives tensors from it that the
     artifact stores (fp8 quantization; padding, found after a first capture), else the model's
-    parameters are zeros and the checkpoint's headers are checked instead."""
+    parameters are uninitialised and the checkpoint's headers are checked instead."""
     from passes.compile import compile_graph
 
     pcfg = pass_config(options.passes, options.quantization)
@@ -226,7 +230,12 @@ def _capture(options: CompileOptions, path: Path, target, phases, progress):
 
 def _timed_load(options: CompileOptions, path: Path, target, phases, progress, read: bool):
     """The decoder for the capture, its time added to phase `load`: the checkpoint read when
-    `read`, else zero parameters of the checkpoint's shapes (its headers checked)."""
+    `read`, else uninitialised parameters of the checkpoint's shapes (its headers checked).
+
+    Nothing writes those parameters: export and the passes see their shapes through fake
+    tensors, a plan records on meta copies, and what the piecewise lowering runs eagerly only
+    serves as example inputs. On the CPU their pages are never backed, so an 8B shape's 16 GB
+    costs neither time nor memory (writing them takes 16-29 s on the 2-core CPU machine)."""
     from model_defs.decoder import ParallelConfig
     from model_defs.loader import build_model, load_model
     from model_defs.registry import read_config
@@ -247,17 +256,16 @@ def _timed_load(options: CompileOptions, path: Path, target, phases, progress, r
             except PlanUnsupported:
                 pass  # a valid checkpoint the runtime's plain loader reads
             model = build_model(cfg, dtype, device, par)
-            for p in model.parameters():
-                p.zero_()
     phases["load"] += before
     return model
 
 
-def _build(staging: Path, options, target, model, passed, trace, phases, progress) -> dict:
+def _build(staging: Path, options, target, captured, phases, progress) -> dict:
     from lowering.lowered import lower
 
+    model, passed, trace, ahead = captured
     with progress.phase("lower", phases):
-        lowered = lower(passed, model, target, staging, options, progress)
+        lowered = lower(passed, model, target, staging, options, progress, ahead)
     graph_factors = {
         "graph_hash": trace.graph_hash,
         "pass_uuids": [p.uuid for p in trace.passes if p.enabled],

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -48,7 +50,26 @@ def ir_ops_in(gm) -> Counter:
     return counts
 
 
-def lower(passed, model, target, staging: Path, options, progress=None) -> dict:
+@contextmanager
+def head_start(options, target) -> Iterator[object | None]:
+    """What the lowering starts before the capture, so it runs beside it: for a plan, the
+    process that imports Helion and generates its kernels' sources
+    (`lowering/helion_sources.py`); else nothing. Yields what `lower` takes as `ahead`."""
+    from lowering.helion_sources import SourceWorker, take, worth_a_worker
+
+    early = take()
+    if not (plan_lowering(options, target) and worth_a_worker()):
+        if early is not None:
+            early.close()
+        yield None
+        return
+    with early or SourceWorker() as worker:
+        yield worker
+
+
+def lower(passed, model, target, staging: Path, options, progress=None, ahead=None) -> dict:
+    """Lower the post-pass graph into `staging`; returns {"impls", "manifest"}. `ahead` is
+    what `head_start` started."""
     from safetensors.torch import save_file
 
     from lowering.progress import as_progress
@@ -73,7 +94,7 @@ def lower(passed, model, target, staging: Path, options, progress=None) -> dict:
     if plan_lowering(options, target):
         from lowering.plan_artifact import lower_plan
 
-        manifest.update(lower_plan(passed, target, staging, impls, ops, progress))
+        manifest.update(lower_plan(passed, target, staging, impls, ops, progress, ahead))
         return {"impls": impls, "manifest": manifest}
     if options.lowering in ("auto", "piecewise") and _aoti_lowering(target):
         from lowering.piecewise import lower_piecewise

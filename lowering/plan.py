@@ -54,24 +54,50 @@ class RecordedLaunch:
     module: str  # the module that defines the @triton.jit function
 
 
+@dataclass(frozen=True)
+class Recording:
+    """How `build_plan` hands out what it records: `on_launch(launch)` for each kernel launch
+    (a `CubinPool` starts compiling it), and where a Helion kernel's plain source comes from:
+    `plain_source(fn, config_json, shape_key)` (a `lowering.helion_sources.SourceWorker`, or
+    by default generated in this process).
+
+    A `look_ahead` walk runs no Helion kernel: its source is only asked for, through
+    `request(fn, config_json, shape_key)` when given (answered later), and its outputs are
+    the op's fake implementation's. It waits for nothing, so every Triton kernel's launch is
+    handed out (and compiling) before the real walk waits for its first Helion source."""
+
+    on_launch: Callable[[RecordedLaunch], None] | None = None
+    plain_source: Callable | None = None
+    look_ahead: bool = False
+    request: Callable | None = None
+
+
 @dataclass
 class PlanBuild:
     """What `build_plan` returns: the plan (JSON-ready), the launches to compile, and the
-    plain sources Helion kernels ran from ({source id: source text})."""
+    plain sources Helion kernels ran from ({source id: source text}); `recording` is how the
+    launches and sources were handed out while it was built."""
 
     plan: dict
     launches: list[RecordedLaunch] = field(default_factory=list)
     sources: dict[str, str] = field(default_factory=dict)
+    recording: Recording = field(default_factory=Recording)
 
 
 def build_plan(
-    passed, impls: dict[str, str], target, block_size: int, tokens: int = EXAMPLE_TOKENS
+    passed,
+    impls: dict[str, str],
+    target,
+    block_size: int,
+    tokens: int = EXAMPLE_TOKENS,
+    recording: Recording = Recording(),
 ) -> PlanBuild:
     """The plan of `passed.gm` for `target`, recorded on a step of `tokens` tokens."""
     from ir.targets import configs_for
 
     gm = passed.gm
-    build = PlanBuild(plan={"format": PLAN_FORMAT, "inputs": [], "entries": [], "outputs": []})
+    plan = {"format": PLAN_FORMAT, "inputs": [], "entries": [], "outputs": []}
+    build = PlanBuild(plan=plan, recording=recording)
     values: dict[fx.Node, Any] = {}
     inputs = example_inputs(passed, tokens, block_size)
     with configs_for(target.name), torch.inference_mode():
@@ -151,6 +177,12 @@ def _kiln_entry(entry: dict, op: str, provider: str, args, kwargs, build: PlanBu
     entry["kind"], entry["runs"] = "kernel", []
     first = len(build.launches)
     launcher = _recorder(entry["name"], build)
+    if impl.body_takes == "runner" and build.recording.look_ahead:
+        try:
+            impl.with_launcher(_request_only(build.recording.request))(*args)
+        except _Requested:
+            pass
+        return entry, opdef.overload(*args)
     if impl.body_takes == "runner":
         out = impl.with_launcher(_HelionRecorder(launcher, entry["runs"], build))(*args)
     else:
@@ -168,11 +200,29 @@ def _recorder(node: str, build: PlanBuild) -> Callable:
         if callable(grid):
             raise NotImplementedError(f"{fn.__name__}: a callable grid is not recorded")
         module = fn.fn.__module__
-        build.launches.append(
-            RecordedLaunch(node, Launch(fn, tuple(grid), args, num_warps, num_stages), module)
-        )
+        rec = RecordedLaunch(node, Launch(fn, tuple(grid), args, num_warps, num_stages), module)
+        build.launches.append(rec)
+        if build.recording.on_launch is not None:
+            build.recording.on_launch(rec)
 
     return launch
+
+
+class _Requested(Exception):
+    """Ends a Helion body in a look-ahead walk at its first kernel run."""
+
+
+def _request_only(request: Callable | None) -> Callable:
+    """A look-ahead walk's Helion runner: asks for the kernel's source, runs nothing."""
+
+    def run(fn: Callable, config: dict, *args: Any) -> Any:
+        from ir.kernels.helion_util import _shape_key
+
+        if request is not None:
+            request(fn, json.dumps(config, sort_keys=True), _shape_key(args))
+        raise _Requested
+
+    return run
 
 
 class _HelionRecorder:
@@ -188,7 +238,8 @@ class _HelionRecorder:
         from ir.kernels.helion_util import _plain_for_args, _shape_key
 
         config_json = json.dumps(config, sort_keys=True)
-        plain = _plain_for_args(fn, config_json, _shape_key(args))
+        generate = self.build.recording.plain_source or _plain_for_args
+        plain = generate(fn, config_json, _shape_key(args))
         source_id = "src-" + hashlib.sha256(plain.source.encode()).hexdigest()[:16]
         self.build.sources[source_id] = plain.source
         run = {"fn": f"{fn.__module__}.{fn.__qualname__}", "config": config_json,

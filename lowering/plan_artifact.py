@@ -17,17 +17,23 @@ from kiln import env
 from kiln.config import EngineConfig
 from kiln.errors import KilnError
 from lowering.package_calls import check_plan
-from lowering.plan import build_plan
-from lowering.plan_kernels import compile_jobs, plan_jobs, write_cubins
+from lowering.plan import Recording, build_plan
+from lowering.plan_kernels import CubinPool, write_cubins
 
 PLAN_FILE = "plan.json"
 KERNELS_DIR = "kernels"
 
 
 def lower_plan(
-    passed, target, staging: Path, impls: dict[str, str], ops: Counter, progress
+    passed, target, staging: Path, impls: dict[str, str], ops: Counter, progress, sources=None
 ) -> dict:
-    """Build the plan, compile its kernels into `staging`, return the manifest's fields."""
+    """Build the plan, compile its kernels into `staging`, return the manifest's fields.
+
+    Two walks over the graph: a look-ahead one that waits for nothing (Helion kernels'
+    sources only asked for, from `sources`, a `lowering.helion_sources.SourceWorker`) and
+    starts every Triton kernel's cubins; then the plan's own, which runs each Helion kernel
+    from its source (the worker's answer, or generated here without a worker) and starts its
+    cubins as it records them."""
     import triton
 
     if not target.is_cuda:
@@ -36,18 +42,24 @@ def lower_plan(
             "use --lowering piecewise for the CPU"
         )
     _refuse_host_syncing_references(impls, target)
-    build = build_plan(passed, impls, target, EngineConfig.block_size)
-    jobs, per_launch = plan_jobs(build.launches)
+    threads = env.kernel_threads()
+    block = EngineConfig.block_size
+    request, plain_source = (sources.request, sources.plain_source) if sources else (None, None)
+    with CubinPool(target, threads) as pool:
+        ahead = Recording(pool.prefetch, look_ahead=True, request=request)
+        build_plan(passed, impls, target, block, recording=ahead)
+        recording = Recording(pool.add, plain_source)
+        build = build_plan(passed, impls, target, block, recording=recording)
+        label = f"compile {len(pool.jobs)} distinct cubins for {target.arch} ({threads} at once)"
+        with progress.pieces(len(pool.jobs), label) as tick:
+            cubins = pool.cubins(tick)
+    per_launch = pool.per_launch
     for entry in build.plan["entries"]:
         if entry["kind"] == "kernel":
             entry["kernels"] = sorted(
                 {ids[0] for ids in (per_launch[i] for i in entry["launches"])}
             )
             entry["launches"] = [per_launch[i] for i in entry["launches"]]
-    threads = env.kernel_threads()
-    label = f"compile {len(jobs)} distinct cubins for {target.arch} ({threads} at once)"
-    with progress.pieces(len(jobs), label) as tick:
-        cubins = compile_jobs(jobs, target, threads, tick)
     paths = write_cubins(cubins, build.sources, staging / KERNELS_DIR)
     (staging / PLAN_FILE).write_text(json.dumps(build.plan, indent=1))
     rows = plan_op_table(build.plan, ops)

@@ -6,14 +6,28 @@ hint) and the *generic* one (no such assumption), so a runtime launch whose alig
 values differ from the example step still finds a cubin. Identical launches (the same
 function, source, signature, constants and warps: every decoder layer of one structure)
 share one job, so a model of N identical layers compiles one cubin set at any depth.
+
+`CubinPool` starts each job as soon as the plan records a launch needing it: Triton holds the
+interpreter lock for its Python front end only (about a fifth of a compile, sampled on the
+8B plan); its MLIR and LLVM passes and ptxas run without it, so cubins build while the plan's
+walk goes on in Python. While the pool is open the cyclic collector is paused: CPython 3.11
+builds `ast.parse`'s objects on interpreter-wide state, and a collection that runs Python
+code (finalizers of the walk's garbage) in the middle of one thread's parse lets another
+thread parse meanwhile (Triton parses each kernel's source), which fails the first with
+"SystemError: AST constructor recursion depth mismatch" (python/cpython#106905; Triton
+reports it as a CompilationError of the kernel). With no collection, no Python code runs
+inside a parse, so no other thread does.
 """
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,23 +69,31 @@ class Cubin:
 def plan_jobs(launches: list[RecordedLaunch]) -> tuple[dict[str, CubinJob], list[list[str]]]:
     """({job id: job}, per launch [specialized id, generic id]) for the recorded launches."""
     jobs: dict[str, CubinJob] = {}
-    per_launch = []
-    for rec in launches:
-        ids = []
-        for specialize in (True, False):
-            job = _job(rec, specialize)
-            jobs.setdefault(job.id, job)
-            if rec.node not in jobs[job.id].nodes:
-                jobs[job.id].nodes.append(rec.node)
-            ids.append(job.id)
-        per_launch.append(ids)
+    hashes: dict[int, str] = {}
+    per_launch = [_add_jobs(rec, jobs, hashes) for rec in launches]
     return jobs, per_launch
 
 
-def _job(rec: RecordedLaunch, specialize: bool) -> CubinJob:
+def _add_jobs(rec: RecordedLaunch, jobs: dict[str, CubinJob], hashes: dict) -> list[str]:
+    """Add `rec`'s two jobs to `jobs` (a job already there keeps its first launch's example)
+    and note its node; returns [specialized id, generic id]. `hashes` memoizes source hashes
+    by function (one reads and tokenizes the kernel's file: 2 ms, for each launch)."""
+    fn = rec.launch.fn
+    if id(fn) not in hashes:
+        hashes[id(fn)] = source_hash(fn)
+    ids = []
+    for specialize in (True, False):
+        job = _job(rec, specialize, hashes[id(fn)])
+        job = jobs.setdefault(job.id, job)
+        if rec.node not in job.nodes:
+            job.nodes.append(rec.node)
+        ids.append(job.id)
+    return ids
+
+
+def _job(rec: RecordedLaunch, specialize: bool, src: str) -> CubinJob:
     launch = rec.launch
     signature, constexprs, attrs, spec = signature_of(launch.fn, launch.args, specialize)
-    src = source_hash(launch.fn)
     key = [launch.fn.__name__, src, signature, {k: str(v) for k, v in constexprs.items()},
            sorted((list(k), v) for k, v in attrs.items()), launch.num_warps, launch.num_stages]  # fmt: skip
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
@@ -93,21 +115,95 @@ def compile_jobs(jobs: dict[str, CubinJob], target, threads: int, tick=None) -> 
     overlap); `tick(label, seconds)` after each one."""
 
     def build(job: CubinJob) -> Cubin:
-        t0 = time.perf_counter()
-        data, meta = compile_signature(job.fn, job.signature, job.constexprs, job.attrs,
-                                       job.num_warps, job.num_stages, target)  # fmt: skip
-        meta.update(id=job.id, fn=job.fn.__name__, module=job.module,
-                    source_hash=job.source_hash, specialization=job.specialization,
-                    example=job.example, nodes=job.nodes)  # fmt: skip
+        data, meta, seconds = _compile(job, target)
         if tick is not None:
-            tick(job.id, time.perf_counter() - t0)
-        return Cubin(job.id, data, meta)
+            tick(job.id, seconds)
+        return Cubin(job.id, data, {**meta, **_job_metadata(job)})
 
     ordered = [jobs[k] for k in sorted(jobs)]
     if threads <= 1:
         return [build(j) for j in ordered]
-    with ThreadPoolExecutor(max_workers=threads) as pool:
+    with _collector_paused(), ThreadPoolExecutor(max_workers=threads) as pool:
         return list(pool.map(build, ordered))
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """No cyclic collection inside: Triton's compiles on threads parse at once (see the
+    module docstring)."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
+
+
+class CubinPool:
+    """Compiles each distinct job of the launches `add`ed, as they are added, on `threads`
+    threads; `cubins(tick)` waits for them. `prefetch(launch)` starts a launch's jobs ahead
+    of the `add` that may follow (a look-ahead walk's launch): only jobs some added launch
+    needs are waited for and returned. Use as a context manager: leaving it early (the plan
+    failed) drops the jobs not yet started."""
+
+    def __init__(self, target, threads: int):
+        self.target = target
+        self.jobs: dict[str, CubinJob] = {}  # the added launches' jobs
+        self.per_launch: list[list[str]] = []  # per added launch: [specialized id, generic id]
+        self._ahead: dict[str, CubinJob] = {}  # the prefetched launches' jobs
+        self._hashes: dict[int, str] = {}
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="kiln-cubin")
+        self._futures: dict[str, Future] = {}
+        self._open = ExitStack()
+
+    def __enter__(self) -> CubinPool:
+        self._open.enter_context(_collector_paused())
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._open.close()
+
+    def add(self, rec: RecordedLaunch) -> None:
+        ids = _add_jobs(rec, self.jobs, self._hashes)
+        self.per_launch.append(ids)
+        for job_id in ids:
+            self._submit(self.jobs[job_id])
+
+    def prefetch(self, rec: RecordedLaunch) -> None:
+        for job_id in _add_jobs(rec, self._ahead, self._hashes):
+            self._submit(self._ahead[job_id])
+
+    def _submit(self, job: CubinJob) -> None:
+        """Compile `job` unless a job of its id is compiling (the same signature: the same
+        cubin; the metadata is taken from `self.jobs`)."""
+        if job.id not in self._futures:
+            self._futures[job.id] = self._pool.submit(_compile, job, self.target)
+
+    def cubins(self, tick=None) -> list[Cubin]:
+        """Every added job's cubin, in job id order; `tick(label, seconds)` as each is done."""
+        waiting = {self._futures[job_id]: job for job_id, job in self.jobs.items()}
+        done = {}
+        for future in as_completed(waiting):
+            job = waiting[future]
+            data, meta, seconds = future.result()
+            done[job.id] = Cubin(job.id, data, {**meta, **_job_metadata(job)})
+            if tick is not None:
+                tick(job.id, seconds)
+        return [done[k] for k in sorted(done)]
+
+
+def _compile(job: CubinJob, target) -> tuple[bytes, dict, float]:
+    start = time.perf_counter()
+    data, meta = compile_signature(job.fn, job.signature, job.constexprs, job.attrs,
+                                   job.num_warps, job.num_stages, target)  # fmt: skip
+    return data, meta, time.perf_counter() - start
+
+
+def _job_metadata(job: CubinJob) -> dict:
+    return dict(id=job.id, fn=job.fn.__name__, module=job.module, source_hash=job.source_hash,
+                specialization=job.specialization, example=job.example, nodes=job.nodes)  # fmt: skip
 
 
 def write_cubins(cubins: list[Cubin], sources: dict[str, str], folder: Path) -> list[str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import struct
 from pathlib import Path
 
 import torch
@@ -66,6 +68,37 @@ def make_checkpoint(path: Path, family: str, seed: int = 0, **overrides):
                 p.normal_(0, 0.1)
     model.save_pretrained(path, safe_serialization=True)
     return model
+
+
+_SAFETENSORS_DTYPES = {torch.bfloat16: "BF16", torch.float32: "F32", torch.float16: "F16"}
+
+
+def make_shape_only_checkpoint(path: Path, cfg, dtype: torch.dtype = torch.bfloat16) -> Path:
+    """config.json and one sparse safetensors file of zeros holding every tensor of the
+    `transformers` config `cfg` in `dtype`: the real names and shapes, no disk blocks written
+    for the data (an 8B shape is 16 GB on paper, a few KiB on disk)."""
+    import transformers as tf
+
+    path.mkdir(parents=True, exist_ok=True)
+    with torch.device("meta"):
+        model = tf.AutoModelForCausalLM.from_config(cfg).to(dtype)
+    state = model.state_dict()
+    if cfg.tie_word_embeddings:
+        state.pop("lm_head.weight", None)
+    header, offset = {}, 0
+    for name, t in state.items():
+        size = t.numel() * t.element_size()
+        header[name] = {"dtype": _SAFETENSORS_DTYPES[t.dtype], "shape": list(t.shape),
+                        "data_offsets": [offset, offset + size]}  # fmt: skip
+        offset += size
+    blob = json.dumps(header).encode()
+    blob += b" " * (-len(blob) % 8)
+    with open(path / "model.safetensors", "wb") as f:
+        f.write(struct.pack("<Q", len(blob)) + blob)
+        f.truncate(8 + len(blob) + offset)
+    cfg.architectures = [type(model).__name__]
+    cfg.save_pretrained(path)
+    return path
 
 
 def add_demo_tokenizer(path: Path) -> None:

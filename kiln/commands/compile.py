@@ -35,6 +35,10 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from lowering.helion_sources import start_early
+
+    start_early(args.target, args.lowering)  # before torch: its imports run beside ours
+
     from kiln.config import DTYPES
     from kiln.errors import KilnError
     from kiln.resolve import compile_options

@@ -1,5 +1,5 @@
 """kiln/startup.py: the cyclic collector pauses while `kiln generate`/`serve` build the engine,
-then what start-up made is frozen out of later collections."""
+then what start-up made is frozen out of later collections; `kiln compile` runs without it."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import gc
 
 import pytest
 
+import kiln.errors
 import kiln.llm
 from kiln.cli import main
 
@@ -53,6 +54,21 @@ def test_a_failed_start_turns_the_collector_back_on(
     assert "no-such-model" in capsys.readouterr().err
     assert collector_seen_by_engine_build == [False]
     assert gc.isenabled() and gc.get_freeze_count() == 0
+
+
+def test_compile_runs_without_collections(monkeypatch, tmp_path):
+    import lowering.compile
+
+    seen = []
+
+    def compile_model(options, progress=None):
+        seen.append(gc.isenabled())
+        raise kiln.errors.KilnError("stopped here")
+
+    monkeypatch.setattr(lowering.compile, "compile_model", compile_model)
+    assert gc.isenabled()
+    assert main(["compile", "demo", "--target", "cpu", "--no-record"]) == 2
+    assert seen == [False] and gc.isenabled()
 
 
 def test_a_caller_that_turned_the_collector_off_keeps_it_off(collector_seen_by_engine_build):

@@ -32,7 +32,7 @@ def compiles(tmp_path, monkeypatch):
         counts["capture"] += 1
         return real_capture(*args, **kwargs)
 
-    def fake_lower(passed, model, target, staging, options, progress=None):
+    def fake_lower(passed, model, target, staging, options, progress=None, ahead=None):
         counts["lower"] += 1
         (staging / "graph.txt").write_text(passed.gm.code)
         return {"impls": {}, "manifest": {"lowering": "test", "vocab_size": passed.vocab_size}}
