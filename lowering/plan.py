@@ -18,6 +18,11 @@ Arguments are encoded as JSON: `{"ref": node}` for a value an earlier entry or a
 `{"dtype": "bfloat16"}`, `{"device": null}` (whatever device the step runs on), lists and
 plain scalars as themselves. The runtime (`runtime/loaders/plan.py`) resolves all of it once
 at load.
+
+A `Recording` says where the launches go as they are recorded (a `CubinPool` compiles them
+at once) and where Helion sources come from; a look-ahead walk (`Recording.look_ahead`) runs
+no Helion kernel, so it hands out every Triton launch, and asks for every Helion source,
+before the plan's own walk waits for the first source (`lowering/plan_artifact.py`).
 """
 
 from __future__ import annotations
