@@ -57,7 +57,7 @@ class LoadedModel:
 
     def capture_graphs(self) -> float:
         """Capture the step CUDA graphs a load with `defer_graph_capture` left pending;
-        returns the seconds it took (0.0 when none were pending). Until then decode runs
+        returns the seconds it took (0.0 when none were pending). Until then steps run
         eagerly."""
         if not self.graphs_pending:
             return 0.0

@@ -5,10 +5,11 @@ the IR registry bound to the cubin launcher (`runtime/cubin_launcher.py`; a Heli
 body gets a runner that imports the plain Triton source stored in the artifact), a library or
 reference callable of the registry, or a torch op / operator function by name. Everything is
 resolved once at load into a flat list of steps (callable, arguments as slots of one list of
-values, slots to free), so a step costs one Python call per node; decode steps replay CUDA
-graphs, but every other step (prefill, mixed, the capture itself) pays this interpretation on
-the host, so it is kept lean: constant arguments get slots of their own, so most entries read
-their arguments with one `itemgetter`, and torch ops are called through their C++ handle.
+values, slots to free), so a step costs one Python call per node. Steps up to the token
+budget replay CUDA graphs; the captures themselves, the warm-up and any larger step pay this
+interpretation on the host, so it is kept lean: constant arguments get slots of their own, so
+most entries read their arguments with one `itemgetter`, and torch ops are called through
+their C++ handle.
 Nothing here compiles: no Triton JIT, no Helion, no Inductor.
 """
 
