@@ -78,8 +78,9 @@ class HostKernel:
     def _no_jit(self) -> KilnError:
         return KilnError(
             f"kernel {self.__name__} cannot run through Triton's JIT: Triton is not loaded in "
-            "this process (the kernels were loaded host-only, to run a plan over its cubins); "
-            "launch it with the plan's cubin launcher"
+            "this process (the kernels were loaded host-only, to run a plan over its cubins). "
+            "A process that also runs kernels through the JIT must import triton before it "
+            "loads a plan"
         )
 
 
