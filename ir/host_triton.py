@@ -7,7 +7,7 @@ plan artifact only runs the kernels' host code: it computes grids and hands each
 the cubin launcher, which needs of a `@triton.jit` function its name, its source and its
 parameters. `enter_host_only()` (the plan loader calls it before importing the kernel
 modules) makes `triton` and `tl` stand-ins, so the process never pays `import triton`
-(libtriton, LLVM: about 0.3 s of a warm start). The stand-in's `jit` keeps each function as a
+(libtriton, LLVM, its runtime: a quarter second or more of a warm start). The stand-in's `jit` keeps each function as a
 `HostKernel`, `cdiv` and `next_power_of_2` compute as Triton's do, `tl.constexpr` is a plain
 class, and any other name is a `Placeholder` that fails only when called.
 `host_builtins()` gives a stored plain Triton module (a Helion kernel's) the same stand-ins
@@ -39,6 +39,7 @@ def enter_host_only() -> bool:
 
 
 def host_only() -> bool:
+    """Whether this process runs kernels' host code with the stand-ins."""
     return _host_only
 
 

@@ -13,7 +13,7 @@ their C++ handle.
 Nothing here compiles or imports a compiler: no Helion, no Inductor, and no Triton. The kernel
 modules and the stored sources are loaded host-only (`ir/host_triton.py`): their
 `@triton.jit` functions are stand-ins the cubin launcher keys as it would Triton's, so a
-process that has not imported Triton before loading a plan never does.
+process that had not imported Triton before loading a plan runs it without Triton.
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ class PlanProgram:
     def __init__(self, plan: dict, launcher: Callable, sources: Path, device, target: str):
         from ir.registry import load_kernels
 
-        enter_host_only()  # the kernels' host code needs no Triton, unless it is loaded already
+        enter_host_only()  # the kernels' host code runs without Triton, unless it is imported
         load_kernels()  # registers the kernel bodies
         self.target, self.device = target, torch.device(device)
         slots = {name: i for i, name in enumerate(plan["inputs"])}
