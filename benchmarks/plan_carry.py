@@ -126,6 +126,10 @@ def greedy(model: Path, **engine) -> tuple[list[list[int]], bool]:
 def check(into: Path, out: Path) -> None:
     import torch
 
+    # Triton first: the eager engines below launch kernels through its JIT, which a plan loaded
+    # before them would otherwise have left out of this process (ir/host_triton.py).
+    import triton  # noqa: F401
+
     built = {row["name"]: row for row in json.loads((into / "built.json").read_text())}
     rows = []
     for family in FAMILIES:

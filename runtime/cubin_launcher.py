@@ -144,7 +144,7 @@ class CubinTable:
         function's parameters); KilnError naming the kernel and every mismatch if none."""
         known = self._keys.get(id(fn))
         if known is None:
-            known = self._keys[id(fn)] = (fn.__name__, source_hash(fn), params_of(fn))
+            known = self._keys[id(fn)] = kernel_key(fn)
         name, digest, params = known
         candidates = self.by_function.get((name, digest))
         if not candidates:
@@ -164,6 +164,12 @@ class CubinTable:
         )
 
 
+def kernel_key(fn) -> tuple[str, str, list]:
+    """How the table knows a jit function (Triton's, or a host-only `HostKernel`): its name,
+    its source hash (the cubins' `fn` and `source_hash`) and its parameters."""
+    return fn.__name__, source_hash(fn), params_of(fn)
+
+
 @dataclass(frozen=True)
 class Param:
     name: str
@@ -171,8 +177,9 @@ class Param:
 
 
 def params_of(fn) -> list:
-    """A jit function's parameters (`.name`, `.is_constexpr`); Triton's interpreter wraps the
-    function without them, so they are read from its annotations there."""
+    """A jit function's parameters (`.name`, `.is_constexpr`). Triton's interpreter and a
+    host-only kernel (`ir/host_triton.py`) wrap the function without them: they are read from
+    its annotations there, as Triton reads them (constexpr in the annotation's text)."""
     params = getattr(fn, "params", None)
     if params is not None:
         return params

@@ -6,6 +6,11 @@ import os
 
 import pytest
 
+# Triton is imported before any test: a test that loads a plan in this process would otherwise
+# turn host-only mode on for the whole session (ir/host_triton.py), and the kernel modules a
+# later test imports would hold stand-ins that Triton's JIT cannot run.
+import triton  # noqa: F401
+
 
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_kiln_cache(tmp_path_factory):

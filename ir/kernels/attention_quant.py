@@ -12,9 +12,8 @@ from __future__ import annotations
 import inspect
 
 import torch
-import triton
-import triton.language as tl
 
+from ir.host_triton import tl, triton
 from ir.kernels import attention as attention_kernel
 from ir.kernels.base import (
     KernelCase,

@@ -28,10 +28,9 @@ import inspect
 import math
 
 import torch
-import triton
-import triton.language as tl
 
 import ir.kernels.scaled_mm as library_mm
+from ir.host_triton import tl, triton
 from ir.kernels.base import (
     CONFIG_TARGETS,
     KernelCase,

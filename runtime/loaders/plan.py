@@ -10,7 +10,10 @@ budget replay CUDA graphs; the captures themselves, the warm-up and any larger s
 interpretation on the host, so it is kept lean: constant arguments get slots of their own, so
 most entries read their arguments with one `itemgetter`, and torch ops are called through
 their C++ handle.
-Nothing here compiles: no Triton JIT, no Helion, no Inductor.
+Nothing here compiles or imports a compiler: no Helion, no Inductor, and no Triton. The kernel
+modules and the stored sources are loaded host-only (`ir/host_triton.py`): their
+`@triton.jit` functions are stand-ins the cubin launcher keys as it would Triton's, so a
+process that had not imported Triton before loading a plan runs it without Triton.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import torch
 
 from compile_cache import Artifact
 from compile_cache.formats import PLAN_FORMAT
+from ir.host_triton import enter_host_only, host_builtins, host_only
 from kiln.errors import KilnError
 from runtime.launch_site import picker
 from runtime.loaders.compiled import CompiledLoader
@@ -78,7 +82,8 @@ class PlanProgram:
     def __init__(self, plan: dict, launcher: Callable, sources: Path, device, target: str):
         from ir.registry import load_kernels
 
-        load_kernels()  # registers the kernel bodies (imports Triton's language, not its JIT)
+        enter_host_only()  # the kernels' host code runs without Triton, unless it is imported
+        load_kernels()  # registers the kernel bodies
         self.target, self.device = target, torch.device(device)
         slots = {name: i for i, name in enumerate(plan["inputs"])}
         self.num_inputs = len(slots)
@@ -316,25 +321,31 @@ class SourceRunner:
 def import_source(path: Path) -> Any:
     """Import a stored plain Triton module (once per process). Compiled here rather than by the
     import system, so no `__pycache__` is written into the artifact; the code keeps the file's
-    path, where Triton reads each kernel's source. Once its kernels are defined, its `triton`
-    is `host_triton()`: the host code runs every step."""
+    path, where the launcher (and Triton) read each kernel's source. In host-only mode
+    (`ir/host_triton.py`) its `import triton` statements get the stand-ins, and Triton is not
+    imported; otherwise, once its kernels are defined, its `triton` is `host_triton()`: the
+    host code runs every step."""
     name = f"kiln_plan_{path.stem.replace('-', '_')}"
     if name in sys.modules:
         return sys.modules[name]
     module = types.ModuleType(name)
     module.__file__ = str(path)
     sys.modules[name] = module
+    stand_ins = host_only()
+    if stand_ins:
+        module.__builtins__ = host_builtins()
     exec(compile(path.read_text(), str(path), "exec"), module.__dict__)
-    if isinstance(module.__dict__.get("triton"), types.ModuleType):
+    if not stand_ins and isinstance(module.__dict__.get("triton"), types.ModuleType):
         module.triton = host_triton()
     return module
 
 
 @functools.cache
 def host_triton() -> types.ModuleType:
-    """`triton` for host code: Triton's constexpr helpers (`next_power_of_2`, `cdiv`) as the
-    plain functions they wrap, the rest as they are. Called from the host with ints they
-    compute the same, without the ~5 µs each of turning their arguments from constexprs."""
+    """`triton` for host code where Triton is loaded: Triton's constexpr helpers
+    (`next_power_of_2`, `cdiv`) as the plain functions they wrap, the rest as they are. Called
+    from the host with ints they compute the same, without the ~5 µs each of turning their
+    arguments from constexprs."""
     import triton
 
     try:

@@ -14,6 +14,7 @@ from pathlib import Path
 assert os.environ.get("TRITON_INTERPRET") == "1", "run with TRITON_INTERPRET=1"
 
 import torch  # noqa: E402
+import triton  # noqa: E402, F401  (before the plan loads: its kernels are Triton's, not host-only)
 
 from model_defs.kv_cache import allocate_kv_caches  # noqa: E402
 from model_defs.loader import load_model  # noqa: E402

@@ -1,12 +1,15 @@
 """The plan loader on the CPU: a plan artifact built for h100 runs with Triton's interpreter
 in place of the GPU (every launch still picks its cubin from the artifact's table) and gives
-the reference model's logits and greedy tokens; a plan program reads constants, references
-and lists of them as the plan encodes them, step after step; a Helion body's runner finds the
-stored source of each (kernel, config) it is called with. The cubin launcher has its own tests
-(test_cubin_launcher.py)."""
+the reference model's logits and greedy tokens; loaded host-only in a process without Triton
+(libcuda stubbed), it makes the very launches it makes with Triton's own kernels, and Triton
+stays unimported; a plan program reads constants, references and lists of them as the plan
+encodes them, step after step; a Helion body's runner finds the stored source of each (kernel,
+config) it is called with. The cubin launcher has its own tests (test_cubin_launcher.py), the
+host-only stand-ins theirs (tests/ir/test_host_triton.py)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -24,25 +27,37 @@ from tests.hf_models import make_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER = Path(__file__).with_name("plan_interpret_worker.py")
+LAUNCHES_WORKER = Path(__file__).with_name("plan_launches_worker.py")
 TINY = dict(hidden_size=96, num_attention_heads=6, num_key_value_heads=2, head_dim=16,
             vocab_size=320, num_hidden_layers=3, intermediate_size=160)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
-def interpreted(tmp_path_factory):
+def plan_artifact(tmp_path_factory):
+    """(a plan artifact of a tiny Llama for h100, its checkpoint)."""
     from lowering.compile import CompileOptions, compile_model
 
     folder = tmp_path_factory.mktemp("plan-run")
     make_checkpoint(folder / "ckpt", "llama", **TINY)
     os.environ.setdefault("HELION_INTERPRET", "1")  # Helion generates code; it runs nothing here
     opts = CompileOptions(model=str(folder / "ckpt"), target="h100", dtype="float32")
-    art = compile_model(opts, progress=lambda m: None).artifact
-    env = {k: v for k, v in os.environ.items() if k != "HELION_INTERPRET"}
-    env.update(TRITON_INTERPRET="1", PYTHONPATH=str(ROOT))
-    cmd = [sys.executable, str(WORKER), str(art.path), str(folder / "ckpt"), str(folder / "o.pt")]
+    return compile_model(opts, progress=lambda m: None).artifact, folder / "ckpt"
+
+
+def _worker_env(**extra: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("HELION_INTERPRET", "TRITON_INTERPRET")}
+    return {**env, "PYTHONPATH": str(ROOT), **extra}
+
+
+@pytest.fixture(scope="module")
+def interpreted(plan_artifact):
+    art, ckpt = plan_artifact
+    out = ckpt.parent / "o.pt"
+    cmd = [sys.executable, str(WORKER), str(art.path), str(ckpt), str(out)]
+    env = _worker_env(TRITON_INTERPRET="1")
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return art, torch.load(folder / "o.pt", weights_only=False)
+    return art, torch.load(out, weights_only=False)
 
 
 @pytest.mark.slow
@@ -69,6 +84,29 @@ def test_every_kernel_of_the_plan_ran_from_a_cubin_of_the_artifact(interpreted):
 def test_loading_and_running_a_plan_imports_no_compiler(interpreted):
     _, out = interpreted
     assert out["imported"] == [], out["imported"]
+
+
+@pytest.mark.slow
+def test_a_plan_loaded_host_only_launches_the_same_and_never_imports_triton(plan_artifact):
+    art, ckpt = plan_artifact
+    runs = {}
+    for mode in ("host-only", "triton"):
+        out = ckpt.parent / f"launches-{mode}.json"
+        cmd = [sys.executable, str(LAUNCHES_WORKER), str(art.path), str(ckpt), str(out), mode]
+        proc = subprocess.run(cmd, env=_worker_env(), capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs[mode] = json.loads(out.read_text())
+    host, jit = runs["host-only"], runs["triton"]
+    assert host["host_only"] and host["triton_modules"] == []
+    assert not jit["host_only"] and "triton" in jit["triton_modules"]
+    launches = [launch for step in host["launches"].values() for launch in step]
+    assert {launch["kernel"] for launch in launches} == {
+        "_helion_rms_norm_kernel", "_helion_fused_add_rms_norm_kernel",
+        "_helion_rotary_neox_kernel", "_helion_silu_and_mul_kernel",
+        "_write_kv_kernel", "_attention_kernel",
+    }  # fmt: skip
+    assert all("driver" in launch for launch in launches)  # no empty grid: each one reached it
+    assert host["launches"] == jit["launches"]
 
 
 def test_plan_callables_resolve_only_torch_ops_operator_and_math():
@@ -133,8 +171,6 @@ def test_a_plan_program_runs_its_entries_on_each_steps_inputs(tmp_path):
 
 
 def test_a_helion_bodys_runner_finds_the_source_of_each_kernel_and_config(tmp_path):
-    import json
-
     from runtime.loaders.plan import SourceRunner
 
     def kernel():  # stands in for a Helion kernel function: only its name matters here
