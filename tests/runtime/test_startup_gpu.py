@@ -30,6 +30,8 @@ def test_a_deferred_load_decodes_eagerly_until_its_graphs_are_captured():
     assert loaded.graphs_pending and "graph_capture" not in loaded.phases
     assert graphs.enabled and not graphs.graphs, graphs.disabled_reason
     eager = _greedy_tokens(engine, "before")
-    assert loaded.capture_graphs() > 0 and sorted(graphs.graphs) == [1, 2, 4]
+    # every step size up to the token budget: powers of two, max_num_seqs and the budget
+    assert loaded.capture_graphs() > 0 and sorted(graphs.graphs) == list(graphs.config.buckets)
+    assert graphs.config.buckets[:4] == (1, 2, 4, 8) and graphs.config.buckets[-1] == 256
     assert not loaded.graphs_pending and loaded.capture_graphs() == 0.0
     assert _greedy_tokens(engine, "after") == eager
