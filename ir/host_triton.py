@@ -5,8 +5,9 @@ Kernel modules of `ir/kernels/` never `import triton`; they write
 Triton's own modules, unless the process entered host-only mode first. A process that runs a
 plan artifact only runs the kernels' host code: it computes grids and hands each launch to
 the cubin launcher, which needs of a `@triton.jit` function its name, its source and its
-parameters. `enter_host_only()` (the plan loader calls it before importing the kernel
-modules) makes `triton` and `tl` stand-ins, so the process never pays `import triton`
+parameters. A process that runs one engine and nothing else (`kiln serve`'s engine core) calls
+`permit_host_only()`; then `enter_host_only()` (the plan loader calls it before importing the
+kernel modules) makes `triton` and `tl` stand-ins, so the process never pays `import triton`
 (libtriton, LLVM, its runtime: a quarter second or more of a warm start). The stand-in's `jit` keeps each function as a
 `HostKernel`, `cdiv` and `next_power_of_2` compute as Triton's do, `tl.constexpr` is a plain
 class, and any other name is a `Placeholder` that fails only when called.
@@ -24,18 +25,34 @@ from typing import Any
 
 from kiln.errors import KilnError
 
+_permitted = False
 _host_only = False
 _real_given = False  # a kernel module got Triton's own modules
 
 
+def permit_host_only() -> None:
+    """Let a plan this process loads later run host-only. For a process whose only work is one
+    engine: host-only mode lasts as long as the process, and in it nothing can compile or
+    launch a kernel through Triton's JIT (a compile, a JIT or eager engine, an artifact whose
+    code launches kernels itself). Anywhere else a plan loads with Triton."""
+    global _permitted
+    _permitted = True
+
+
 def enter_host_only() -> bool:
-    """Give kernel modules the stand-ins from now on, if Triton is not loaded: neither imported
-    in this process nor given to a kernel module. Returns whether host-only mode is on (once
-    on, it stays on for the process)."""
+    """Give kernel modules the stand-ins from now on, if the process permitted it and Triton
+    is not loaded: neither imported in this process nor given to a kernel module. Returns
+    whether host-only mode is on (once on, it stays on for the process)."""
     global _host_only
-    if not _host_only and not _real_given and "triton" not in sys.modules:
+    if not _host_only and _permitted and not _real_given and "triton" not in sys.modules:
         _host_only = True
     return _host_only
+
+
+def check_not_host_only(what: str) -> None:
+    """KilnError if this process loaded the kernels host-only: `what` needs Triton."""
+    if _host_only:
+        raise HostOnlyError(f"{what} needs Triton, but {_WHY}")
 
 
 def host_only() -> bool:
@@ -57,6 +74,17 @@ def __getattr__(name: str) -> Any:
     return triton if name == "triton" else triton.language
 
 
+_WHY = (
+    "this process loaded its kernels host-only to run a plan over its cubins "
+    "(ir/host_triton.py), and Triton is not loaded in it"
+)
+
+
+class HostOnlyError(KilnError, AttributeError):
+    """Something needed Triton in a host-only process. An AttributeError too, so that
+    `getattr(kernel, name, default)` still gets its default."""
+
+
 class HostKernel:
     """A `@triton.jit` function in host-only mode: the function itself as `fn` (as Triton's
     `JITFunction` keeps it, so the cubin launcher reads the same name, source and parameters)
@@ -66,6 +94,12 @@ class HostKernel:
         self.fn = fn
         self.__name__, self.__qualname__ = fn.__name__, fn.__qualname__
         self.__module__ = fn.__module__
+
+    def __getattr__(self, name: str) -> Any:
+        # Any other attribute of a JITFunction (`params`, `src`, `run`) is the compiler's.
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise HostOnlyError(f"{self.__name__}.{name} is Triton's, but {_WHY}")
 
     def __getitem__(self, grid: Any) -> Any:
         raise self._no_jit()
@@ -77,12 +111,7 @@ class HostKernel:
         return f"<HostKernel {self.__module__}.{self.__qualname__}>"
 
     def _no_jit(self) -> KilnError:
-        return KilnError(
-            f"kernel {self.__name__} cannot run through Triton's JIT: Triton is not loaded in "
-            "this process (the kernels were loaded host-only, to run a plan over its cubins). "
-            "A process that also runs kernels through the JIT must import triton before it "
-            "loads a plan"
-        )
+        return HostOnlyError(f"kernel {self.__name__} cannot run through Triton's JIT: {_WHY}")
 
 
 class Placeholder:
@@ -145,21 +174,44 @@ def next_power_of_2(n: int) -> int:
     return n + 1
 
 
+class NullAllocator:
+    """`triton.runtime._allocation.NullAllocator`: Helion's host code for TMA kernels installs a
+    scratch allocator when it finds this one in place."""
+
+
+def set_allocator(allocator: Any) -> None:
+    """`triton.set_allocator`: nothing to do, the cubin launcher allocates every kernel's
+    global scratch itself (`runtime/cubin_launcher.py` `scratch_ptr`)."""
+
+
 TRITON = _StandIn("triton")
 TRITON.jit, TRITON.cdiv, TRITON.next_power_of_2 = jit, cdiv, next_power_of_2
+TRITON.set_allocator = set_allocator
 TRITON.language = _StandIn("triton.language")
 TRITON.language.constexpr = constexpr
+TRITON.runtime = _StandIn("triton.runtime")
+TRITON.runtime._allocation = _StandIn("triton.runtime._allocation")
+TRITON.runtime._allocation.NullAllocator = NullAllocator
+TRITON.runtime._allocation._allocator = NullAllocator()
+# Inductor's device-side helper modules (`triton_helpers`, `triton_compat`), which the stored
+# sources of Helion kernels import for device code only.
+INDUCTOR_DEVICE_HELPERS = "torch._inductor.runtime.triton_"
 
 
 def host_builtins() -> dict[str, Any]:
     """Builtins for running a stored plain Triton module host-only: its `import triton...`
-    statements get the stand-ins, every other import is the real one."""
+    statements, and those of Inductor's device-side helper modules, get stand-ins; every other
+    import is the real one."""
     return {**builtins.__dict__, "__import__": _import}
 
 
 def _import(
     name: str, globals: Any = None, locals: Any = None, fromlist: Any = (), level: int = 0
 ) -> Any:
+    if not level and _inductor_device_helpers(name, fromlist):
+        # `from torch._inductor.runtime import triton_helpers`, `from
+        # torch._inductor.runtime.triton_helpers import math as tl_math`: names for device code
+        return _StandIn(name)
     if level or (name != "triton" and not name.startswith("triton.")):
         return builtins.__import__(name, globals, locals, fromlist, level)
     if not fromlist:  # `import triton.x` binds the top package
@@ -168,3 +220,13 @@ def _import(
     for part in name.split(".")[1:]:
         module = getattr(module, part)
     return module
+
+
+def _inductor_device_helpers(name: str, fromlist: Any) -> bool:
+    if name.startswith(INDUCTOR_DEVICE_HELPERS):
+        return bool(fromlist)  # a bare `import torch._inductor...` binds `torch`: the real one
+    return (
+        name == INDUCTOR_DEVICE_HELPERS.rpartition(".")[0]
+        and bool(fromlist)
+        and all(f.startswith("triton_") for f in fromlist)
+    )

@@ -16,20 +16,6 @@ COMPILE_FIELDS = (
 )  # fmt: skip
 
 
-# `kiln serve`'s default prefill bound on a GPU. Measured on the CPU (2 cores, demo, 32 clients;
-# benchmarks/results/cpu-demo-serve-profile-2026-11-28-2.md): steps that prefilled four arriving
-# 128-token prompts next to 32 decodes took 57 ms against 21 ms for the decodes alone and made
-# the whole ITL tail; bounding them at 128 tokens cut ITL p99/p50 from 3-5x to 2-2.6x but cost
-# 14-23% of the served tok/s (a one-core engine pays ~0.1-0.2 ms per prefill token, so spreading
-# prompts over more steps only adds steps), so the CPU keeps no bound. On a GPU a decode step is
-# memory-bound and a prefill token costs far less of it (H200, Llama-3-8B shape, 32 sequences
-# offline: ITL p50 8.3 ms, p99 30 ms, the steps that also prefill 512 tokens), so 128 prefill
-# tokens should keep a step near 14 ms, 1.7x (a linear estimate; benchmarks/gpu_serve.sh
-# measures 64, 128 and no bound).
-# Offline runs keep the full budget everywhere: bounding a batch that arrives at once only costs
-# them throughput.
-
-
 def resolve_dtype(dtype: str, device_type: str) -> str:
     """The torch dtype name `dtype` means on a device type: auto is float32 on the CPU and
     bfloat16 on a GPU. Compile and run resolve it alike, so an artifact matches its engine."""
@@ -63,7 +49,8 @@ class EngineConfig:
         "prefill tokens a step may carry while other sequences decode (longer prompts are "
         "chunked; it rises to twice the recent arrival rate of prompt tokens when that is more): "
         "bounds how long a running stream's next token waits on newly arrived prompts; default: "
-        "128 on a GPU, none on the CPU; a value of at least the step budget is no bound",
+        "128 for `kiln serve` on a GPU whose steps replay CUDA graphs, else none; a value of at "
+        "least the step budget is no bound",
     )
     block_size: int = _opt(16, "tokens per KV cache block")
     kv_cache_memory: int = _opt(256 * 2**20, "KV cache bytes on CPU (e.g. 256M, 1G)", size=True)
@@ -110,7 +97,7 @@ class EngineConfig:
         if self.max_prefill_while_decoding is not None and self.max_prefill_while_decoding < 1:
             raise KilnError(
                 f"max_prefill_while_decoding={self.max_prefill_while_decoding} must be >= 1 "
-                "(leave it unset for no bound)"
+                "(a value of at least max_num_batched_tokens is no bound)"
             )
         if self.max_model_len is not None and self.max_model_len < 2:
             raise KilnError(f"max_model_len={self.max_model_len} must be >= 2")

@@ -28,11 +28,14 @@ def resolve_loader(config: EngineConfig) -> tuple[Loader, dict[str, float]]:
     return EagerLoader(_passes_transform(config) if config.passes is not None else None), phases
 
 
-def build_engine(config: EngineConfig, *, defer_graph_capture: bool = False) -> Engine:
-    """An `Engine` for `config`, running what `resolve_loader` chose (`defer_graph_capture`:
-    see `runtime.startup.load`)."""
+def build_engine(
+    config: EngineConfig, *, defer_graph_capture: bool = False, serving: bool = False
+) -> Engine:
+    """An `Engine` for `config`, running what `resolve_loader` chose (`defer_graph_capture`,
+    `serving`: see `runtime.startup.load`)."""
     loader, phases = resolve_loader(config)
-    return Engine(config, load(config, loader, phases, defer_graph_capture=defer_graph_capture))
+    loaded = load(config, loader, phases, defer_graph_capture=defer_graph_capture, serving=serving)
+    return Engine(config, loaded)
 
 
 def compile_options(model: str, **fields):

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from compile_cache.formats import ARTIFACT_FORMAT
+from ir.host_triton import check_not_host_only
 from kiln import env
 from kiln.config import EngineConfig, resolve_dtype
 from kiln.errors import KilnError
@@ -125,6 +126,7 @@ def compile_model(options: CompileOptions, store=None, progress=print) -> Compil
     phases: dict[str, float] = {"cache_lookup": time.perf_counter() - t0}
     built = False
     if art is None:
+        check_not_host_only(f"compiling {options.model} (a cache miss)")
         art, built = _capture_then_build(
             options, path, target, store, pre_key, pre, phases, progress
         )

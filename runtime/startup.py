@@ -87,11 +87,14 @@ def load(
     phases: dict[str, float] | None = None,
     *,
     defer_graph_capture: bool = False,
+    serving: bool = False,
 ) -> LoadedModel:
     """Start `config.model` with the forward `loader` binds. `phases` may hold what the
     caller already timed (the cache lookup, a compile on a miss). With `defer_graph_capture`
     the step CUDA graphs are set up but left for the caller to capture
-    (`LoadedModel.capture_graphs`): `kiln serve`'s engine core reports ready first."""
+    (`LoadedModel.capture_graphs`): `kiln serve`'s engine core reports ready first.
+    `serving`: the engine answers requests as they arrive (`kiln serve`), which sets the
+    default prefill bound (`scheduler_config`)."""
     from model_defs.registry import read_config, resolve_model_path
 
     phases = dict(phases or {})
@@ -129,7 +132,9 @@ def load(
         cfg=cfg,
         tokenizer=tokenizer,
         runner=runner,
-        scheduler_config=scheduler_config(config, num_blocks, max_len, device.type),
+        scheduler_config=scheduler_config(
+            config, num_blocks, max_len, graphed_server=serving and runner.graphs is not None
+        ),
         max_model_len=max_len,
         eos_token_ids=_eos_ids(path, cfg, tokenizer),
         vocab_size=cfg.vocab_size,
@@ -168,28 +173,30 @@ def step_graphs(forward: Forward, kv: KVCaches, config: EngineConfig, device, ma
     )  # fmt: skip
 
 
-# Prefill tokens a GPU step may carry while sequences decode, unless configured. A step's cost
-# grows with its prefill tokens and every decode in it waits for the whole step: on an H100,
-# Llama-3.2-1B shape at 32 streaming clients, no bound gave ITL p99/p50 2.45 and this one 1.46,
-# at 94% of the offline tok/s (docs/serving.md). Steps that mix prefill with decodes replay
-# CUDA graphs, so spreading prompts over more of them costs little.
-GPU_PREFILL_WHILE_DECODING = 128
+# Prefill tokens a served GPU step may carry while sequences decode, unless configured. A step's
+# cost grows with its prefill tokens and every decode in it waits for the whole step: on an
+# H100, Llama-3.2-1B shape at 32 streaming clients, no bound gave ITL p99/p50 2.45 and this one
+# 1.46, for 10% fewer tok/s, still 94% of the offline engine's (docs/serving.md).
+SERVED_GPU_PREFILL_WHILE_DECODING = 128
 
 
 def scheduler_config(
-    config: EngineConfig, num_blocks: int, max_len: int, device_type: str = "cpu"
+    config: EngineConfig, num_blocks: int, max_len: int, *, graphed_server: bool = False
 ) -> SchedulerConfig:
-    """The scheduler's budgets. An unset prefill bound is GPU_PREFILL_WHILE_DECODING on a GPU
-    and the whole step budget (no bound) on the CPU, where a one-thread engine pays per prefill
+    """The scheduler's budgets. An unset prefill bound is SERVED_GPU_PREFILL_WHILE_DECODING for
+    a server whose steps replay CUDA graphs (`graphed_server`), where a step that carries a
+    bounded prefill costs little more than its own work. Elsewhere it is the whole step budget
+    (no bound): offline runs get a batch at once and want throughput; eager GPU steps pay
+    their host time again for every extra step; a one-thread CPU engine pays per prefill
     token whatever step it is in."""
+    budget = config.max_num_batched_tokens
     bound = config.max_prefill_while_decoding
     if bound is None:
-        bound = GPU_PREFILL_WHILE_DECODING if device_type == "cuda" else 0
+        bound = SERVED_GPU_PREFILL_WHILE_DECODING if graphed_server else budget
     return SchedulerConfig(
         max_num_seqs=config.max_num_seqs,
-        max_num_batched_tokens=config.max_num_batched_tokens,
-        max_prefill_while_decoding=min(bound, config.max_num_batched_tokens)
-        or config.max_num_batched_tokens,
+        max_num_batched_tokens=budget,
+        max_prefill_while_decoding=min(bound, budget),
         block_size=config.block_size,
         num_blocks=num_blocks,
         enable_prefix_caching=config.enable_prefix_caching,

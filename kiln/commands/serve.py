@@ -136,6 +136,9 @@ def build_core_engine(args: argparse.Namespace):
     # torch's objects again and again.
     startup.pause_gc()
     startup.head_start(args.model, args.device)  # before torch: the weights stream meanwhile
+    from ir.host_triton import permit_host_only
+
+    permit_host_only()  # this process runs one engine: a plan's kernels need no Triton here
     import torch
 
     from kiln.config import EngineConfig
@@ -148,7 +151,7 @@ def build_core_engine(args: argparse.Namespace):
     config = EngineConfig(model=args.model, **engine_kwargs(args))
     # Ready before the step graphs: the core captures them after its first step's outputs
     # are sent (or once idle), so /health and a first prefill do not wait for them.
-    engine = build_engine(config, defer_graph_capture=env.graphs_after_ready())
+    engine = build_engine(config, defer_graph_capture=env.graphs_after_ready(), serving=True)
     engine.loaded.marks.update(t_process_start=startup.PROCESS_START, t_load_start=t_load_start)
     startup.resume_gc()
     return engine

@@ -10,10 +10,10 @@ budget replay CUDA graphs; the captures themselves, the warm-up and any larger s
 interpretation on the host, so it is kept lean: constant arguments get slots of their own, so
 most entries read their arguments with one `itemgetter`, and torch ops are called through
 their C++ handle.
-Nothing here compiles or imports a compiler: no Helion, no Inductor, and no Triton. The kernel
-modules and the stored sources are loaded host-only (`ir/host_triton.py`): their
-`@triton.jit` functions are stand-ins the cubin launcher keys as it would Triton's, so a
-process that had not imported Triton before loading a plan runs it without Triton.
+Nothing here compiles: no Helion, no Inductor, no Triton JIT. In a process that permitted it
+and has not imported Triton (`kiln serve`'s engine core), the kernel modules and the stored
+sources are loaded host-only (`ir/host_triton.py`): their `@triton.jit` functions are
+stand-ins the cubin launcher keys as it would Triton's, and Triton is never imported.
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ class PlanProgram:
     def __init__(self, plan: dict, launcher: Callable, sources: Path, device, target: str):
         from ir.registry import load_kernels
 
-        enter_host_only()  # the kernels' host code runs without Triton, unless it is imported
+        enter_host_only()  # where permitted, the kernels' host code runs without Triton
         load_kernels()  # registers the kernel bodies
         self.target, self.device = target, torch.device(device)
         slots = {name: i for i, name in enumerate(plan["inputs"])}

@@ -60,8 +60,10 @@ def host_launches(module: Any) -> list:
 
 
 def main(source: str, out: str) -> None:
-    from ir.host_triton import HostKernel, enter_host_only
+    from ir.host_triton import HostKernel, enter_host_only, permit_host_only
 
+    assert not enter_host_only(), "host-only mode without the process's permission"
+    permit_host_only()
     assert enter_host_only(), "Triton was imported before the kernels"
     from ir.host_triton import tl
     from ir.kernels import attention
@@ -73,6 +75,7 @@ def main(source: str, out: str) -> None:
         ),
         "stored source": lambda: stored.scale_kernel(torch.ones(2, 8), 1e-5),
         "other name": lambda: tl.program_id(0),
+        "compiler attribute": lambda: attention._attention_kernel.params,
     }
     errors = {}
     for what, attempt in attempts.items():
@@ -83,9 +86,15 @@ def main(source: str, out: str) -> None:
     result = {
         "keys": keys([*kernel_modules(), stored], HostKernel),
         "launches": host_launches(stored),
-        "errors": errors,
         "triton_modules": sorted(m for m in sys.modules if m.split(".")[0] == "triton"),
     }
+    from lowering.compile import CompileOptions, compile_model
+
+    try:  # a compile after a host-only load: refused on the cache miss, before any capture
+        compile_model(CompileOptions(model="demo", target="h100"), progress=lambda m: None)
+    except KilnError as e:
+        errors["compile"] = str(e)
+    result["errors"] = errors
     Path(out).write_text(json.dumps(result))
 
 

@@ -21,7 +21,7 @@ import triton
 import triton.language as tl
 from triton.runtime.jit import JITFunction
 
-from ir.host_triton import TRITON, HostKernel, cdiv, constexpr, enter_host_only, host_builtins
+from ir.host_triton import TRITON, HostKernel, cdiv, constexpr, host_builtins
 from ir.host_triton import jit as host_jit
 from ir.host_triton import next_power_of_2 as host_next_power_of_2
 from kiln.errors import KilnError
@@ -137,7 +137,12 @@ def test_stored_host_code_launches_the_same_host_only(host_only_run):
 def test_launching_a_host_kernel_through_the_jit_says_triton_is_not_loaded(host_only_run):
     _, run = host_only_run
     for what in ("kernel module", "stored source"):
-        assert "cannot run through Triton's JIT: Triton is not loaded" in run["errors"][what]
+        assert (
+            "cannot run through Triton's JIT: this process loaded its kernels host-only"
+            in (run["errors"][what])
+        )
+    assert run["errors"]["compiler attribute"].startswith("_attention_kernel.params is Triton's")
+    assert run["errors"]["compile"].startswith("compiling demo (a cache miss) needs Triton, but")
     assert run["errors"]["kernel module"].startswith("kernel _attention_kernel ")
     assert run["errors"]["other name"].startswith("triton.language.program_id was called")
     kernel = HostKernel(_axpy)
@@ -189,14 +194,19 @@ def test_stored_source_imports_get_the_stand_ins_and_others_the_real_modules():
     assert sys.modules["triton.language"] is tl
 
 
-def test_a_process_with_triton_never_enters_host_only_mode():
-    assert not enter_host_only()  # this one imported Triton
-    # One whose kernel modules got Triton's modules, even with Triton gone from sys.modules.
-    code = (
-        "import sys\nimport ir.kernels\n"
+def test_host_only_mode_needs_the_process_permission_and_no_triton():
+    # Permitted, but Triton is imported (as in this process), or the kernel modules got
+    # Triton's modules (even with Triton gone from sys.modules since): never host-only.
+    prelude = "import sys\nfrom ir.host_triton import enter_host_only, permit_host_only\n"
+    with_triton = "import triton\npermit_host_only()\nassert not enter_host_only()\n"
+    kernels_got_triton = (
+        "import ir.kernels\n"
         "for name in [m for m in sys.modules if m.split('.')[0] == 'triton']:\n"
         "    del sys.modules[name]\n"
-        "from ir.host_triton import enter_host_only\nassert not enter_host_only()\n"
+        "permit_host_only()\nassert not enter_host_only()\n"
     )
-    proc = _run_worker(code)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    # Not permitted (any process but `kiln serve`'s engine core), then permitted.
+    permission = "assert not enter_host_only()\npermit_host_only()\nassert enter_host_only()\n"
+    for code in (with_triton, kernels_got_triton, permission):
+        proc = _run_worker(prelude + code)
+        assert proc.returncode == 0, proc.stderr[-3000:]

@@ -76,17 +76,19 @@ def test_building_the_cli_parser_imports_no_torch():
     assert out.stdout.strip() == "False"
 
 
-def test_unset_prefill_bound_is_the_whole_step_budget_on_cpu_and_the_gpu_default_on_cuda():
-    from runtime.startup import GPU_PREFILL_WHILE_DECODING, scheduler_config
+def test_unset_prefill_bound_is_the_step_budget_but_for_a_graphed_server():
+    from runtime.startup import SERVED_GPU_PREFILL_WHILE_DECODING, scheduler_config
 
     unset = scheduler_config(EngineConfig(max_num_batched_tokens=300), 64, 256)
     bound = scheduler_config(EngineConfig(max_prefill_while_decoding=96), 64, 256)
     assert unset.max_prefill_while_decoding == unset.max_num_batched_tokens == 300
     assert bound.max_prefill_while_decoding == 96
-    gpu = scheduler_config(EngineConfig(max_num_batched_tokens=300), 64, 256, "cuda")
-    assert gpu.max_prefill_while_decoding == GPU_PREFILL_WHILE_DECODING < 300
-    # a bound at or above the budget is no bound; the budget caps the GPU default
-    off = scheduler_config(EngineConfig(max_prefill_while_decoding=4096), 64, 256, "cuda")
-    small = scheduler_config(EngineConfig(max_num_batched_tokens=64), 64, 256, "cuda")
+    served = scheduler_config(EngineConfig(max_num_batched_tokens=300), 64, 256,
+                              graphed_server=True)  # fmt: skip
+    assert served.max_prefill_while_decoding == SERVED_GPU_PREFILL_WHILE_DECODING < 300
+    # a bound at or above the budget is no bound; the budget caps the served default
+    off = scheduler_config(EngineConfig(max_prefill_while_decoding=4096), 64, 256,
+                           graphed_server=True)  # fmt: skip
+    small = scheduler_config(EngineConfig(max_num_batched_tokens=64), 64, 256, graphed_server=True)
     assert off.max_prefill_while_decoding == off.max_num_batched_tokens
     assert small.max_prefill_while_decoding == 64

@@ -2,7 +2,8 @@
 OUT.json host-only|triton` (a process of its own: host-only mode holds for a whole process).
 
 `triton` imports Triton before the plan loads, so the kernels are Triton's own `JITFunction`s;
-`host-only` imports nothing first, so the plan loader loads them host-only. Each step shape of
+`host-only` imports nothing first and permits host-only mode (as `kiln serve`'s engine core
+does), so the plan loader loads them host-only. Each step shape of
 `benchmarks/plan_host_overhead.py` runs once through the cubin launcher over the driver of
 `tests/runtime/fake_cuda.py`; every launch is written down as the kernel body made it (kernel
 name, grid, arguments) and as the driver got it (function handle, grid, block, shared memory,
@@ -21,7 +22,7 @@ if sys.argv[4] == "triton":
 import torch
 
 from benchmarks.plan_host_overhead import SHAPES, launchers, step_args
-from ir.host_triton import host_only
+from ir.host_triton import host_only, permit_host_only
 from model_defs.loader import load_model
 from runtime.loaders import read_artifact
 from runtime.loaders.plan import PlanLoader
@@ -88,10 +89,15 @@ def main(artifact: str, checkpoint: str, out: str) -> None:
         made["launcher"].launches = []
         program(*step_args(loader, model, shape))
         launches[shape] = made["launcher"].launches
-    triton_modules = sorted(m for m in sys.modules if m.split(".")[0] == "triton")
-    result = {"host_only": host_only(), "triton_modules": triton_modules, "launches": launches}
+    compilers = sorted(
+        m for m in sys.modules if m.split(".")[0] in ("triton", "helion") or
+        m.startswith(("torch._inductor", "torch._dynamo"))
+    )  # fmt: skip
+    result = {"host_only": host_only(), "compiler_modules": compilers, "launches": launches}
     Path(out).write_text(json.dumps(result))
 
 
 if __name__ == "__main__":
+    if sys.argv[4] == "host-only":
+        permit_host_only()
     main(*sys.argv[1:4])

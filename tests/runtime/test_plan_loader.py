@@ -86,9 +86,29 @@ def test_loading_and_running_a_plan_imports_no_compiler(interpreted):
     assert out["imported"] == [], out["imported"]
 
 
+@pytest.fixture(scope="module")
+def fp8_plan_artifact(tmp_path_factory):
+    """(an fp8 plan artifact of a tiny Llama for h100, its checkpoint): its stored Helion
+    sources import Inductor's device helpers."""
+    from lowering.compile import CompileOptions, compile_model
+
+    folder = tmp_path_factory.mktemp("plan-fp8")
+    make_checkpoint(folder / "ckpt", "llama", **TINY)
+    os.environ.setdefault("HELION_INTERPRET", "1")
+    opts = CompileOptions(model=str(folder / "ckpt"), target="h100", dtype="float32",
+                          quantization="fp8")  # fmt: skip
+    return compile_model(opts, progress=lambda m: None).artifact, folder / "ckpt"
+
+
+BF16_KERNELS = {"_helion_rms_norm_kernel", "_helion_fused_add_rms_norm_kernel",
+                "_helion_rotary_neox_kernel", "_helion_silu_and_mul_kernel",
+                "_write_kv_kernel", "_attention_kernel"}  # fmt: skip
+
+
 @pytest.mark.slow
-def test_a_plan_loaded_host_only_launches_the_same_and_never_imports_triton(plan_artifact):
-    art, ckpt = plan_artifact
+@pytest.mark.parametrize("which", ["bf16", "fp8"])
+def test_a_plan_loaded_host_only_launches_the_same_and_imports_no_compiler(which, request):
+    art, ckpt = request.getfixturevalue("plan_artifact" if which == "bf16" else "fp8_plan_artifact")
     runs = {}
     for mode in ("host-only", "triton"):
         out = ckpt.parent / f"launches-{mode}.json"
@@ -97,14 +117,17 @@ def test_a_plan_loaded_host_only_launches_the_same_and_never_imports_triton(plan
         assert proc.returncode == 0, proc.stderr[-3000:]
         runs[mode] = json.loads(out.read_text())
     host, jit = runs["host-only"], runs["triton"]
-    assert host["host_only"] and host["triton_modules"] == []
-    assert not jit["host_only"] and "triton" in jit["triton_modules"]
+    assert host["host_only"] and host["compiler_modules"] == []
+    assert not jit["host_only"] and "triton" in jit["compiler_modules"]
     launches = [launch for step in host["launches"].values() for launch in step]
-    assert {launch["kernel"] for launch in launches} == {
-        "_helion_rms_norm_kernel", "_helion_fused_add_rms_norm_kernel",
-        "_helion_rotary_neox_kernel", "_helion_silu_and_mul_kernel",
-        "_write_kv_kernel", "_attention_kernel",
-    }  # fmt: skip
+    kernels = {launch["kernel"] for launch in launches}
+    if which == "bf16":
+        assert kernels == BF16_KERNELS
+    else:  # the quantizing fused kernels and the small-M fp8 GEMM (their sources import
+        # Inductor's device helpers)
+        assert {"_helion_rms_norm_quant_kernel", "_helion_fused_add_rms_norm_quant_kernel",
+                "_helion_silu_and_mul_quant_kernel", "_scaled_mm_small_m_kernel",
+                "_attention_kernel"} <= kernels, kernels  # fmt: skip
     assert all("driver" in launch for launch in launches)  # no empty grid: each one reached it
     assert host["launches"] == jit["launches"]
 
