@@ -52,7 +52,7 @@ def enter_host_only() -> bool:
 def check_not_host_only(what: str) -> None:
     """KilnError if this process loaded the kernels host-only: `what` needs Triton."""
     if _host_only:
-        raise HostOnlyError(f"{what} needs Triton, but {_WHY}")
+        raise KilnError(f"{what} needs Triton, but {_WHY}")
 
 
 def host_only() -> bool:
@@ -174,6 +174,9 @@ def next_power_of_2(n: int) -> int:
     return n + 1
 
 
+# Helion's host code for kernels with device-side tensor descriptors (TMA) installs Triton's
+# scratch allocator: these stand-ins take that call. Host-side descriptors
+# (`triton.tools.tensor_descriptor`) are not provided: such a kernel fails at its first launch.
 class NullAllocator:
     """`triton.runtime._allocation.NullAllocator`: Helion's host code for TMA kernels installs a
     scratch allocator when it finds this one in place."""

@@ -6,9 +6,9 @@ import os
 
 import pytest
 
-# Triton is imported before any test: a test that loads a plan in this process would otherwise
-# turn host-only mode on for the whole session (ir/host_triton.py), and the kernel modules a
-# later test imports would hold stand-ins that Triton's JIT cannot run.
+# Triton is imported before any test, so no test process can enter host-only mode
+# (ir/host_triton.py), even after a test permits it: the kernel modules a later test imports
+# would hold stand-ins that Triton's JIT cannot run.
 import triton  # noqa: F401
 
 

@@ -14,6 +14,7 @@ import importlib
 import json
 import pkgutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -88,10 +89,13 @@ def main(source: str, out: str) -> None:
         "launches": host_launches(stored),
         "triton_modules": sorted(m for m in sys.modules if m.split(".")[0] == "triton"),
     }
+    from compile_cache import Store
     from lowering.compile import CompileOptions, compile_model
 
+    empty = Store(tempfile.mkdtemp())  # a miss, whatever the session's cache holds
     try:  # a compile after a host-only load: refused on the cache miss, before any capture
-        compile_model(CompileOptions(model="demo", target="h100"), progress=lambda m: None)
+        opts = CompileOptions(model="demo", target="h100")
+        compile_model(opts, store=empty, progress=lambda m: None)
     except KilnError as e:
         errors["compile"] = str(e)
     result["errors"] = errors

@@ -105,10 +105,12 @@ def test_a_named_command_gets_its_parser_alone_and_anything_else_every_parser():
 def test_the_engine_core_captures_its_graphs_after_ready_unless_told_not_to(
     monkeypatch, setting, deferred
 ):
-    """`build_core_engine` asks for a load that leaves the step CUDA graphs for after ready;
-    KILN_GRAPHS_AFTER_READY=0 has them captured in the load, as before."""
+    """`build_core_engine` asks for a serving load that leaves the step CUDA graphs for after
+    ready; KILN_GRAPHS_AFTER_READY=0 has them captured in the load, as before. It permits
+    host-only kernels (restored here: the permission lasts as long as the process)."""
     import torch
 
+    from ir import host_triton
     from kiln import resolve
     from kiln.cli import build_parser
     from kiln.commands import serve
@@ -117,13 +119,14 @@ def test_the_engine_core_captures_its_graphs_after_ready_unless_told_not_to(
         monkeypatch.delenv("KILN_GRAPHS_AFTER_READY", raising=False)
     else:
         monkeypatch.setenv("KILN_GRAPHS_AFTER_READY", setting)
+    monkeypatch.setattr(host_triton, "_permitted", False)
     seen = []
 
     class Stop(Exception):
         pass
 
-    def build_engine(config, *, defer_graph_capture):
-        seen.append(defer_graph_capture)
+    def build_engine(config, *, defer_graph_capture, serving):
+        seen.append((defer_graph_capture, serving, host_triton._permitted))
         raise Stop
 
     monkeypatch.setattr(startup, "head_start", lambda model, device: None)
@@ -136,4 +139,4 @@ def test_the_engine_core_captures_its_graphs_after_ready_unless_told_not_to(
     finally:
         startup.resume_gc(freeze=False)
         torch.set_num_threads(threads)
-    assert seen == [deferred]
+    assert seen == [(deferred, True, True)]
