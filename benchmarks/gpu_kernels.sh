@@ -23,6 +23,7 @@
 #   tune     `kiln tune` quick effort, TUNE_BUDGET (20) s per variant, at the 8B shapes: the
 #            8 variants a Llama runs (bf16 + fp8 per-token); configs land in ir/kernels/
 #            configs/<target>/ (with their record) on the device: $OUT/configs.tgz  ~3.5 min
+#            (TUNE_LIMIT seconds at most, default 400)
 # The 8B checkpoint (~45 s to write) is made once, in /tmp/ckpt-llama3-8b, by the first phase
 # that needs it; `tune` reads only a config.json. Each phase runs under its own timeout and
 # under BUDGET_S (seconds for the whole script, default none): a phase gets what is left, and
@@ -78,7 +79,7 @@ passes_phase() {  # the pass on/off table through compiled artifacts, one proces
 tune_phase() {  # kiln tune at the 8B shapes; the configs it writes, as one file
   local ck=/tmp/ckpt-llama3-8b
   [ -f $ck/config.json ] || ck=$(shape_config llama3-8b)  # tuning reads config.json only
-  TAIL=30 run tune 400 python3 -m kiln tune "$ck" --target auto --effort quick \
+  TAIL=30 run tune "${TUNE_LIMIT:-400}" python3 -m kiln tune "$ck" --target auto --effort quick \
     --budget-seconds "${TUNE_BUDGET:-20}"
   tar czf "$OUT/configs.tgz" ir/kernels/configs
 }

@@ -4,7 +4,8 @@ host's GPU and write the configs lowering pins (ir/kernels/configs/<target>/<ker
 Each file keeps one config per variant it tunes (others keep their earlier config) and a
 `record`: card, date, search effort, Helion version, the shape tuned at, and per variant the
 time in microseconds of Helion's default config, the config pinned before, and the tuned one
-(`triton.testing.do_bench` medians on the same inputs).
+(`triton.testing.do_bench` medians on the same inputs), and which of the three it pins: the
+fastest.
 """
 
 from __future__ import annotations
@@ -102,7 +103,12 @@ def helion_fn(name: str, variant: str) -> Callable:
 def tune_variant(
     fn: Callable, args: tuple, pinned: dict, effort: str, budget: int | None = None
 ) -> tuple[dict, dict]:
-    """(tuned config, {"default_us", "pinned_us", "tuned_us"}) for one kernel variant."""
+    """(config to pin, {"default_us", "pinned_us", "tuned_us", "chosen"}) for one variant.
+
+    The autotuner's pick is timed again beside Helion's default and the config pinned before,
+    on the same inputs; the fastest of the three is the one pinned, so a quick search that
+    lands on a slower config (its own timings are noisier) never replaces a faster one.
+    """
     from ir.kernels.helion_util import import_helion
 
     helion = import_helion(fn.__globals__)
@@ -113,12 +119,14 @@ def tune_variant(
     bound = kernel.bind(args)
     tuned = bound.autotune(args, force=True)
     spec = getattr(bound, "config_spec", None) or bound.env.config_spec
-    times = {
-        "default_us": _time_us(bound, spec.default_config(), args),
-        "pinned_us": _time_us(bound, helion.Config(**pinned), args),
-        "tuned_us": _time_us(bound, tuned, args),
+    candidates = {
+        "default": spec.default_config(),
+        "pinned": helion.Config(**pinned),
+        "tuned": tuned,
     }
-    return json.loads(tuned.to_json()), times
+    times = {f"{name}_us": _time_us(bound, config, args) for name, config in candidates.items()}
+    chosen = min(candidates, key=lambda name: times[f"{name}_us"])
+    return json.loads(candidates[chosen].to_json()), {**times, "chosen": chosen}
 
 
 def _has_setting(helion, name: str) -> bool:
@@ -208,7 +216,7 @@ def _record(cfg, options: TuneOptions, timings: dict) -> dict:
             "heads": [cfg.num_heads, cfg.num_kv_heads, cfg.head_dim],
             "tokens": options.tokens,
         },
-        "variants": timings,  # per variant: effort, date, default/pinned/tuned microseconds
+        "variants": timings,  # per variant: effort, date, default/pinned/tuned us, chosen
     }
 
 
