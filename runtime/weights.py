@@ -128,16 +128,26 @@ def arena_tensor(arena: HostArena | CudaArena, device: torch.device) -> torch.Te
     if isinstance(arena, HostArena):
         return torch.frombuffer(arena.buffer, dtype=torch.uint8, count=arena.nbytes)
     torch.cuda.init()
-    base = torch.as_tensor(_DeviceBytes(arena.ptr, arena.nbytes), device=device)
+    base = torch.as_tensor(_DeviceBytes(arena), device=device)
     assert base.data_ptr() == arena.ptr, "torch copied the arena instead of viewing it"
     return base
 
 
 class _DeviceBytes:
-    """Device memory torch can view (`__cuda_array_interface__`); it never frees it."""
+    """A device arena torch can view (`__cuda_array_interface__`). torch holds this object
+    until the last tensor over the arena is gone, and then the arena's memory is freed: the
+    parameters own their bytes as a plain load's would, so a process that builds engines one
+    after another (`LLM`, benchmarks) gets each one's weights back."""
 
-    def __init__(self, ptr: int, nbytes: int):
+    def __init__(self, arena: CudaArena):
+        self.arena = arena
         self.__cuda_array_interface__ = {
-            "shape": (nbytes,), "typestr": "|u1", "data": (ptr, False), "version": 2,
-            "strides": None,
+            "shape": (arena.nbytes,), "typestr": "|u1", "data": (arena.ptr, False),
+            "version": 2, "strides": None,
         }  # fmt: skip
+
+    def __del__(self) -> None:
+        try:
+            self.arena.free()
+        except CudaError as e:  # the driver is shutting down with the process
+            log.debug("weights: the arena was not freed: %s", e)

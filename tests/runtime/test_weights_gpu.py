@@ -62,6 +62,26 @@ def test_gpu_stream_converts_and_frees_the_arena(tmp_path):
     assert torch.cuda.mem_get_info()[0] >= free_before - 64 * 2**20
 
 
+def test_gpu_arena_is_freed_with_the_last_parameter(tmp_path):
+    """Views into the arena own it: a process that builds engines one after another gets
+    each one's weight memory back (a pass table compiles and loads eight 8B engines)."""
+    import gc
+
+    path = _bf16_checkpoint(tmp_path, "llama")
+    weights = load_weights(path, torch.bfloat16, CUDA)
+    weights.wait()
+    arena = weights.stream.arena
+    assert arena.ptr and arena.nbytes > 0
+    params = list(weights.model.parameters())
+    del weights
+    gc.collect()
+    assert arena.ptr, "freed while parameters still view it"
+    assert all(torch.isfinite(p.float()).all() for p in params)
+    del params
+    gc.collect()
+    assert arena.ptr == 0, "the arena outlived every tensor over it"
+
+
 def test_gpu_early_stream_in_a_fresh_process(tmp_path):
     """The CLI's order: stream started before torch is imported, taken by the engine."""
     path = _bf16_checkpoint(tmp_path, "llama")
