@@ -145,10 +145,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--quantization", default=None)
     ap.add_argument("--batch-sizes", default="1,32")
     ap.add_argument("--steps", type=int, default=48)
+    ap.add_argument("--compile", default="on_miss", help="the engine's compile mode")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
     config = engine_config(args.checkpoint, args.quantization)
-    engine = build_engine(dataclasses.replace(config, compile="on_miss"))
+    engine = build_engine(dataclasses.replace(config, compile=args.compile))
     vocab = engine.loaded.vocab_size
     rows, raw = {}, {}
     decode_steps(engine, 2, 8, vocab, seed=0)  # warm-up: every phase's first call
