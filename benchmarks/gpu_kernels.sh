@@ -20,6 +20,9 @@
 #            2048-token prefill, default pipeline, each default-on pass off, default again.
 #            8B bf16: ~2.5 min plan, ~5 piecewise; fp8 adds ~2.5 | ~4.5 (pass_table.py
 #            prints its own bound first)
+#   steptime benchmarks/decode_step_time.py on the 8B shape, bf16 then fp8 (cached artifacts
+#            when an earlier phase compiled them): each decode step's host phases against its
+#            device time at batch 1 and 32                                          ~1.5 min
 #   tune     `kiln tune` quick effort, TUNE_BUDGET (20) s per variant, at the 8B shapes: the
 #            8 variants a Llama runs (bf16 + fp8 per-token); configs land in ir/kernels/
 #            configs/<target>/ (with their record) on the device: $OUT/configs.tgz  ~3.5 min
@@ -76,6 +79,14 @@ passes_phase() {  # the pass on/off table through compiled artifacts, one proces
     --groups "$groups" --lowering "$LOWERING" --out "$OUT/$tag"
 }
 
+steptime_phase() {  # where a decode step's time goes, bf16 and fp8, 8B shape
+  local ck; ck=$(ckpt llama3-8b) || return 1
+  TAIL=3 run steptime-bf16 200 python3 -m benchmarks.decode_step_time "$ck" \
+    --out "$OUT/steptime-8b-bf16.json"
+  TAIL=3 run steptime-fp8 240 python3 -m benchmarks.decode_step_time "$ck" --quantization fp8 \
+    --out "$OUT/steptime-8b-fp8.json"
+}
+
 tune_phase() {  # kiln tune at the 8B shapes; the configs it writes, as one file
   local ck=/tmp/ckpt-llama3-8b
   [ -f $ck/config.json ] || ck=$(shape_config llama3-8b)  # tuning reads config.json only
@@ -96,7 +107,8 @@ for phase in $phases; do
     8b) shape_phase 8b llama3-8b ;;
     passes) passes_phase ;;
     tune) tune_phase ;;
-    *) echo "unknown phase $phase (tests fp8gemm 1b 8b passes tune)"; exit 2 ;;
+    steptime) steptime_phase ;;
+    *) echo "unknown phase $phase (tests fp8gemm 1b 8b passes steptime tune)"; exit 2 ;;
   esac
 done
 tar czf "$OUT/logs.tgz" -C "$OUT" logs && rm -rf "$OUT/logs"
