@@ -71,6 +71,7 @@ _SIGNATURES = {
     "cuDeviceGet": (_POINTER(ctypes.c_int), ctypes.c_int),
     "cuDevicePrimaryCtxRetain": (_POINTER(_VOID_P), ctypes.c_int),
     "cuCtxSetCurrent": (_VOID_P,),
+    "cuCtxGetCurrent": (_POINTER(_VOID_P),),
     "cuMemAlloc_v2": (_POINTER(_DEVPTR), _SIZE),
     "cuMemFree_v2": (_DEVPTR,),
     "cuMemHostAlloc": (_POINTER(_VOID_P), _SIZE, _UINT),
@@ -122,6 +123,12 @@ class Driver:
         self.call("cuInit", 0)
         self.call("cuDeviceGet", ctypes.byref(dev), ordinal)
         self.call("cuDevicePrimaryCtxRetain", ctypes.byref(ctx), dev)
+        return ctx.value
+
+    def current_context(self) -> int | None:
+        """The calling thread's current context (None when it has none)."""
+        ctx = _VOID_P()
+        self.call("cuCtxGetCurrent", ctypes.byref(ctx))
         return ctx.value
 
     def set_current(self, ctx: int) -> None:

@@ -278,10 +278,17 @@ class CudaArena:
         return _CudaWorker(self)
 
     def free(self) -> None:
+        """Give the memory back, from any thread: the thread's current context is restored
+        after (it may be another device's, where engines on several GPUs share a process)."""
         if self.ptr:
+            previous = self.driver.current_context()
             self.driver.set_current(self.ctx)
-            self.driver.mem_free(self.ptr)
-            self.ptr = 0
+            try:
+                self.driver.mem_free(self.ptr)
+            finally:
+                self.ptr = 0
+                if previous and previous != self.ctx:
+                    self.driver.set_current(previous)
 
 
 class _Staging:

@@ -149,5 +149,5 @@ class _DeviceBytes:
     def __del__(self) -> None:
         try:
             self.arena.free()
-        except CudaError as e:  # the driver is shutting down with the process
+        except CudaError as e:  # at the process's exit the driver may be torn down first
             log.debug("weights: the arena was not freed: %s", e)

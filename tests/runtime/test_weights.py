@@ -177,6 +177,9 @@ class _FakeDriver:
     def primary_context(self, ordinal):
         return 1
 
+    def current_context(self):
+        return None
+
     def set_current(self, ctx):
         assert ctx == 1
 
@@ -262,3 +265,26 @@ def test_a_shard_gone_after_planning_is_named_at_wait(tmp_path, monkeypatch):
     weights = load_weights(tmp_path, torch.float32, CPU)
     with pytest.raises(KilnError, match="reading the weights failed: .*model.safetensors"):
         weights.wait()
+
+
+def test_device_arena_view_frees_the_arena_with_it_and_restores_the_context(monkeypatch):
+    """What torch holds for the arena's tensors (`_DeviceBytes`) frees the arena when torch
+    lets it go, on a thread whose current context may belong to another device."""
+    from runtime.weight_stream import CudaArena
+    from runtime.weights import _DeviceBytes
+
+    fake = _FakeDriver()
+    calls = []
+    monkeypatch.setattr(fake, "current_context", lambda: 7, raising=False)
+    monkeypatch.setattr(fake, "set_current", calls.append, raising=False)
+    arena = CudaArena(fake, 1, 0, 4096)
+    ptr = arena.ptr
+    view = _DeviceBytes(arena)
+    assert view.__cuda_array_interface__["data"] == (ptr, False)
+    assert ptr in fake.blocks
+    calls.clear()
+    del view
+    assert arena.ptr == 0 and ptr not in fake.blocks
+    assert calls == [1, 7]  # the arena's context for the free, then the thread's own again
+    arena.free()  # a second free (the stream discarding it) is a no-op
+    assert calls == [1, 7]
