@@ -19,11 +19,14 @@ decodes one token) is split by timers wrapped around the engine's own functions:
 - `update`: `Scheduler.update` (appending the tokens, block bookkeeping);
 - `rest`: the remainder of `Engine.step` (stop checks, detokenization, the outputs).
 
-On a GPU, CUDA events around `ModelRunner.execute` give the step's device time (`device`:
-the stream's work from the inputs' copies to the end of the graph). `idle` = step wall - device is the time the GPU
-waits on the host each step: with a synchronous loop (sample waits, then the host prepares the
-next step) that is about schedule + prepare + forward launch + the sample's own host part +
-rest. Medians in microseconds; the JSON keeps every step's figures.
+On a GPU with CUDA graphs, CUDA events around each graph's replay give the step's device time
+(`device`: the graph's kernels and the gaps between them; eager GPU steps: the events are
+around `ModelRunner.execute`). `idle` = step wall - device is the time the GPU does not run
+the step's graph: every host phase above outside the replay's own launch, plus the small
+copies before and after it, since the loop is synchronous (sample waits for the device, then
+the host schedules and prepares the next step). Medians in microseconds; the JSON keeps every
+step's figures. A batch size with no full decode step (more sequences than the engine runs at
+once) is reported as skipped.
 """
 
 from __future__ import annotations
@@ -57,10 +60,14 @@ class StepTimer:
         self._wrap(engine.scheduler, "update", "update")
         self._wrap(runner_mod, "prepare_inputs", "prepare")
         self._wrap(engine_mod, "sample", "sample")
-        self._wrap(engine.loaded.runner, "execute", "execute", device=True)
+        graphs = self.cuda and engine.loaded.runner.graphs is not None
+        self._wrap(engine.loaded.runner, "execute", "execute", device=self.cuda and not graphs)
+        if graphs:  # the class's method: every bucket's graph, captured now or later
+            self._wrap(torch.cuda.CUDAGraph, "replay", "replay", device=True)
 
     def _wrap(self, owner, name: str, phase: str, device: bool = False) -> None:
         original = getattr(owner, name)
+        self._undo.append((owner, name, vars(owner).get(name)))  # None: not its own attribute
 
         def timed(*args, **kwargs):
             if device and self.cuda:
@@ -79,7 +86,6 @@ class StepTimer:
                     self.events = (start, end)
 
         setattr(owner, name, timed)
-        self._undo.append((owner, name, original))
 
     def step(self) -> list:
         self.current, self.events = {}, None
@@ -90,6 +96,7 @@ class StepTimer:
             torch.cuda.synchronize()
         spent = {p: t * 1e6 for p, t in self.current.items()}
         spent["forward"] = spent.pop("execute", 0.0) - spent.get("prepare", 0.0)
+        spent.pop("replay", None)  # inside execute: part of forward
         record = {p: spent.get(p, 0.0) for p in PHASES[:-1]}
         record["rest"] = wall * 1e6 - sum(record.values())
         record["wall"] = wall * 1e6
@@ -99,8 +106,14 @@ class StepTimer:
         return outputs
 
     def restore(self) -> None:
-        for owner, name, original in reversed(self._undo):
-            setattr(owner, name, original)
+        """Undo the wraps: an instance's own attribute is removed (its class's method shows
+        again), a module's or class's is put back."""
+        for owner, name, own in reversed(self._undo):
+            if own is None:
+                delattr(owner, name)
+            else:
+                setattr(owner, name, own)
+        self._undo.clear()
 
 
 def decode_steps(engine, batch_size: int, steps: int, vocab: int, seed: int) -> list[dict]:
@@ -155,6 +168,9 @@ def main(argv: list[str] | None = None) -> None:
     decode_steps(engine, 2, 8, vocab, seed=0)  # warm-up: every phase's first call
     for i, bs in enumerate(int(b) for b in args.batch_sizes.split(",")):
         steps = decode_steps(engine, bs, args.steps, vocab, seed=i + 1)
+        if not steps:
+            print(f"batch {bs}: skipped, no step decoded all {bs} sequences at once", flush=True)
+            continue
         rows[bs], raw[bs] = summary(steps), steps
         print(json.dumps({"batch_size": bs, **rows[bs]}), flush=True)
     result = {

@@ -20,9 +20,10 @@
 #            2048-token prefill, default pipeline, each default-on pass off, default again.
 #            8B bf16: ~2.5 min plan, ~5 piecewise; fp8 adds ~2.5 | ~4.5 (pass_table.py
 #            prints its own bound first)
-#   steptime benchmarks/decode_step_time.py on the 8B shape, bf16 then fp8 (cached artifacts
-#            when an earlier phase compiled them): each decode step's host phases against its
-#            device time at batch 1 and 32                                          ~1.5 min
+#   steptime benchmarks/decode_step_time.py on the 8B shape, bf16 then fp8, under the
+#            engine's default lowering (a plan: cached when `8b` ran with LOWERING=plan, else
+#            compiled, ~1 min more): each decode step's host phases against its device time
+#            at batch 1 and 32; two JSON files in $OUT                              ~1.5 min
 #   tune     `kiln tune` quick effort, TUNE_BUDGET (20) s per variant, at the 8B shapes: the
 #            8 variants a Llama runs (bf16 + fp8 per-token); configs land in ir/kernels/
 #            configs/<target>/ (with their record) on the device: $OUT/configs.tgz  ~3.5 min

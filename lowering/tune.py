@@ -103,7 +103,8 @@ def helion_fn(name: str, variant: str) -> Callable:
 def tune_variant(
     fn: Callable, args: tuple, pinned: dict, effort: str, budget: int | None = None
 ) -> tuple[dict, dict]:
-    """(config to pin, {"default_us", "pinned_us", "tuned_us", "chosen"}) for one variant.
+    """(config to pin, {"default_us", "tuned_us", "pinned_us" (if any), "chosen"}) for one
+    variant.
 
     The autotuner's pick is timed again beside Helion's default and the config pinned before,
     on the same inputs; the fastest of the three is the one pinned, so a quick search that
@@ -119,11 +120,9 @@ def tune_variant(
     bound = kernel.bind(args)
     tuned = bound.autotune(args, force=True)
     spec = getattr(bound, "config_spec", None) or bound.env.config_spec
-    candidates = {
-        "default": spec.default_config(),
-        "pinned": helion.Config(**pinned),
-        "tuned": tuned,
-    }
+    candidates = {"default": spec.default_config(), "tuned": tuned}
+    if pinned:  # a kernel with no config file yet has nothing pinned to compare
+        candidates["pinned"] = helion.Config(**pinned)
     times = {f"{name}_us": _time_us(bound, config, args) for name, config in candidates.items()}
     chosen = min(candidates, key=lambda name: times[f"{name}_us"])
     return json.loads(candidates[chosen].to_json()), {**times, "chosen": chosen}
@@ -162,7 +161,10 @@ def tune_model(options: TuneOptions, progress: Callable[[str], None] = print) ->
         timings = dict(record.get("variants", {}))
         for variant in variants:
             progress(f"[kiln tune] {spec.name}.{variant} ({options.effort}) ...")
-            pinned = current.get(variant, current)
+            # A file of one config (no variant keys) pins it for every variant.
+            pinned = current.get(variant) or {
+                k: v for k, v in current.items() if k not in spec.variants
+            }
             args = kernel_args(spec.name, variant, cfg, options.tokens)
             fn = helion_fn(spec.name, variant)
             config, times = tune_variant(fn, args, pinned, options.effort, options.budget_seconds)

@@ -110,11 +110,15 @@ def load(
         weights = load_weights(path, dtype, device)
         if loader.reads_weights:
             weights.wait()
-    forward = loader.load(weights.model, phases)  # weights_bind + kernels, or compile
-    if blas.thread is not None:
-        phases["blas_wait"] = blas.join()  # what the side thread's GEMM still cost the load
-    with timed(phases, "weights_wait"):
-        weights.wait()  # every weight in place before the first forward
+    try:
+        forward = loader.load(weights.model, phases)  # weights_bind + kernels, or compile
+        if blas.thread is not None:
+            phases["blas_wait"] = blas.join()  # what the side thread's GEMM still cost the load
+        with timed(phases, "weights_wait"):
+            weights.wait()  # every weight in place before the first forward
+    except BaseException:
+        weights.abandon()  # its copies end before the arena can go with the model
+        raise
     with timed(phases, "warmup"):
         peak = warm_up(forward, config, cfg, dtype, device, max_len)
     with timed(phases, "kv_alloc"):

@@ -287,7 +287,7 @@ class CudaArena:
                 self.driver.mem_free(self.ptr)
             finally:
                 self.ptr = 0
-                if previous and previous != self.ctx:
+                if previous != self.ctx:  # None: the thread had none, and has none again
                     self.driver.set_current(previous)
 
 

@@ -12,6 +12,7 @@ the plain loader's, bit for bit (tests/runtime/test_weights.py).
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,12 @@ class Weights:
     early: bool = False  # the stream began before torch was imported
     reason: str = ""  # why the plain loader read the weights
     figures: dict[str, float] = field(default_factory=dict)
+
+    def abandon(self) -> None:
+        """A load failed: stop using the stream. Its copies finish, then the arena is freed,
+        so no copy can land in memory given back while it still runs."""
+        if self.stream is not None:
+            self.stream.discard()
 
     def wait(self) -> None:
         if self.stream is not None and not self.figures:
@@ -149,5 +156,6 @@ class _DeviceBytes:
     def __del__(self) -> None:
         try:
             self.arena.free()
-        except CudaError as e:  # at the process's exit the driver may be torn down first
-            log.debug("weights: the arena was not freed: %s", e)
+        except Exception as e:  # noqa: BLE001 - a finalizer must not raise
+            if not sys.is_finalizing():  # at exit the driver may be torn down first
+                log.warning("weights: the arena (%d bytes) was not freed: %s", self.arena.nbytes, e)

@@ -63,7 +63,8 @@ def test_quick_tune_writes_config_and_record(tmp_path, monkeypatch):
     assert record["card"] == torch.cuda.get_device_name()
     times = record["variants"]["default"]
     assert times["effort"] == "quick" and times["tuned_us"] > 0 and times["default_us"] > 0
-    fastest = min(("default", "pinned", "tuned"), key=lambda c: times[f"{c}_us"])
+    fastest = min(("default", "pinned", "tuned"), key=lambda c: times[f"{c}_us"])  # rms_norm
+    # has a committed config, so all three were timed
     assert times["chosen"] == fastest  # the config written is the fastest of the three
     assert "block_sizes" in data  # a Helion config lowering can pin
 

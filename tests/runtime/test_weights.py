@@ -181,7 +181,7 @@ class _FakeDriver:
         return None
 
     def set_current(self, ctx):
-        assert ctx == 1
+        assert ctx in (1, None)  # the arena's context, or none (a thread's own, restored)
 
     def mem_alloc(self, nbytes):
         buf = self.ctypes.create_string_buffer(nbytes)
@@ -288,3 +288,36 @@ def test_device_arena_view_frees_the_arena_with_it_and_restores_the_context(monk
     assert calls == [1, 7]  # the arena's context for the free, then the thread's own again
     arena.free()  # a second free (the stream discarding it) is a no-op
     assert calls == [1, 7]
+
+
+def test_a_failed_load_abandons_the_stream_before_the_model_goes(monkeypatch):
+    """A loader that raises while the copies may still run: the stream is discarded (its
+    threads joined, then its arena freed) before the error leaves `load`, so the model's
+    views dying later cannot free memory a copy still writes to."""
+    import pytest
+
+    from kiln.config import EngineConfig
+    from runtime import startup
+    from runtime.weights import Weights
+
+    abandoned = []
+    original = Weights.abandon
+
+    def record(self):
+        abandoned.append(self.stream)
+        original(self)
+
+    monkeypatch.setattr(Weights, "abandon", record)
+
+    class Failing:
+        reads_weights = False
+
+        def load(self, model, phases):
+            raise RuntimeError("no kernels for this target")
+
+    with pytest.raises(RuntimeError, match="no kernels"):
+        startup.load(EngineConfig("demo", compile="never"), Failing())
+    assert len(abandoned) == 1
+    stream = abandoned[0]
+    if stream is not None:  # the stream read the demo: its threads are done, its arena gone
+        assert not stream._thread.is_alive() and stream.arena is None
