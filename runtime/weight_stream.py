@@ -111,9 +111,10 @@ class WeightStream:
         return self.stats
 
     def discard(self) -> None:
-        """Wait for the threads and give the arena's memory back (the stream is unused)."""
+        """Wait for the threads and drop the arena: its memory goes back now, or, once tensors
+        view it, when the last of them is gone (they own it then)."""
         self._thread.join()
-        if isinstance(self.arena, CudaArena):
+        if isinstance(self.arena, CudaArena) and not self.arena.viewed:
             self.arena.free()
         self.arena = None
 
@@ -271,6 +272,7 @@ class CudaArena:
 
     def __init__(self, driver, ctx: int, ordinal: int, nbytes: int):
         self.driver, self.ctx, self.ordinal, self.nbytes = driver, ctx, ordinal, nbytes
+        self.viewed = False  # set when torch views it: the views free it (runtime/weights.py)
         driver.set_current(ctx)
         self.ptr = driver.mem_alloc(max(nbytes, 1))
 

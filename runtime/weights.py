@@ -42,8 +42,8 @@ class Weights:
     figures: dict[str, float] = field(default_factory=dict)
 
     def abandon(self) -> None:
-        """A load failed: stop using the stream. Its copies finish, then the arena is freed,
-        so no copy can land in memory given back while it still runs."""
+        """A load failed: stop using the stream. Its copies finish before the arena can be
+        freed (with the model's views, or now), so none lands in memory given back."""
         if self.stream is not None:
             self.stream.discard()
 
@@ -73,9 +73,7 @@ def load_weights(path: Path, dtype: torch.dtype, device: torch.device) -> Weight
     if convert:
         weights.wait()  # conversion reads the arena: every byte must be there first
     weights.model = model_from_arena(plan, arena, dtype, device)
-    if convert:  # the parameters are copies: give the arena back
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+    if convert:  # the stream is done; views that remain (slots already in dtype) own the arena
         stream.discard()
     return weights
 
@@ -110,7 +108,8 @@ def model_from_arena(
     _, cfg = read_config(plan.path)
     with torch.device("meta"):
         model = DecoderForCausalLM(cfg)
-    base = arena_tensor(arena, device)  # uint8 [arena_bytes]
+    base = arena_tensor(arena, device)  # uint8 [arena_bytes]; its views own a device arena
+    converted = False
     slots = {p.name: p for p in plan.params}
     expected = {n: tuple(p.shape) for n, p in model.named_parameters()}
     assert expected == {n: s.shape for n, s in slots.items()}, (
@@ -124,8 +123,10 @@ def model_from_arena(
             view = base[slot.offset : slot.offset + slot.nbytes]
             tensor = view.view(TORCH_DTYPES[slot.dtype]).view(slot.shape)
             if tensor.dtype != dtype:
-                tensor = tensor.to(dtype, copy=True)
+                tensor, converted = tensor.to(dtype, copy=True), True
             module._parameters[pname] = torch.nn.Parameter(tensor, requires_grad=False)
+    if converted and device.type == "cuda":  # the copies read the arena, which may go with
+        torch.cuda.synchronize(device)  # `base` when no view of it remains
     model.cos_sin_cache = model.cos_sin_cache.to(device)  # real values even on meta; fp32
     return model.eval()
 
@@ -136,6 +137,7 @@ def arena_tensor(arena: HostArena | CudaArena, device: torch.device) -> torch.Te
         return torch.frombuffer(arena.buffer, dtype=torch.uint8, count=arena.nbytes)
     torch.cuda.init()
     base = torch.as_tensor(_DeviceBytes(arena), device=device)
+    arena.viewed = True
     assert base.data_ptr() == arena.ptr, "torch copied the arena instead of viewing it"
     return base
 

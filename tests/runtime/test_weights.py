@@ -321,3 +321,24 @@ def test_a_failed_load_abandons_the_stream_before_the_model_goes(monkeypatch):
     stream = abandoned[0]
     if stream is not None:  # the stream read the demo: its threads are done, its arena gone
         assert not stream._thread.is_alive() and stream.arena is None
+
+
+def test_a_viewed_arena_outlives_the_streams_discard(tmp_path, monkeypatch):
+    """Once torch views the arena its views own it: discarding the stream (a finished
+    conversion that kept some views, or an abandoned load) leaves the memory to them."""
+    from runtime import cuda_driver
+    from runtime.weights import _DeviceBytes
+
+    make_checkpoint(tmp_path, "qwen2", seed=9)
+    fake = _FakeDriver()
+    monkeypatch.setattr(cuda_driver, "Driver", lambda: fake)
+    stream = weight_stream.WeightStream(tmp_path, "cuda:0", threads=2)
+    stream.wait()
+    _, arena = stream.ready()
+    ptr = arena.ptr
+    view = _DeviceBytes(arena)
+    arena.viewed = True  # as arena_tensor marks it
+    stream.discard()
+    assert stream.arena is None and ptr in fake.blocks and arena.ptr == ptr
+    del view
+    assert arena.ptr == 0 and ptr not in fake.blocks
