@@ -10,11 +10,11 @@ decoded for `--steps` steps after their prefill. Each decode step (every schedul
 decodes one token) is split by timers wrapped around the engine's own functions:
 
 - `schedule`: `Scheduler.schedule`;
-- `prepare`: `prepare_inputs` (the step's token ids, positions, slots and block tables, built
-  on the host and copied to the device);
-- `forward`: the rest of `ModelRunner.execute` (on a GPU the static-buffer fill and the
-  graph's replay, which computes the logits too: host time to launch, not to run; on the CPU
-  the forward itself);
+- `prepare`: `prepare_inputs`, or `StaticStepInputs.fill` for a graph's step (the step's
+  token ids, positions, slots and block tables, written on the host and copied to the
+  device);
+- `forward`: the rest of `ModelRunner.execute` (on a GPU the graph's replay, which computes
+  the logits too: host time to launch, not to run; on the CPU the forward itself);
 - `sample`: `sample`, which reads the tokens back, so it waits for the device to finish;
 - `update`: `Scheduler.update` (appending the tokens, block bookkeeping);
 - `rest`: the remainder of `Engine.step` (stop checks, detokenization, the outputs).
@@ -48,6 +48,7 @@ class StepTimer:
     around the forward) and keeps one record per step."""
 
     def __init__(self, engine):
+        import runtime.cuda_graphs as graphs_mod
         import runtime.engine as engine_mod
         import runtime.model_runner as runner_mod
 
@@ -58,7 +59,9 @@ class StepTimer:
         self._undo = []
         self._wrap(engine.scheduler, "schedule", "schedule")
         self._wrap(engine.scheduler, "update", "update")
-        self._wrap(runner_mod, "prepare_inputs", "prepare")
+        self._wrap(runner_mod, "prepare_inputs", "prepare")  # an eager step
+        self._wrap(graphs_mod, "prepare_inputs", "prepare")  # a step past the graphs' buckets
+        self._wrap(graphs_mod.StaticStepInputs, "fill", "prepare")  # a graph's step
         self._wrap(engine_mod, "sample", "sample")
         graphs = self.cuda and engine.loaded.runner.graphs is not None
         self._wrap(engine.loaded.runner, "execute", "execute", device=self.cuda and not graphs)

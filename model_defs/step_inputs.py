@@ -2,13 +2,19 @@
 
 The runner builds these for every step; the pass checks build them to run a graph on a
 realistic step. They belong to the model's calling convention, not to either caller.
+
+A step's inputs live in one byte buffer (`StepLayout`): the host writes every field into it
+with a few vectorised numpy operations (`write_step`) and the device gets it in one copy, so a
+step costs the same handful of host operations at batch 1 and at batch 256.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from model_defs.attn_metadata import AttnMetadata
@@ -32,29 +38,142 @@ class StepInputs:
     logits_indices: torch.Tensor  # [N] rows of hidden whose logits are needed
 
 
+@dataclass(frozen=True)
+class StepLayout:
+    """Where each input of a step sits in one byte buffer, in order: int64 input_ids,
+    positions and slot_mapping [tokens] and logits_indices [logits]; int32 seq_lens [seqs],
+    query_start_loc [seqs + 1] and block_tables [table_rows, table_cols], last.
+
+    `tokens`, `seqs` and `logits` may exceed the step's own counts: `write_step` pads the
+    extra rows (a CUDA graph's bucket). The block table comes last so that a runner can keep
+    its own wider table and take the step's rows from the tail."""
+
+    tokens: int
+    seqs: int
+    logits: int
+    table_rows: int
+    table_cols: int
+
+    def __post_init__(self) -> None:
+        t, s, m = self.tokens, self.seqs, self.logits
+        # name -> (dtype, byte offset, element offset in its dtype's region, shape)
+        fields = {
+            "input_ids": (torch.int64, 0, (t,)),
+            "positions": (torch.int64, t, (t,)),
+            "slot_mapping": (torch.int64, 2 * t, (t,)),
+            "logits_indices": (torch.int64, 3 * t, (m,)),
+            "seq_lens": (torch.int32, 0, (s,)),
+            "query_start_loc": (torch.int32, s, (s + 1,)),
+            "block_tables": (torch.int32, 2 * s + 1, (self.table_rows, self.table_cols)),
+        }
+        object.__setattr__(self, "_fields", fields)
+        object.__setattr__(self, "_int32_offset", 8 * (3 * t + m))
+
+    def fields(self) -> list[tuple[str, torch.dtype, int, tuple[int, ...]]]:
+        """(name, dtype, byte offset, shape) of every field, in buffer order."""
+        return [(name, dtype, self._byte_offset(dtype, at), shape)
+                for name, (dtype, at, shape) in self._fields.items()]  # fmt: skip
+
+    def _byte_offset(self, dtype: torch.dtype, at: int) -> int:
+        return 8 * at if dtype == torch.int64 else self._int32_offset + 4 * at
+
+    @property
+    def table_offset(self) -> int:
+        return self._int32_offset + 4 * (2 * self.seqs + 1)
+
+    @property
+    def nbytes(self) -> int:
+        return self.table_offset + 4 * self.table_rows * self.table_cols
+
+    def split(self, buf: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Typed views of every field of a uint8 tensor (host or device) laid out as this."""
+        t, s, rows, cols = self.tokens, self.seqs, self.table_rows, self.table_cols
+        wide = buf[: self._int32_offset].view(torch.int64)
+        narrow = buf[self._int32_offset : self.nbytes].view(torch.int32)
+        views = dict(zip(self._fields, (*wide.split([t, t, t, self.logits]),
+                                        *narrow.split([s, s + 1, rows * cols])), strict=True))  # fmt: skip
+        views["block_tables"] = views["block_tables"].view(rows, cols)
+        return views
+
+    def arrays(self, out: np.ndarray) -> dict[str, np.ndarray]:
+        """The same views of a uint8 numpy array, to write a step into."""
+        wide = out[: self._int32_offset].view(np.int64)
+        narrow = out[self._int32_offset : self.nbytes].view(np.int32)
+        views = {}
+        for name, (dtype, at, shape) in self._fields.items():
+            region = wide if dtype == torch.int64 else narrow
+            views[name] = region[at : at + shape[0]] if len(shape) == 1 else region[at:]
+        views["block_tables"] = views["block_tables"].reshape(self.table_rows, self.table_cols)
+        return views
+
+    def inputs(self, buf: torch.Tensor) -> StepInputs:
+        v = self.split(buf)
+        attn = AttnMetadata(v["slot_mapping"], v["block_tables"], v["seq_lens"],
+                            v["query_start_loc"])  # fmt: skip
+        return StepInputs(v["input_ids"], v["positions"], attn, v["logits_indices"])
+
+
+def step_counts(batch: Sequence[StepSeq]) -> tuple[int, int, int]:
+    """(tokens, sequences with logits, the longest block table) of a step."""
+    tokens = sum(len(s.token_ids) for s in batch)
+    return tokens, sum(1 for s in batch if s.needs_logits), max(len(s.block_table) for s in batch)
+
+
+def write_step(batch: Sequence[StepSeq], block_size: int, layout: StepLayout,
+               out: np.ndarray) -> None:  # fmt: skip
+    """Write a step into `out` (uint8, `layout.nbytes`), padding the rows past its own:
+    padding tokens get id 0, position 0 and slot -1 (no KV write); padding sequences get
+    seq_len 0 and the last real query offset (they own no query rows); padding logits rows
+    point at row 0. Block table rows hold each sequence's blocks, then zeros. A step that
+    does not fit the layout is refused (ValueError)."""
+    n = len(batch)
+    lens = np.fromiter((len(s.token_ids) for s in batch), np.int64, n)
+    starts = np.fromiter((s.start for s in batch), np.int64, n)
+    table_lens = np.fromiter((len(s.block_table) for s in batch), np.int64, n)
+    wanted = np.fromiter((s.needs_logits for s in batch), bool, n)
+    t, m = int(lens.sum()), int(wanted.sum())
+    if t > layout.tokens or n > layout.seqs or n > layout.table_rows or m > layout.logits:
+        raise ValueError(f"a step of {t} tokens, {n} sequences and {m} logits rows does not "
+                         f"fit {layout}")  # fmt: skip
+    if n and int(table_lens.max()) > layout.table_cols:
+        raise ValueError(f"a block table of {table_lens.max()} blocks does not fit {layout}")
+    out.fill(0)  # every padding value but two is 0
+    v = layout.arrays(out)
+    qsl, slots = v["query_start_loc"], v["slot_mapping"]
+    slots[t:] = -1
+    if n == 0:
+        return
+    np.cumsum(lens, out=qsl[1 : n + 1])
+    qsl[n + 1 :] = t
+    v["seq_lens"][:n] = starts + lens
+    table = v["block_tables"]
+    flat = np.fromiter(itertools.chain.from_iterable(s.block_table for s in batch), np.int32,
+                       int(table_lens.sum()))  # fmt: skip
+    table[:n][np.arange(layout.table_cols) < table_lens[:, None]] = flat
+    v["input_ids"][:t] = np.fromiter(itertools.chain.from_iterable(s.token_ids for s in batch),
+                                     np.int64, t)  # fmt: skip
+    if t == n:  # every sequence runs one token: a decode batch
+        pos, rows = starts, np.arange(n)
+    else:
+        rows = np.repeat(np.arange(n), lens)
+        pos = np.arange(t) + np.repeat(starts - qsl[:n], lens)
+    v["positions"][:t] = pos
+    slots[:t] = table[rows, pos // block_size] * block_size + pos % block_size
+    v["logits_indices"][:m] = qsl[1 : n + 1][wanted] - 1
+
+
+def host_buffer(nbytes: int, device: torch.device) -> torch.Tensor:
+    """A uint8 host tensor for one step: pinned when it goes to a GPU, so its copy is
+    asynchronous (PyTorch's pinned allocator keeps it until that copy has run)."""
+    return torch.empty(nbytes, dtype=torch.uint8, pin_memory=device.type == "cuda")
+
+
 def prepare_inputs(batch: Sequence[StepSeq], block_size: int, device) -> StepInputs:
-    ids, pos, slots, seq_lens, qsl, logits_idx = [], [], [], [], [0], []
-    max_blocks = max(len(s.block_table) for s in batch)
-    tables = torch.zeros((len(batch), max_blocks), dtype=torch.int32)
-    for i, s in enumerate(batch):
-        n = len(s.token_ids)
-        ids.extend(s.token_ids)
-        for p in range(s.start, s.start + n):
-            pos.append(p)
-            slots.append(s.block_table[p // block_size] * block_size + p % block_size)
-        tables[i, : len(s.block_table)] = torch.tensor(s.block_table, dtype=torch.int32)
-        seq_lens.append(s.start + n)
-        qsl.append(qsl[-1] + n)
-        if s.needs_logits:
-            logits_idx.append(qsl[-1] - 1)
-
-    def t(x, dtype):
-        return torch.tensor(x, dtype=dtype).to(device, non_blocking=True)
-
-    attn = AttnMetadata(
-        slot_mapping=t(slots, torch.int64),
-        block_tables=tables.to(device),
-        seq_lens=t(seq_lens, torch.int32),
-        query_start_loc=t(qsl, torch.int32),
-    )
-    return StepInputs(t(ids, torch.int64), t(pos, torch.int64), attn, t(logits_idx, torch.int64))
+    """The step's inputs on `device`, exactly sized (one host-to-device copy)."""
+    device = torch.device(device)
+    t, m, blocks = step_counts(batch)
+    layout = StepLayout(t, len(batch), m, len(batch), blocks)
+    host = host_buffer(layout.nbytes, device)
+    write_step(batch, block_size, layout, host.numpy())
+    buf = host if device.type == "cpu" else host.to(device, non_blocking=True)
+    return layout.inputs(buf)

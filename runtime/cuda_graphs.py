@@ -12,13 +12,14 @@ S = min(T, max_batch_size) sequences, each with any number of query tokens: a de
 a prefill (or a chunk of one), or both mixed. This works because the paged attention kernel
 runs one program per (query token, head) and finds its sequence by binary search over
 query_start_loc, so its launch grid depends on T alone. A step's inputs are copied into static
-buffers that the graph reads, and the padding is made harmless by construction:
+buffers that the graph reads (one host-to-device copy, `StaticStepInputs`), and the padding is made harmless by construction:
 
 - padding tokens: slot_mapping = -1 (their K/V is never written to the cache), ids and
   positions 0;
 - padding sequences: seq_lens = 0 and query_start_loc repeating the last real offset, so they
   own no query rows; the attention kernel gives tokens past the last offset no keys (their
-  output is zero); block_table rows 0 (valid indices that nothing reads back);
+  output is zero); their block_table rows keep an earlier step's block ids (valid indices
+  that nothing reads back);
 - logits_indices past the real ones point at row 0: S logits rows are computed and the padding
   ones dropped.
 
@@ -53,7 +54,14 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from model_defs.attn_metadata import AttnMetadata
 from model_defs.kv_cache import KVCaches
-from model_defs.step_inputs import StepInputs, StepSeq
+from model_defs.step_inputs import (
+    StepLayout,
+    StepSeq,
+    host_buffer,
+    prepare_inputs,
+    step_counts,
+    write_step,
+)
 
 log = logging.getLogger("kiln.runtime")
 
@@ -105,52 +113,52 @@ class CUDAGraphConfig:
 
 
 class StaticStepInputs:
-    """The device buffers every captured graph reads, sized for the largest bucket; the graph
-    of T tokens and S sequences uses the first T token rows and S sequence rows (views share
-    storage, so one fill serves any bucket)."""
+    """The device memory every captured graph reads. One byte buffer holds a step laid out
+    for its bucket (`StepLayout` of `bucket` tokens and S = seqs(bucket) sequence and logits
+    rows), so one host-to-device copy fills it; only one graph runs at a time, so every
+    bucket's layout starts at the same address. The block table the graphs read is a separate
+    [max_batch_size, max_blocks_per_seq] tensor: each step's copy carries only its own rows'
+    blocks (at the buffer's tail), and one device copy puts them into that table's corner."""
 
     def __init__(self, config: CUDAGraphConfig, device: torch.device):
-        t, s = config.token_capacity, config.max_batch_size
-        kw32, kw64 = dict(dtype=torch.int32, device=device), dict(dtype=torch.int64, device=device)  # fmt: skip
-        self.config = config
-        self.input_ids = torch.zeros(t, **kw64)  # [T]
-        self.positions = torch.zeros(t, **kw64)  # [T]
-        self.slot_mapping = torch.full((t,), -1, **kw64)  # [T], -1 = padding (no KV write)
-        self.block_tables = torch.zeros((s, config.max_blocks_per_seq), **kw32)  # [S, blocks]
-        self.seq_lens = torch.zeros(s, **kw32)  # [S]
-        self.query_start_loc = torch.zeros(s + 1, **kw32)  # [S + 1]; all zero: every row pads
-        self.logits_indices = torch.zeros(s, **kw64)  # [S]
+        self.config, self.device = config, device
+        s, blocks = config.max_batch_size, config.max_blocks_per_seq
+        self.block_tables = torch.zeros((s, blocks), dtype=torch.int32, device=device)
+        size = max(self._layout(b, s, blocks).nbytes for b in config.buckets)
+        self.buffer = torch.zeros(size, dtype=torch.uint8, device=device)
+
+    def _layout(self, bucket: int, rows: int, cols: int) -> StepLayout:
+        s = self.config.seqs(bucket)
+        return StepLayout(bucket, s, s, rows, cols)
+
+    def pad(self, bucket: int) -> None:
+        """Fill `bucket`'s layout with padding rows only (a step of no sequence), to warm up
+        and capture its graph on: running it writes no KV."""
+        self.fill([], 1, bucket)
 
     def views(self, bucket: int) -> tuple[torch.Tensor, torch.Tensor, AttnMetadata, torch.Tensor]:
         """input_ids, positions, attention metadata and logits rows of a `bucket`-token step."""
+        inp = self._layout(bucket, 0, 0).inputs(self.buffer)
+        a = inp.attn
         s = self.config.seqs(bucket)
-        attn = AttnMetadata(
-            slot_mapping=self.slot_mapping[:bucket],
-            block_tables=self.block_tables[:s],
-            seq_lens=self.seq_lens[:s],
-            query_start_loc=self.query_start_loc[: s + 1],
-        )
-        return self.input_ids[:bucket], self.positions[:bucket], attn, self.logits_indices[:s]
+        attn = AttnMetadata(a.slot_mapping, self.block_tables[:s], a.seq_lens, a.query_start_loc)
+        return inp.input_ids, inp.positions, attn, inp.logits_indices
 
-    def fill(self, inp: StepInputs, bucket: int) -> None:
-        """Copy a step in and pad it to `bucket` tokens and that bucket's sequence rows (see the
-        module docstring for why each padding value is harmless)."""
-        a, s = inp.attn, self.config.seqs(bucket)
-        t, n, m = inp.input_ids.shape[0], a.seq_lens.shape[0], inp.logits_indices.shape[0]
-        self.input_ids[:t].copy_(inp.input_ids)
-        self.input_ids[t:bucket].zero_()
-        self.positions[:t].copy_(inp.positions)
-        self.positions[t:bucket].zero_()
-        self.slot_mapping[:t].copy_(a.slot_mapping)
-        self.slot_mapping[t:bucket].fill_(-1)
-        self.seq_lens[:n].copy_(a.seq_lens)
-        self.seq_lens[n:s].zero_()
-        self.query_start_loc[: n + 1].copy_(a.query_start_loc)
-        self.query_start_loc[n + 1 : s + 1].fill_(t)  # the last real offset
-        self.block_tables[:s].zero_()
-        self.block_tables[:n, : a.block_tables.shape[1]].copy_(a.block_tables)
-        self.logits_indices[:m].copy_(inp.logits_indices)
-        self.logits_indices[m:s].zero_()
+    def fill(self, batch: Sequence[StepSeq], block_size: int, bucket: int) -> int:
+        """Copy a step in, padded to `bucket` tokens and that bucket's sequence rows (see the
+        module docstring for why each padding value is harmless); returns its logits rows.
+        Table rows past the step's sequences and columns past its longest table keep earlier
+        steps' block ids: valid indices that no query reads (a sequence reads only the blocks
+        of its seq_len, a padding sequence none)."""
+        tokens, logits, blocks = step_counts(batch) if batch else (0, 0, 0)
+        layout = self._layout(bucket, len(batch), blocks)
+        host = host_buffer(layout.nbytes, self.device)
+        write_step(batch, block_size, layout, host.numpy())
+        self.buffer[: layout.nbytes].copy_(host, non_blocking=True)
+        table = self.buffer[layout.table_offset : layout.nbytes].view(torch.int32)
+        if batch:
+            self.block_tables[: len(batch), :blocks].copy_(table.view(len(batch), blocks))
+        return logits
 
 
 class _RouteOps(TorchDispatchMode):
@@ -269,6 +277,7 @@ class CUDAGraphRunner:
         return self.capture_seconds
 
     def _capture_one(self, bucket: int, pool, warm_up: bool = True) -> None:
+        self.static.pad(bucket)
         ids, pos, attn, rows = self.static.views(bucket)
         if warm_up:
             # Outside capture: JIT kernels compile this bucket's specialisation, kernels load,
@@ -311,13 +320,14 @@ class CUDAGraphRunner:
         return buckets[i] if i < len(buckets) else None
 
     @torch.inference_mode()
-    def execute(self, batch: Sequence[StepSeq], inp: StepInputs) -> torch.Tensor:
+    def execute(self, batch: Sequence[StepSeq], block_size: int) -> torch.Tensor:
         """Logits [N, V] of the sequences with needs_logits, in batch order (as ModelRunner)."""
         bucket = self.bucket_for(batch)
         if bucket is None:
+            inp = prepare_inputs(batch, block_size, self.device)
             hidden = self.forward(inp.input_ids, inp.positions, inp.attn, self.kv_caches)
             return self.compute_logits(hidden.index_select(0, inp.logits_indices))
-        self.static.fill(inp, bucket)
+        rows = self.static.fill(batch, block_size, bucket)
         self.graphs[bucket].replay()
         # A copy: the static output is overwritten by the next replay of any bucket (shared pool).
-        return self.outputs[bucket][: inp.logits_indices.shape[0]].clone()
+        return self.outputs[bucket][:rows].clone()

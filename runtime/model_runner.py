@@ -28,8 +28,8 @@ class ModelRunner:
     @torch.inference_mode()
     def execute(self, batch: Sequence[StepSeq]) -> torch.Tensor:
         """Logits [N, V] (fp32) for the sequences with needs_logits, in batch order."""
-        inp = prepare_inputs(batch, self.block_size, self.device)
         if self.graphs is not None:
-            return self.graphs.execute(batch, inp)
+            return self.graphs.execute(batch, self.block_size)
+        inp = prepare_inputs(batch, self.block_size, self.device)
         hidden = self.forward(inp.input_ids, inp.positions, inp.attn, self.kv_caches)
         return self.compute_logits(hidden.index_select(0, inp.logits_indices))

@@ -23,7 +23,7 @@ from decode_fixtures import (  # noqa: E402
     restore_kv,
 )
 
-from model_defs.step_inputs import prepare_inputs  # noqa: E402
+from model_defs.step_inputs import StepSeq  # noqa: E402
 from runtime.cuda_graphs import (  # noqa: E402
     CUDAGraphConfig,
     StaticStepInputs,
@@ -41,7 +41,9 @@ def padded(model, runner, batch, bucket: int) -> dict:
     after_eager = clone_kv(runner.kv_caches)
     restore_kv(runner.kv_caches, before)
     static = StaticStepInputs(CUDAGraphConfig(8, 8, max_num_tokens=64), torch.device("cpu"))
-    static.fill(prepare_inputs(batch, BLOCK, "cpu"), bucket)
+    stale = [StepSeq([7 + i] * 8, 10 + i, [i, i + 8], True) for i in range(8)]  # every row set
+    static.fill(stale, BLOCK, 64)
+    static.fill(batch, BLOCK, bucket)
     ids, pos, attn, rows = static.views(bucket)
     with _RouteOps(capturable_routes()):
         hidden = model(ids, pos, attn, runner.kv_caches)  # [bucket, H]

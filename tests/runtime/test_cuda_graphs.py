@@ -86,14 +86,19 @@ def test_padded_static_inputs_match_unpadded_and_write_no_kv(kind):
 
     static = StaticStepInputs(CUDAGraphConfig(8, 8, max_num_tokens=64), torch.device("cpu"))
     stale = [StepSeq([7 + i] * 8, 10 + i, [i, i + 8], True) for i in range(8)]  # every row set
-    static.fill(prepare_inputs(stale, BLOCK, "cpu"), 64)
+    static.fill(stale, BLOCK, 64)
+    assert static.fill(batch, BLOCK, bucket) == sum(s.needs_logits for s in batch)
     inp = prepare_inputs(batch, BLOCK, "cpu")
-    static.fill(inp, bucket)
     tokens, n, s = inp.input_ids.shape[0], len(batch), min(bucket, 8)
-    assert static.slot_mapping[tokens:bucket].eq(-1).all()
-    assert static.input_ids[tokens:bucket].eq(0).all()
-    assert static.query_start_loc[n + 1 : s + 1].eq(tokens).all()
-    assert static.seq_lens[n:s].eq(0).all() and not static.block_tables[n:s].any()
+    ids, pos, attn, rows = static.views(bucket)
+    assert torch.equal(ids[:tokens], inp.input_ids) and torch.equal(pos[:tokens], inp.positions)
+    assert torch.equal(attn.slot_mapping[:tokens], inp.attn.slot_mapping)
+    assert attn.slot_mapping[tokens:].eq(-1).all() and ids[tokens:].eq(0).all()
+    assert attn.query_start_loc[n + 1 :].eq(tokens).all() and attn.seq_lens[n:].eq(0).all()
+    width = inp.attn.block_tables.shape[1]
+    assert torch.equal(attn.block_tables[:n, :width], inp.attn.block_tables)
+    m = inp.logits_indices.shape[0]
+    assert torch.equal(rows[:m], inp.logits_indices) and rows[m:].eq(0).all()
     ids, pos, attn, rows = static.views(bucket)
     assert ids.shape[0] == bucket and attn.seq_lens.shape[0] == s and rows.shape[0] == s
     got = model.compute_logits(model(ids, pos, attn, runner.kv_caches).index_select(0, rows))
@@ -173,7 +178,7 @@ def test_cpu_runner_stays_eager_and_matches_model_runner():
     before = clone_kv(runner.kv_caches)
     want = runner.execute(batch)
     restore_kv(runner.kv_caches, before)
-    got = graphs.execute(batch, prepare_inputs(batch, BLOCK, "cpu"))
+    got = graphs.execute(batch, BLOCK)
     torch.testing.assert_close(got, want)
 
 
@@ -211,13 +216,13 @@ def test_graph_replay_matches_eager_logits(n, bucket):
     want = runner.execute(batch)  # eager, reference attention
     after_eager = clone_kv(runner.kv_caches)
     restore_kv(runner.kv_caches, before)
-    got = graphs.execute(batch, prepare_inputs(batch, BLOCK, "cuda"))
+    got = graphs.execute(batch, BLOCK)
     torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-3)
     assert max_kv_diff(runner.kv_caches, after_eager) < 1e-4  # same writes, none from pads
     # A step past the largest bucket still runs (eagerly) through the same runner.
     prefill = [StepSeq(list(range(5, 14)), 0, [NUM_BLOCKS - 1], True)]
     assert graphs.bucket_for(prefill) is None
-    assert graphs.execute(prefill, prepare_inputs(prefill, BLOCK, "cuda")).shape[0] == 1
+    assert graphs.execute(prefill, BLOCK).shape[0] == 1
 
 
 @pytest.mark.gpu
@@ -233,7 +238,7 @@ def test_mixed_step_replay_matches_eager_logits():
     want = runner.execute(batch)
     after_eager = clone_kv(runner.kv_caches)
     restore_kv(runner.kv_caches, before)
-    got = graphs.execute(batch, prepare_inputs(batch, BLOCK, "cuda"))
+    got = graphs.execute(batch, BLOCK)
     assert got.shape == want.shape == (4, want.shape[1])
     torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-3)
     assert max_kv_diff(runner.kv_caches, after_eager) < 1e-4
@@ -249,7 +254,7 @@ def test_replays_of_different_buckets_do_not_clobber_returned_logits():
     big = prefilled_decode_batch(runner, 8, seed=20)
     # Bucket 2 was captured after bucket 8 in the shared pool, so its static output may sit in
     # memory that bucket 8 uses as scratch: what execute() returned must survive a replay of 8.
-    small = graphs.execute(big[:2], prepare_inputs(big[:2], BLOCK, "cuda"))
+    small = graphs.execute(big[:2], BLOCK)
     kept = small.clone()
-    graphs.execute(big, prepare_inputs(big, BLOCK, "cuda"))
+    graphs.execute(big, BLOCK)
     assert torch.equal(small, kept)
