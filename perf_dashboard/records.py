@@ -213,19 +213,13 @@ class BenchRecord(_JsonRecord):
 
     `results` rows hold `engine` ("kiln", "hf", ...), `batch_size`, `input_len`, `output_len`,
     `tok_s`, and optionally `ttft_p50_ms`, `ttft_p99_ms`, `itl_p50_ms`, `itl_p99_ms`,
-<<<<<<< HEAD
     `peak_memory_gb` (null when not measured), and the labels `passes` and `quantization`
     (kept only when given; a `bench="passes"` record is a pass on/off table). `startup` maps
     load phase -> seconds (the median over the runs); `startup_runs` holds each run's own map,
     in run order; `weight_stream` the weight stream's figures (medians: bytes, threads,
-    start_s/done_s after exec, copy_s, read/h2d/copy GB/s; `kiln bench startup`).
-=======
-    `peak_memory_gb` (null when not measured). `startup` maps load phase -> seconds (the
-    median over the runs); `startup_runs` holds each run's own map, in run order;
-    `weight_stream` the weight stream's figures (medians: bytes, threads, start_s/done_s after
-    exec, copy_s, read/h2d/copy GB/s; `kiln bench startup`); `startup_cpu` the CPU seconds
-    the server and its engine core had used by the first completion (medians; `--serve`).
->>>>>>> w3
+    start_s/done_s after exec, copy_s, read/h2d/copy GB/s; `kiln bench startup`); `startup_cpu`
+    the CPU seconds the server and its engine core had used by the first completion (medians;
+    `--serve`).
     """
 
     kind: ClassVar[str] = "bench"
