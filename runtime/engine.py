@@ -115,7 +115,7 @@ class Engine:
     def _run(self, sched: SchedulerOutput) -> dict[str, tuple[int, TokenLogprob | None]]:
         batch = [
             StepSeq(
-                s.seq.all_token_ids[s.start : s.start + s.num_new_tokens],
+                s.seq.token_ids(s.start, s.start + s.num_new_tokens),
                 s.start,
                 s.seq.block_table,
                 s.needs_sample,

@@ -34,3 +34,12 @@ def test_bad_requests_raise_kiln_error(prompt, max_tokens, match):
 def test_scheduler_package_does_not_import_torch():
     code = "import sys, scheduler; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_token_ids_slices_prompt_then_outputs_without_joining_them():
+    seq = Sequence("s", [1, 2, 3], max_tokens=8)
+    seq.output_token_ids.extend([4, 5])
+    every = seq.all_token_ids
+    for start in range(6):
+        for stop in range(start, 7):
+            assert seq.token_ids(start, stop) == every[start:stop], (start, stop)
