@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Piecewise vs monolithic lowering on this GPU, per model shape (random bf16 weights):
+# One lowering against another on this GPU (LOWERINGS, default "piecewise monolithic"; "plan
+# monolithic" compares the plan lowering), per model shape (random bf16 weights):
 #   cold `kiln compile` (empty Kiln, Inductor and Triton caches: all live in a fresh
 #   KILN_CACHE_DIR) of each lowering, then decode bs1/bs32 and a 2048-token prefill of each
 #   artifact in a fresh process. Writes $OUT/<shape>-<lowering>-{compile.txt,bench.json} and
@@ -14,7 +15,7 @@ shapes=${*:-llama3.2-1b llama3-8b}
 for shape in $shapes; do
   ck=/tmp/ckpt-$shape
   [ -f $ck/config.json ] || python3 -c "from pathlib import Path; from benchmarks.gpu_shapes import make_checkpoint as m; m('$shape', Path('$ck'))" > /dev/null 2>&1 || { echo "checkpoint $shape failed"; exit 1; }
-  for lowering in piecewise monolithic; do
+  for lowering in ${LOWERINGS:-piecewise monolithic}; do
     cache=/tmp/kcache-$shape-$lowering; rm -rf $cache
     start=$(date +%s.%N)
     KILN_CACHE_DIR=$cache timeout 400 python3 -m kiln compile $ck --target auto --lowering $lowering \

@@ -1,4 +1,4 @@
-"""Decode and prefill speed of one compiled artifact (GPU), for piecewise-vs-monolithic runs.
+"""Decode and prefill speed of one compiled artifact (GPU), to compare lowerings.
 
     python benchmarks/piecewise_bench.py CKPT ARTIFACT --label piecewise --out row.json
 Rows: decode at batch 1 and 32 (128 prompt tokens, 32 generated, CUDA graphs), and a 2048-token
@@ -36,7 +36,8 @@ def main() -> None:
         enable_prefix_caching=False,  # the prefill figure is a whole 2048-token prefill
     )
     eng = build_engine(config)
-    forward = type(eng.loaded.runner.forward.run).__name__
+    f = eng.loaded.runner.forward
+    forward = type(getattr(f, "run", f)).__name__
     rows = [bench_engine(eng, b, 128, 32) for b in (1, 32)]
     prefill = bench_engine(eng, 1, 2048, 1)
     res = {

@@ -81,18 +81,16 @@ class ScheduledSeq:
     num_new_tokens: int
     start: int  # seq.num_computed_tokens before this step
 
-    @property
-    def is_decode(self) -> bool:
-        """One token of a sequence that already has outputs (read before `Scheduler.update`)."""
-        return self.num_new_tokens == 1 and _is_decoding(self.seq)
+    # Both taken when the step is scheduled, so they stay true of this step after
+    # `Scheduler.update` appends the sampled token.
+    is_decode: bool = field(init=False)  # one token of a sequence that already has outputs
+    # The chunk ends at the last token, so its logits give the next token.
+    needs_sample: bool = field(init=False)
 
-    @property
-    def needs_sample(self) -> bool:
-        """True when this chunk ends at the last token, so its logits give the next token.
-
-        Read it before `Scheduler.update`, which appends the sampled token.
-        """
-        return self.start + self.num_new_tokens == self.seq.num_tokens
+    def __post_init__(self) -> None:
+        n = self.num_new_tokens
+        object.__setattr__(self, "is_decode", n == 1 and _is_decoding(self.seq))
+        object.__setattr__(self, "needs_sample", self.start + n == self.seq.num_tokens)
 
 
 @dataclass

@@ -73,7 +73,7 @@ def test_prefill_then_one_token_per_decode():
     out = step(sched, runner)
     assert plan(out) == {"a": (0, 10), "b": (0, 6)}
     assert out.num_batched_tokens == 16
-    assert all(s.needs_sample is False for s in out.scheduled)  # token already appended
+    assert all(s.needs_sample for s in out.scheduled)  # still true of this step after update
     assert [len(s.output_token_ids) for s in sched.running] == [1, 1]
     out = step(sched, runner)
     assert plan(out) == {"a": (10, 1), "b": (6, 1)}
