@@ -11,6 +11,7 @@ step costs the same handful of host operations at batch 1 and at batch 256.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -38,12 +39,17 @@ class StepInputs:
     logits_indices: torch.Tensor  # [N] rows of hidden whose logits are needed
 
 
+ALIGN = 16  # every field starts on a 16-byte boundary, as a tensor of its own would
+
+
 @dataclass(frozen=True)
 class StepLayout:
     """Where each input of a step sits in one byte buffer, in order: int64 input_ids,
     positions and slot_mapping [tokens] and logits_indices [logits]; int32 seq_lens [seqs],
     query_start_loc [seqs + 1] and block_tables [table_rows, table_cols], last.
 
+    Each field starts at a multiple of `ALIGN` bytes: kernels compiled for aligned inputs
+    (Inductor and Triton specialise on 16-byte alignment) take views of it as they are.
     `tokens`, `seqs` and `logits` may exceed the step's own counts: `write_step` pads the
     extra rows (a CUDA graph's bucket). The block table comes last so that a runner can keep
     its own wider table and take the step's rows from the tail."""
@@ -55,56 +61,61 @@ class StepLayout:
     table_cols: int
 
     def __post_init__(self) -> None:
-        t, s, m = self.tokens, self.seqs, self.logits
-        # name -> (dtype, byte offset, element offset in its dtype's region, shape)
-        fields = {
-            "input_ids": (torch.int64, 0, (t,)),
-            "positions": (torch.int64, t, (t,)),
-            "slot_mapping": (torch.int64, 2 * t, (t,)),
-            "logits_indices": (torch.int64, 3 * t, (m,)),
-            "seq_lens": (torch.int32, 0, (s,)),
-            "query_start_loc": (torch.int32, s, (s + 1,)),
-            "block_tables": (torch.int32, 2 * s + 1, (self.table_rows, self.table_cols)),
-        }
-        object.__setattr__(self, "_fields", fields)
-        object.__setattr__(self, "_int32_offset", 8 * (3 * t + m))
+        t, s = self.tokens, self.seqs
+        specs = [
+            ("input_ids", torch.int64, (t,)),
+            ("positions", torch.int64, (t,)),
+            ("slot_mapping", torch.int64, (t,)),
+            ("logits_indices", torch.int64, (self.logits,)),
+            ("seq_lens", torch.int32, (s,)),
+            ("query_start_loc", torch.int32, (s + 1,)),
+            ("block_tables", torch.int32, (self.table_rows, self.table_cols)),
+        ]
+        fields, offset = {}, 0
+        for name, dtype, shape in specs:
+            offset = -(-offset // ALIGN) * ALIGN
+            fields[name] = (dtype, offset, shape)
+            offset += dtype.itemsize * math.prod(shape)
+        object.__setattr__(self, "_fields", fields)  # name -> (dtype, byte offset, shape)
+        object.__setattr__(self, "_nbytes", offset)
 
     def fields(self) -> list[tuple[str, torch.dtype, int, tuple[int, ...]]]:
         """(name, dtype, byte offset, shape) of every field, in buffer order."""
-        return [(name, dtype, self._byte_offset(dtype, at), shape)
-                for name, (dtype, at, shape) in self._fields.items()]  # fmt: skip
-
-    def _byte_offset(self, dtype: torch.dtype, at: int) -> int:
-        return 8 * at if dtype == torch.int64 else self._int32_offset + 4 * at
+        return [(name, *spec) for name, spec in self._fields.items()]
 
     @property
     def table_offset(self) -> int:
-        return self._int32_offset + 4 * (2 * self.seqs + 1)
+        return self._fields["block_tables"][1]
 
     @property
     def nbytes(self) -> int:
-        return self.table_offset + 4 * self.table_rows * self.table_cols
+        return self._nbytes
+
+    def _views(self, buf, int64, int32, reshape) -> dict:
+        """Every field as a view of `buf` (torch or numpy, uint8): one typed view per dtype's
+        region, then a slice per field."""
+        start = self._fields["seq_lens"][1]  # the int32 region's
+        wide, narrow = int64(buf[:start]), int32(buf[start : self._nbytes])
+        views = {}
+        for name, (dtype, offset, shape) in self._fields.items():
+            if dtype == torch.int64:
+                at = offset // 8
+                views[name] = wide[at : at + shape[0]]
+            else:
+                at, size = (offset - start) // 4, math.prod(shape)
+                views[name] = narrow[at : at + size]
+        views["block_tables"] = reshape(views["block_tables"], self.table_rows, self.table_cols)
+        return views
 
     def split(self, buf: torch.Tensor) -> dict[str, torch.Tensor]:
         """Typed views of every field of a uint8 tensor (host or device) laid out as this."""
-        t, s, rows, cols = self.tokens, self.seqs, self.table_rows, self.table_cols
-        wide = buf[: self._int32_offset].view(torch.int64)
-        narrow = buf[self._int32_offset : self.nbytes].view(torch.int32)
-        views = dict(zip(self._fields, (*wide.split([t, t, t, self.logits]),
-                                        *narrow.split([s, s + 1, rows * cols])), strict=True))  # fmt: skip
-        views["block_tables"] = views["block_tables"].view(rows, cols)
-        return views
+        return self._views(buf, lambda b: b.view(torch.int64), lambda b: b.view(torch.int32),
+                           lambda x, r, c: x.view(r, c))  # fmt: skip
 
     def arrays(self, out: np.ndarray) -> dict[str, np.ndarray]:
         """The same views of a uint8 numpy array, to write a step into."""
-        wide = out[: self._int32_offset].view(np.int64)
-        narrow = out[self._int32_offset : self.nbytes].view(np.int32)
-        views = {}
-        for name, (dtype, at, shape) in self._fields.items():
-            region = wide if dtype == torch.int64 else narrow
-            views[name] = region[at : at + shape[0]] if len(shape) == 1 else region[at:]
-        views["block_tables"] = views["block_tables"].reshape(self.table_rows, self.table_cols)
-        return views
+        return self._views(out, lambda b: b.view(np.int64), lambda b: b.view(np.int32),
+                           lambda x, r, c: x.reshape(r, c))  # fmt: skip
 
     def inputs(self, buf: torch.Tensor) -> StepInputs:
         v = self.split(buf)
@@ -137,6 +148,12 @@ def write_step(batch: Sequence[StepSeq], block_size: int, layout: StepLayout,
                          f"fit {layout}")  # fmt: skip
     if n and int(table_lens.max()) > layout.table_cols:
         raise ValueError(f"a block table of {table_lens.max()} blocks does not fit {layout}")
+    short = (lens > 0) & ((starts + lens - 1) // block_size >= table_lens)
+    if short.any():
+        i = int(short.argmax())
+        raise ValueError(f"sequence {i} of the step runs positions up to "
+                         f"{starts[i] + lens[i] - 1} but its block table holds "
+                         f"{table_lens[i]} blocks of {block_size}")  # fmt: skip
     out.fill(0)  # every padding value but two is 0
     v = layout.arrays(out)
     qsl, slots = v["query_start_loc"], v["slot_mapping"]
@@ -152,13 +169,13 @@ def write_step(batch: Sequence[StepSeq], block_size: int, layout: StepLayout,
     table[:n][np.arange(layout.table_cols) < table_lens[:, None]] = flat
     v["input_ids"][:t] = np.fromiter(itertools.chain.from_iterable(s.token_ids for s in batch),
                                      np.int64, t)  # fmt: skip
-    if t == n:  # every sequence runs one token: a decode batch
+    if t == n and (lens == 1).all():  # every sequence runs one token: a decode batch
         pos, rows = starts, np.arange(n)
     else:
         rows = np.repeat(np.arange(n), lens)
         pos = np.arange(t) + np.repeat(starts - qsl[:n], lens)
     v["positions"][:t] = pos
-    slots[:t] = table[rows, pos // block_size] * block_size + pos % block_size
+    slots[:t] = table[rows, pos // block_size].astype(np.int64) * block_size + pos % block_size
     v["logits_indices"][:m] = qsl[1 : n + 1][wanted] - 1
 
 

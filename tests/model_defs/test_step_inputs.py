@@ -88,3 +88,24 @@ def test_a_step_that_does_not_fit_its_layout_is_refused():
         write_step(batch, BLOCK, StepLayout(2, 1, 1, 1, 1), np.zeros(1024, np.uint8))
     with pytest.raises(ValueError, match="block table of 1 blocks does not fit"):
         write_step(batch, BLOCK, StepLayout(4, 1, 1, 1, 0), np.zeros(1024, np.uint8))
+
+
+def test_every_field_starts_on_a_16_byte_boundary():
+    for t, s, m, rows, cols in [(1, 1, 1, 1, 3), (3, 2, 1, 2, 5), (7, 5, 5, 5, 1), (0, 0, 0, 0, 0)]:
+        layout = StepLayout(t, s, m, rows, cols)
+        for name, _, offset, _ in layout.fields():
+            assert offset % 16 == 0, (name, offset, layout)
+        v = layout.split(torch.zeros(layout.nbytes, dtype=torch.uint8))
+        assert v["block_tables"].shape == (rows, cols) and v["logits_indices"].shape == (m,)
+
+
+def test_a_sequence_with_no_tokens_is_not_read_as_a_decode():
+    # t == n here although no sequence runs exactly one token
+    batch = [StepSeq([], 3, [3], False), StepSeq([8, 9], 3, [1, 2], True)]
+    inp = prepare_inputs(batch, BLOCK, "cpu")
+    assert inp.positions.tolist() == [3, 4] and inp.attn.slot_mapping.tolist() == [7, 8]
+
+
+def test_a_block_table_too_short_for_the_positions_is_refused():
+    with pytest.raises(ValueError, match="holds 1 blocks of 4"):
+        prepare_inputs([StepSeq([1, 2], 3, [0], True)], BLOCK, "cpu")
