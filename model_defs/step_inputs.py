@@ -39,6 +39,7 @@ class StepInputs:
     logits_indices: torch.Tensor  # [N] rows of hidden whose logits are needed
 
 
+SMALL_DECODE = 64  # decode batches up to this many sequences are written in plain Python
 ALIGN = 16  # every field starts on a 16-byte boundary, as a tensor of its own would
 
 
@@ -118,10 +119,13 @@ class StepLayout:
                            lambda x, r, c: x.reshape(r, c))  # fmt: skip
 
     def inputs(self, buf: torch.Tensor) -> StepInputs:
-        v = self.split(buf)
-        attn = AttnMetadata(v["slot_mapping"], v["block_tables"], v["seq_lens"],
-                            v["query_start_loc"])  # fmt: skip
-        return StepInputs(v["input_ids"], v["positions"], attn, v["logits_indices"])
+        return _as_inputs(self.split(buf))
+
+
+def _as_inputs(v: dict[str, torch.Tensor]) -> StepInputs:
+    attn = AttnMetadata(v["slot_mapping"], v["block_tables"], v["seq_lens"],
+                        v["query_start_loc"])  # fmt: skip
+    return StepInputs(v["input_ids"], v["positions"], attn, v["logits_indices"])
 
 
 def step_counts(batch: Sequence[StepSeq]) -> tuple[int, int, int]:
@@ -131,13 +135,15 @@ def step_counts(batch: Sequence[StepSeq]) -> tuple[int, int, int]:
 
 
 def write_step(batch: Sequence[StepSeq], block_size: int, layout: StepLayout,
-               out: np.ndarray) -> None:  # fmt: skip
+               out: np.ndarray) -> dict[str, np.ndarray]:  # fmt: skip
     """Write a step into `out` (uint8, `layout.nbytes`), padding the rows past its own:
     padding tokens get id 0, position 0 and slot -1 (no KV write); padding sequences get
     seq_len 0 and the last real query offset (they own no query rows); padding logits rows
     point at row 0. Block table rows hold each sequence's blocks, then zeros. A step that
-    does not fit the layout is refused (ValueError)."""
+    does not fit the layout is refused (ValueError). Returns the fields' numpy views."""
     n = len(batch)
+    if 0 < n <= SMALL_DECODE and all(len(s.token_ids) == 1 for s in batch):
+        return _write_small_decode(batch, block_size, layout, out)
     lens = np.fromiter((len(s.token_ids) for s in batch), np.int64, n)
     starts = np.fromiter((s.start for s in batch), np.int64, n)
     table_lens = np.fromiter((len(s.block_table) for s in batch), np.int64, n)
@@ -159,7 +165,7 @@ def write_step(batch: Sequence[StepSeq], block_size: int, layout: StepLayout,
     qsl, slots = v["query_start_loc"], v["slot_mapping"]
     slots[t:] = -1
     if n == 0:
-        return
+        return v
     np.cumsum(lens, out=qsl[1 : n + 1])
     qsl[n + 1 :] = t
     v["seq_lens"][:n] = starts + lens
@@ -177,6 +183,43 @@ def write_step(batch: Sequence[StepSeq], block_size: int, layout: StepLayout,
     v["positions"][:t] = pos
     slots[:t] = table[rows, pos // block_size].astype(np.int64) * block_size + pos % block_size
     v["logits_indices"][:m] = qsl[1 : n + 1][wanted] - 1
+    return v
+
+
+def _write_small_decode(batch: Sequence[StepSeq], block_size: int, layout: StepLayout,
+                        out: np.ndarray) -> dict[str, np.ndarray]:  # fmt: skip
+    """`write_step` of a few sequences running one token each, in plain Python: a handful of
+    list assignments cost less than the vectorised path's fixed ~50 numpy calls."""
+    n = len(batch)
+    wanted = [i for i, s in enumerate(batch) if s.needs_logits]
+    widest = max(len(s.block_table) for s in batch)
+    if n > layout.tokens or n > layout.seqs or n > layout.table_rows or len(wanted) > layout.logits:
+        raise ValueError(f"a step of {n} tokens, {n} sequences and {len(wanted)} logits rows "
+                         f"does not fit {layout}")  # fmt: skip
+    if widest > layout.table_cols:
+        raise ValueError(f"a block table of {widest} blocks does not fit {layout}")
+    slots = []
+    for i, s in enumerate(batch):
+        block = s.start // block_size
+        if block >= len(s.block_table):
+            raise ValueError(f"sequence {i} of the step runs positions up to {s.start} but its "
+                             f"block table holds {len(s.block_table)} blocks of {block_size}")  # fmt: skip
+        slots.append(s.block_table[block] * block_size + s.start % block_size)
+    out.fill(0)
+    v = layout.arrays(out)
+    v["input_ids"][:n] = [s.token_ids[0] for s in batch]
+    v["positions"][:n] = [s.start for s in batch]
+    v["slot_mapping"][:n] = slots
+    v["slot_mapping"][n:] = -1
+    v["seq_lens"][:n] = [s.start + 1 for s in batch]
+    qsl = v["query_start_loc"]
+    qsl[: n + 1] = range(n + 1)
+    qsl[n + 1 :] = n
+    v["logits_indices"][: len(wanted)] = wanted
+    table = v["block_tables"]
+    for i, s in enumerate(batch):
+        table[i, : len(s.block_table)] = s.block_table
+    return v
 
 
 def host_buffer(nbytes: int, device: torch.device) -> torch.Tensor:
@@ -191,6 +234,7 @@ def prepare_inputs(batch: Sequence[StepSeq], block_size: int, device) -> StepInp
     t, m, blocks = step_counts(batch)
     layout = StepLayout(t, len(batch), m, len(batch), blocks)
     host = host_buffer(layout.nbytes, device)
-    write_step(batch, block_size, layout, host.numpy())
-    buf = host if device.type == "cpu" else host.to(device, non_blocking=True)
-    return layout.inputs(buf)
+    arrays = write_step(batch, block_size, layout, host.numpy())
+    if device.type == "cpu":  # the numpy views as tensors: cheaper than slicing the tensor
+        return _as_inputs({name: torch.from_numpy(a) for name, a in arrays.items()})
+    return layout.inputs(host.to(device, non_blocking=True))

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from model_defs import step_inputs
 from model_defs.step_inputs import StepLayout, StepSeq, prepare_inputs, write_step
 
 BLOCK = 4
@@ -46,11 +47,20 @@ def by_definition(batch: list[StepSeq]) -> dict[str, list]:
                 query_start_loc=qsl, logits_indices=logits, block_tables=tables)  # fmt: skip
 
 
+@pytest.fixture(params=["python", "numpy"])
+def decode_writer(request, monkeypatch):
+    """Small decode batches have a plain-Python writer; run every case through both."""
+    monkeypatch.setattr(step_inputs, "SMALL_DECODE", 10**6 if request.param == "python" else 0)
+    return request.param
+
+
 @pytest.mark.parametrize("seed", range(6))
 @pytest.mark.parametrize("decode_only", [True, False])
-def test_prepare_inputs_matches_the_definition(seed, decode_only):
+def test_prepare_inputs_matches_the_definition(seed, decode_only, decode_writer):
     rng = random.Random(seed)
-    batch = random_batch(rng, rng.randrange(1, 9), decode_only)
+    batch = random_batch(
+        rng, rng.choice([rng.randrange(1, 9), rng.randrange(60, 140)]), decode_only
+    )
     want = by_definition(batch)
     inp = prepare_inputs(batch, BLOCK, "cpu")
     got = dict(input_ids=inp.input_ids, positions=inp.positions,
@@ -63,9 +73,10 @@ def test_prepare_inputs_matches_the_definition(seed, decode_only):
     assert inp.attn.block_tables.dtype == inp.attn.seq_lens.dtype == torch.int32
 
 
-def test_padded_layout_pads_every_field_harmlessly():
+@pytest.mark.parametrize("decode_only", [True, False])
+def test_padded_layout_pads_every_field_harmlessly(decode_only, decode_writer):
     rng = random.Random(7)
-    batch = random_batch(rng, 3, decode_only=False)
+    batch = random_batch(rng, 3, decode_only)
     want = by_definition(batch)
     t, n, m = len(want["input_ids"]), len(batch), len(want["logits_indices"])
     layout = StepLayout(tokens=t + 5, seqs=n + 2, logits=n + 2, table_rows=n + 1, table_cols=12)
@@ -82,12 +93,16 @@ def test_padded_layout_pads_every_field_harmlessly():
         assert row == table + [0] * (12 - len(table))
 
 
-def test_a_step_that_does_not_fit_its_layout_is_refused():
-    batch = [StepSeq([1, 2, 3], 0, [0], True)]
+@pytest.mark.parametrize("tokens", [[1, 2, 3], [1]])
+def test_a_step_that_does_not_fit_its_layout_is_refused(tokens, decode_writer):
+    batch = [StepSeq(tokens, 0, [0], True), StepSeq(tokens, 0, [1], True)]
+    t = 2 * len(tokens)
     with pytest.raises(ValueError, match="does not fit"):
-        write_step(batch, BLOCK, StepLayout(2, 1, 1, 1, 1), np.zeros(1024, np.uint8))
+        write_step(batch, BLOCK, StepLayout(t - 1, 2, 2, 2, 1), np.zeros(1024, np.uint8))
+    with pytest.raises(ValueError, match="does not fit"):
+        write_step(batch, BLOCK, StepLayout(t, 2, 1, 2, 1), np.zeros(1024, np.uint8))
     with pytest.raises(ValueError, match="block table of 1 blocks does not fit"):
-        write_step(batch, BLOCK, StepLayout(4, 1, 1, 1, 0), np.zeros(1024, np.uint8))
+        write_step(batch, BLOCK, StepLayout(t, 2, 2, 2, 0), np.zeros(1024, np.uint8))
 
 
 def test_every_field_starts_on_a_16_byte_boundary():
@@ -106,6 +121,7 @@ def test_a_sequence_with_no_tokens_is_not_read_as_a_decode():
     assert inp.positions.tolist() == [3, 4] and inp.attn.slot_mapping.tolist() == [7, 8]
 
 
-def test_a_block_table_too_short_for_the_positions_is_refused():
+@pytest.mark.parametrize("tokens", [[1, 2], [1]])
+def test_a_block_table_too_short_for_the_positions_is_refused(tokens, decode_writer):
     with pytest.raises(ValueError, match="holds 1 blocks of 4"):
-        prepare_inputs([StepSeq([1, 2], 3, [0], True)], BLOCK, "cpu")
+        prepare_inputs([StepSeq(tokens, 4, [0], True)], BLOCK, "cpu")
