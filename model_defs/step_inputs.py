@@ -131,7 +131,8 @@ def _as_inputs(v: dict[str, torch.Tensor]) -> StepInputs:
 def step_counts(batch: Sequence[StepSeq]) -> tuple[int, int, int]:
     """(tokens, sequences with logits, the longest block table) of a step."""
     tokens = sum(len(s.token_ids) for s in batch)
-    return tokens, sum(1 for s in batch if s.needs_logits), max(len(s.block_table) for s in batch)
+    widest = max((len(s.block_table) for s in batch), default=0)
+    return tokens, sum(1 for s in batch if s.needs_logits), widest
 
 
 def write_step(batch: Sequence[StepSeq], block_size: int, layout: StepLayout,

@@ -12,7 +12,8 @@ S = min(T, max_batch_size) sequences, each with any number of query tokens: a de
 a prefill (or a chunk of one), or both mixed. This works because the paged attention kernel
 runs one program per (query token, head) and finds its sequence by binary search over
 query_start_loc, so its launch grid depends on T alone. A step's inputs are copied into static
-buffers that the graph reads (one host-to-device copy, `StaticStepInputs`), and the padding is made harmless by construction:
+buffers that the graph reads (one host-to-device copy, `StaticStepInputs`), and the padding
+is made harmless by construction:
 
 - padding tokens: slot_mapping = -1 (their K/V is never written to the cache), ids and
   positions 0;
@@ -150,7 +151,7 @@ class StaticStepInputs:
         Table rows past the step's sequences and columns past its longest table keep earlier
         steps' block ids: valid indices that no query reads (a sequence reads only the blocks
         of its seq_len, a padding sequence none)."""
-        tokens, logits, blocks = step_counts(batch) if batch else (0, 0, 0)
+        _, logits, blocks = step_counts(batch)
         layout = self._layout(bucket, len(batch), blocks)
         host = host_buffer(layout.nbytes, self.device)
         write_step(batch, block_size, layout, host.numpy())
