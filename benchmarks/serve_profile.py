@@ -5,7 +5,7 @@
 
 Starts `kiln serve MODEL` with `KILN_STEP_TRACE` (one line per engine step: when the core ran
 it, its decodes and prefill tokens, when the server read it, the requests it advanced), runs
-N streaming clients (`kiln bench serve`'s client and workload), stops the server and joins
+N streaming clients (`kiln bench serve`'s client processes and workload), stops the server and joins
 the two on the host's monotonic clock. The server sends one chunk per step per request, so
 chunk k of a request comes from the k-th step that advanced it. Each client ITL splits into
 
@@ -33,13 +33,14 @@ if str(ROOT) not in sys.path:  # run as a script
     sys.path.insert(0, str(ROOT))
 
 from kiln.benchmarking.serve import (  # noqa: E402
+    COMPLETIONS,
+    default_client_procs,
     load_prompts,
     request_body,
-    run_concurrency,
     start_server,
     stop_server,
 )
-from kiln.benchmarking.serve_client import Sample  # noqa: E402
+from kiln.benchmarking.serve_client import ClientPool, Sample, split_clients  # noqa: E402
 from kiln.benchmarking.stats import percentile  # noqa: E402
 
 PREFILL_BINS = ((0, 0), (1, 128), (129, 256), (257, 512), (513, 1 << 30))
@@ -152,7 +153,7 @@ def profile(args: argparse.Namespace, serve_argv: list[str]) -> dict:
         env = {**os.environ, "KILN_STEP_TRACE": str(trace)}
         proc, url = start_server(args.model, serve_argv, 4096, env)
         try:
-            samples = asyncio.run(_load(args, url))
+            samples = _load(args, url)
         finally:
             stop_server(proc)
         steps = read_trace(trace)
@@ -163,25 +164,27 @@ def profile(args: argparse.Namespace, serve_argv: list[str]) -> dict:
     return {
         "model": args.model, "concurrency": args.concurrency, "input_len": args.input_len,
         "output_len": args.output_len, "serve_argv": serve_argv,
-        "loadavg": os.getloadavg(), "errors": sum(not s.ok for s in samples),
+        "client_procs": args.client_procs, "loadavg": os.getloadavg(), "errors": sum(not s.ok for s in samples),
         "tok_s": sum(len(s.stamps) for s in good) / (last - first), "wall_s": last - first,
         "engine_busy_s": busy, "steps": len(steps), "step_by_prefill": step_bins(steps),
         **join(samples, steps),
     }  # fmt: skip
 
 
-async def _load(args: argparse.Namespace, url: str) -> list[Sample]:
+def _load(args: argparse.Namespace, url: str) -> list[Sample]:
+    """`kiln bench serve`'s closed loop over its client processes, after a warm-up request
+    from each process."""
     from kiln.benchmarking.serve import _first_model
 
-    model = await _first_model(url, {})
+    model = asyncio.run(_first_model(url, {}))
     vocab = args.vocab_size
-    warm = load_prompts(None, 8, args.input_len, vocab, 7919)
-    await run_concurrency(url, [request_body(model, p, 4) for p in warm], 8, {})
-    n = args.num_prompts or 4 * args.concurrency
-    prompts = load_prompts(None, n, args.input_len, vocab, 0)
-    bodies = [request_body(model, p, args.output_len) for p in prompts]
-    samples, _ = await run_concurrency(url, bodies, args.concurrency, {})
-    return samples
+    with ClientPool(args.client_procs, url + COMPLETIONS, {}) as pool:
+        n = max(8, len(pool))
+        warm = load_prompts(None, n, args.input_len, vocab, 7919)
+        pool.run(split_clients([request_body(model, p, 4) for p in warm], n, len(pool)))
+        prompts = load_prompts(None, args.num_prompts, args.input_len, vocab, 0)
+        bodies = [request_body(model, p, args.output_len) for p in prompts]
+        return pool.run(split_clients(bodies, args.concurrency, len(pool)))
 
 
 def main() -> int:
@@ -194,8 +197,17 @@ def main() -> int:
     p.add_argument("--input-len", type=int, default=128)
     p.add_argument("--output-len", type=int, default=64)
     p.add_argument("--num-prompts", type=int, help="default 4 x concurrency")
+    p.add_argument(
+        "--client-procs",
+        type=int,
+        help="client processes (default: kiln bench serve's, one per 16 clients)",
+    )
     p.add_argument("--json", type=Path, help="write the profile here")
     args = p.parse_args(argv)
+    args.num_prompts = args.num_prompts or 4 * args.concurrency
+    args.client_procs = args.client_procs or default_client_procs(
+        min(args.concurrency, args.num_prompts)
+    )
     from model_defs.registry import read_config, resolve_model_path
 
     args.vocab_size = read_config(resolve_model_path(args.model))[1].vocab_size
