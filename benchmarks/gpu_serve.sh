@@ -20,6 +20,7 @@
 # --only-binary=:all: -d shared/wheels, for the image's Python). Writes
 # $OUT/serve-<run>.{json,log} and $OUT/summary.json (the card, one row per run and load with the
 # goal ratios, and every run's full record); about 6-7 minutes.
+# MODELS (default "demo llama3.2-1b llama3-8b") picks the models.
 # Usage (device): bash benchmarks/gpu_serve.sh
 set -u
 export KILN_CACHE_DIR=/tmp/kcache PYTHONUNBUFFERED=1 OUT=${OUT:-/tmp/out} PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
@@ -40,8 +41,10 @@ bound() {  # RUN TOKENS MODEL FLAGS...: served only, 32 clients, another prefill
   BENCH_TIMEOUT=60 bench $name-prefill$tokens "$@" --concurrency 32 --no-offline \
     --max-prefill-while-decoding $tokens
 }
-bench demo demo --concurrency 32,128 --compile on_miss
-for shape in llama3.2-1b llama3-8b; do
+models=${MODELS:-demo llama3.2-1b llama3-8b}
+case " $models " in *" demo "*) bench demo demo --concurrency 32,128 --compile on_miss ;; esac
+for shape in $models; do
+  [ $shape = demo ] && continue
   ck=/tmp/ckpt-$shape
   [ -f $ck/config.json ] || python3 -c "from pathlib import Path; from benchmarks.gpu_shapes import \
 make_checkpoint as m; m('$shape', Path('$ck'))" > $OUT/ckpt-$shape.log 2>&1 || { echo "ckpt $shape failed"; continue; }

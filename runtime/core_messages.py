@@ -1,6 +1,6 @@
 """The wire format between the API server and the engine-core process (msgspec msgpack).
 
-Server -> core: `AddRequests`, `AbortRequests`, `Shutdown` (one tagged union).
+Server -> core: `AddRequests`, `AbortRequests`, `Delivered`, `Shutdown` (one tagged union).
 Core -> server: one `CoreOutputs` per engine step for every request that moved, with the
 step's timing and make-up, plus the admission answers (`accepted` / `rejected`) of the adds
 applied before that step, and engine stats now and then. Structs are `array_like` (field names stay off the wire) because a step's
@@ -29,11 +29,18 @@ class AbortRequests(msgspec.Struct, tag="abort", array_like=True):
     request_ids: list[str]
 
 
+class Delivered(msgspec.Struct, tag="delivered", array_like=True):
+    """The server has handed this many more step messages' tokens to their streams (the
+    core runs at most `MAX_STEPS_AHEAD` steps ahead of it, runtime/engine_core.py)."""
+
+    steps: int = 1
+
+
 class Shutdown(msgspec.Struct, tag="shutdown", array_like=True):
     pass
 
 
-CoreInput = AddRequests | AbortRequests | Shutdown
+CoreInput = AddRequests | AbortRequests | Delivered | Shutdown
 
 
 class TokenDelta(msgspec.Struct, array_like=True, omit_defaults=True):
@@ -81,7 +88,7 @@ class CoreCodec:
     def encode(self, message: msgspec.Struct) -> bytes:
         return self._encoder.encode(message)
 
-    def decode_input(self, data: bytes) -> AddRequests | AbortRequests | Shutdown:
+    def decode_input(self, data: bytes) -> AddRequests | AbortRequests | Delivered | Shutdown:
         return self._inputs.decode(data)
 
     def decode_outputs(self, data: bytes) -> CoreOutputs:

@@ -1,10 +1,20 @@
 """The engine core: `Engine.step()` in a loop of its own process, fed and read over ZMQ.
 
 The API server process owns HTTP, tokenizing, detokenizing, stop strings and SSE; this
-process owns the engine and nothing else, so a step never waits for the event loop and
-never competes with it for one interpreter. Per loop turn it applies every queued command
-(adds, aborts), answers the adds, runs one step and sends ONE `CoreOutputs` for all requests
-that moved. Sends never block (no high-water mark): a slow server only grows a queue. The
+process owns the engine and nothing else, so a step never competes with the event loop for
+one interpreter. Per loop turn it applies every queued command (adds, aborts, deliveries),
+answers the adds, runs one step and sends ONE `CoreOutputs` for all requests that moved.
+
+The core runs at most `MAX_STEPS_AHEAD` steps ahead of the server: the server answers each
+step message with `Delivered` once that step's tokens are handed to their streams, and a
+core with that many unanswered steps waits for the answer before it steps again. A server
+that frames and writes a step's chunks slower than the engine steps (a small model on a
+fast GPU: one Python process writes some 20,000 SSE chunks a second) would otherwise fall
+ever further behind, deliver steps in bursts, and show clients an inter-token latency of
+zero within a burst and the whole backlog between bursts; paced, every step's chunks leave
+before the next step's arrive, and the engine runs at the pace the server can deliver.
+Two steps let the next step run while the server writes the last one, so an engine whose
+steps outlast their delivery never waits. The
 step CUDA graphs `kiln serve`'s load leaves pending are captured at the end of the first turn
 (after its step's outputs are sent, or after an idle wait), so ready and a first prefill do
 not wait for them.
@@ -31,6 +41,7 @@ from runtime.core_messages import (
     AddRequests,
     CoreCodec,
     CoreOutputs,
+    Delivered,
     Rejected,
     Shutdown,
     StepInfo,
@@ -40,6 +51,7 @@ from runtime.core_messages import (
 log = logging.getLogger("kiln.engine_core")
 STATS_INTERVAL_S = 0.1  # engine stats ride on an output message at most this often
 IDLE_POLL_MS = 500  # idle: wake this often to notice a parent that died without a word
+MAX_STEPS_AHEAD = 2  # step messages the server has not answered with `Delivered`, at most
 READY, FAILED, OUTPUTS = b"ready", b"failed", b"out"  # first frame of a core -> server message
 
 
@@ -86,10 +98,21 @@ class EngineCore:
         self._last_stats = 0.0
         self._step_seconds = 0.0  # summed over steps since the last stats send
         self._steps = 0
+        self.undelivered = 0  # step messages sent and not yet answered with `Delivered`
 
-    def apply(self, message: AddRequests | AbortRequests | Shutdown) -> CoreOutputs | None:
+    @property
+    def may_step(self) -> bool:
+        """Something runs and the server is fewer than MAX_STEPS_AHEAD steps behind."""
+        return bool(self.running) and self.undelivered < MAX_STEPS_AHEAD
+
+    def apply(
+        self, message: AddRequests | AbortRequests | Delivered | Shutdown
+    ) -> CoreOutputs | None:
         """Apply one command; adds are answered at once (accepted / rejected), and aborts that
         leave nothing running report the freed engine."""
+        if isinstance(message, Delivered):
+            self.undelivered = max(0, self.undelivered - message.steps)
+            return None
         if isinstance(message, AddRequests):
             return self._add(message)
         if isinstance(message, AbortRequests):
@@ -135,6 +158,7 @@ class EngineCore:
             )
         sched = self.engine.last_schedule
         step = StepInfo(t0, t1, sched.num_decodes, sched.num_prefill_tokens)
+        self.undelivered += 1  # the server answers every message that carries a step
         # The step that empties the batch reports at once: /metrics must show an idle engine.
         return CoreOutputs(outputs=deltas, step=step, stats=self.stats_due(force=not self.running))
 
@@ -241,7 +265,9 @@ def _loop(core: EngineCore, pull, push) -> None:
     codec = CoreCodec()
     parent = os.getppid()
     while not core.shutdown:
-        timeout = 0 if core.running else IDLE_POLL_MS
+        # Blocks until a command arrives when there is nothing to step, or the server is
+        # MAX_STEPS_AHEAD steps behind (its `Delivered` wakes the core).
+        timeout = 0 if core.may_step else IDLE_POLL_MS
         while pull.poll(timeout):
             answer = core.apply(codec.decode_input(pull.recv()))
             if answer is not None:
@@ -252,9 +278,9 @@ def _loop(core: EngineCore, pull, push) -> None:
         if os.getppid() != parent:
             log.error("the API server process is gone; the engine core exits")
             return
-        if core.running:
+        if core.may_step:
             push.send_multipart([OUTPUTS, codec.encode(core.step())], copy=False)
-        else:
+        elif not core.running:
             stats = core.stats_due()
             if stats is not None:
                 push.send_multipart([OUTPUTS, codec.encode(CoreOutputs(stats=stats))])

@@ -29,6 +29,7 @@ from runtime.core_messages import (
     AddRequests,
     CoreCodec,
     CoreOutputs,
+    Delivered,
     NewRequest,
     Shutdown,
 )
@@ -171,17 +172,26 @@ class EngineCoreClient(RequestTracker):
         self._send(AbortRequests(ids))
 
     def _send(self, message) -> None:
+        self._send_raw(self._codec.encode(message))
+
+    def _send_raw(self, data: bytes) -> None:
         if self.dead_reason is None:
-            self.core.push.send(self._codec.encode(message), copy=False)
+            self.core.push.send(data, copy=False)
 
     # --- outputs -------------------------------------------------------------------------
     async def _read(self) -> None:
+        loop = asyncio.get_running_loop()
+        delivered = self._codec.encode(Delivered(1))
         while True:
             kind, payload = await self._pull.recv_multipart()
             at = time.monotonic()
             msg = self._codec.decode_outputs(payload)
             self._on_outputs(msg, at)
             if msg.step is not None:
+                # Answered once the handlers this step woke have run (they were scheduled
+                # first, and a handler writes its chunk before it next waits): the core
+                # steps at most MAX_STEPS_AHEAD steps ahead of what was written.
+                loop.call_soon(self._send_raw, delivered)
                 self.metrics.step.observe(msg.step.ended - msg.step.started)
                 if self._trace is not None:
                     ids = [d.request_id for d in msg.outputs]

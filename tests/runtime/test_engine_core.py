@@ -14,12 +14,13 @@ from runtime.core_messages import (
     AddRequests,
     CoreCodec,
     CoreOutputs,
+    Delivered,
     NewRequest,
     Rejected,
     Shutdown,
     TokenDelta,
 )
-from runtime.engine_core import IDLE_POLL_MS, OUTPUTS, EngineCore, _loop
+from runtime.engine_core import IDLE_POLL_MS, MAX_STEPS_AHEAD, OUTPUTS, EngineCore, _loop
 from runtime.outputs import TokenLogprob
 from runtime.sampling_params import SamplingParams
 
@@ -125,13 +126,23 @@ def test_each_step_message_says_when_it_ran_and_what_it_held(core):
 class FakeSockets:
     """The core's two sockets in one object: `inbox` feeds `poll`/`recv` (`polls` keeps each
     poll's timeout); every send is logged in `events` (decoded), beside the "capture" a
-    test's stand-in records. A finished request is followed by a Shutdown."""
+    test's stand-in records. A finished request is followed by a Shutdown.
 
-    def __init__(self, inbox: list) -> None:
+    The server's side of pacing: by default each step message is answered with `Delivered`
+    at once (a server that keeps up); with `slow_server`, only when the core waits in a
+    blocking poll with nothing queued, which logs "wait"."""
+
+    def __init__(self, inbox: list, slow_server: bool = False) -> None:
         self.codec, self.inbox, self.events, self.polls = CoreCodec(), list(inbox), [], []
+        self.slow_server = slow_server
+        self.unanswered = 0
 
     def poll(self, timeout_ms: int) -> bool:
         self.polls.append(timeout_ms)
+        if self.slow_server and timeout_ms > 0 and not self.inbox and self.unanswered:
+            self.events.append("wait")
+            self.inbox.append(Delivered(self.unanswered))
+            self.unanswered = 0
         return bool(self.inbox)
 
     def recv(self) -> bytes:
@@ -141,13 +152,18 @@ class FakeSockets:
         assert frames[0] == OUTPUTS
         msg = self.codec.decode_outputs(bytes(frames[1]))
         self.events.append(msg)
+        if msg.step is not None:
+            if self.slow_server:
+                self.unanswered += 1
+            else:
+                self.inbox.append(Delivered(1))
         if any(d.finish_reason for d in msg.outputs):
             self.inbox.append(Shutdown())
 
     def moves(self) -> list[str]:
         """The events that matter here: "capture", "step" (a step's outputs), "answer"."""
-        kinds = [e if e == "capture" else "step" if e.step else "answer" if e.accepted else ""
-                 for e in self.events]  # fmt: skip
+        kinds = [e if isinstance(e, str) else "step" if e.step else "answer" if e.accepted
+                 else "" for e in self.events]  # fmt: skip
         return [k for k in kinds if k]
 
 
@@ -205,6 +221,34 @@ def test_a_failed_graph_capture_ends_the_core_with_a_logged_error(core, pending_
     assert exit_info.value.code == 1
     assert "capturing the step CUDA graphs failed" in caplog.text
     assert "out of memory" in caplog.text
+
+
+def test_the_core_steps_at_most_max_steps_ahead_of_what_the_server_delivered(core):
+    """A server that writes slower than the engine steps: after MAX_STEPS_AHEAD unanswered
+    steps the core waits (a blocking poll) for `Delivered` before each further step."""
+    assert MAX_STEPS_AHEAD == 2
+    params = SamplingParams(max_tokens=5, ignore_eos=True)
+    sockets = FakeSockets([AddRequests([NewRequest("p-0", [5, 6, 7], params)])], slow_server=True)
+    _loop(EngineCore(core.engine), sockets, sockets)
+    moves = sockets.moves()
+    # each wait answers every step sent so far: two more steps, then the core waits again
+    assert moves == ["answer", "step", "step", "wait", "step", "step", "wait", "step"]
+    steps = [e for e in sockets.events if not isinstance(e, str) and e.step]
+    assert [len(e.outputs[0].new_token_ids) for e in steps] == [1] * 5  # every token delivered
+    assert steps[-1].outputs[0].finish_reason == "length"
+
+
+def test_delivered_answers_never_leave_the_core_owing_steps(core):
+    """More `Delivered` than steps sent (a server answering a step the core already counted
+    off) cannot let the core run further ahead later."""
+    engine_core = EngineCore(core.engine)
+    assert engine_core.apply(Delivered(3)) is None
+    assert engine_core.undelivered == 0
+
+
+def test_delivered_round_trips_on_the_input_channel():
+    codec = CoreCodec()
+    assert codec.decode_input(codec.encode(Delivered(2))) == Delivered(2)
 
 
 WORKER = Path(__file__).with_name("core_start_worker.py")
