@@ -178,7 +178,9 @@ def _row(clients: int, step_ms: float, samples, cpu_s: float) -> dict:
     p50, p99 = percentile(itls, 50), percentile(itls, 99)
     return {
         "clients": clients, "errors": len(samples) - len(good),
-        "tok_s": chunks / (last - first), "engine_pace_tok_s": clients * 1000 / step_ms,
+        "tok_s": chunks / (last - first),
+        "engine_pace_tok_s": clients * 1000 / step_ms if step_ms > 0 else None,
+        "chunks_per_request": [min(len(s.stamps) for s in good), max(len(s.stamps) for s in good)],
         "ttft_p50_ms": percentile(ttfts, 50) * 1e3,
         "itl_p50_ms": p50 * 1e3, "itl_p99_ms": p99 * 1e3, "itl_p99_over_p50": p99 / p50 if p50 else None,
         "server_cpu_s": cpu_s, "server_cpu_us_per_chunk": cpu_s / chunks * 1e6,
