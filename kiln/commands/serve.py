@@ -112,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
     core = connect_core(spawned)
     t_core_ready = time.time()
     startup.resume_gc()
+    startup.serve_gc()
 
     app = create_app(core, config)
     names = ", ".join(config.served_model_names or (core.info.model_name,))
@@ -154,4 +155,5 @@ def build_core_engine(args: argparse.Namespace):
     engine = build_engine(config, defer_graph_capture=env.graphs_after_ready(), serving=True)
     engine.loaded.marks.update(t_process_start=startup.PROCESS_START, t_load_start=t_load_start)
     startup.resume_gc()
+    startup.serve_gc()
     return engine

@@ -9,6 +9,7 @@ import pytest
 
 import kiln.errors
 import kiln.llm
+from kiln import startup
 from kiln.cli import main
 
 
@@ -102,3 +103,17 @@ print(sum(isinstance(o, torch.Tensor) for o in gc.garbage), len(gc.garbage))
     assert tensors == 0, (
         f"{tensors} of {garbage} objects in start-up's reference cycles are tensors"
     )
+
+
+def test_serving_processes_collect_less_often_unless_the_pause_is_off(monkeypatch):
+    before = gc.get_threshold()
+    try:
+        startup.serve_gc()
+        assert gc.get_threshold() == startup.SERVE_GC_THRESHOLD
+        assert startup.SERVE_GC_THRESHOLD[0] > before[0]
+        gc.set_threshold(*before)
+        monkeypatch.setenv("KILN_STARTUP_GC_PAUSE", "0")
+        startup.serve_gc()
+        assert gc.get_threshold() == before
+    finally:
+        gc.set_threshold(*before)
