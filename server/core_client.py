@@ -41,6 +41,9 @@ from server.tracker import RequestTracker
 
 log = logging.getLogger("kiln.server")
 STOP_TIMEOUT_S = 10.0  # after Shutdown, the core gets this long to exit before a kill
+# A PUSH socket with no peer blocks a send: a command to a core that is gone (or not yet
+# attached) waits at most this long, so the event loop can never hang on one.
+SEND_TIMEOUT_MS = 2000
 
 
 @dataclass
@@ -68,6 +71,7 @@ def connect_core(spawned: SpawnedCore) -> CoreProcess:
     for sock in (push, pull):
         sock.setsockopt(zmq.LINGER, 0)
         sock.set_hwm(0)  # never drop, never block: the core must not wait on the server
+    push.setsockopt(zmq.SNDTIMEO, SEND_TIMEOUT_MS)
     proc = spawned.process
     try:
         push.bind(spawned.in_addr)
@@ -120,6 +124,7 @@ class EngineCoreClient(RequestTracker):
         self._pending: dict[str, asyncio.Future] = {}  # request id -> its add's answer
         self._reader: asyncio.Task | None = None
         self._pull: zmq.asyncio.Socket | None = None
+        self._shut_down = False
 
     # --- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
@@ -136,12 +141,14 @@ class EngineCoreClient(RequestTracker):
         asyncio.get_running_loop().remove_reader(proc.sentinel)
         if proc.is_alive():
             self._send(Shutdown())
+            self._shut_down = True  # nothing reaches the core after Shutdown
             await asyncio.to_thread(proc.join, STOP_TIMEOUT_S)
             if proc.is_alive():
                 log.warning("the engine core did not stop within %.0f s; killing it",
                             STOP_TIMEOUT_S)  # fmt: skip
                 proc.kill()
                 await asyncio.to_thread(proc.join, 5)
+        self._shut_down = True
         if self._reader is not None:
             self._reader.cancel()
         if self._trace is not None:
@@ -172,11 +179,23 @@ class EngineCoreClient(RequestTracker):
         self._send(AbortRequests(ids))
 
     def _send(self, message) -> None:
-        self._send_raw(self._codec.encode(message))
+        """A command; blocks at most SEND_TIMEOUT_MS (the socket's send timeout), which only
+        a core that is not connected (gone, or not yet attached) can cost."""
+        if self.dead_reason is None and not self._shut_down:
+            try:
+                self.core.push.send(self._codec.encode(message), copy=False)
+            except zmq.Again:
+                log.warning("the engine core did not take a %s; dropped", type(message).__name__)
 
-    def _send_raw(self, data: bytes) -> None:
-        if self.dead_reason is None:
-            self.core.push.send(data, copy=False)
+    def _send_delivered(self, data: bytes) -> None:
+        """The answer to a step message, never blocking: the core that sent the step is
+        connected unless it has exited since (after `Shutdown`, or a crash), and then the
+        answer has no one to reach."""
+        if self.dead_reason is None and not self._shut_down:
+            try:
+                self.core.push.send(data, flags=zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                pass
 
     # --- outputs -------------------------------------------------------------------------
     async def _read(self) -> None:
@@ -191,7 +210,7 @@ class EngineCoreClient(RequestTracker):
                 # Answered once the handlers this step woke have run (they were scheduled
                 # first, and a handler writes its chunk before it next waits): the core
                 # steps at most MAX_STEPS_AHEAD steps ahead of what was written.
-                loop.call_soon(self._send_raw, delivered)
+                loop.call_soon(self._send_delivered, delivered)
                 self.metrics.step.observe(msg.step.ended - msg.step.started)
                 if self._trace is not None:
                     ids = [d.request_id for d in msg.outputs]

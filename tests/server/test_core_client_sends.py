@@ -1,0 +1,61 @@
+"""The server's sends to the engine core never hang the event loop on a core that is gone."""
+
+from __future__ import annotations
+
+import multiprocessing
+import tempfile
+import time
+
+import zmq
+
+from runtime.core_messages import AbortRequests, CoreCodec, Delivered
+from runtime.engine_core import EngineInfo
+from server.core_client import SEND_TIMEOUT_MS, CoreProcess, EngineCoreClient
+from server.metrics import ServerMetrics
+from tests.server.fake_engine import FakeTokenizer
+
+
+def _client_without_a_core() -> tuple[EngineCoreClient, zmq.Socket]:
+    """A client whose PUSH socket is bound with no peer, as after the core exited."""
+    ctx = zmq.Context.instance()
+    folder = tempfile.mkdtemp(prefix="kiln-test-")
+    push, pull = ctx.socket(zmq.PUSH), ctx.socket(zmq.PULL)
+    for sock in (push, pull):
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.set_hwm(0)
+    push.setsockopt(zmq.SNDTIMEO, SEND_TIMEOUT_MS)
+    push.bind(f"ipc://{folder}/in")
+    pull.bind(f"ipc://{folder}/out")
+    info = EngineInfo("fake", 64, 256, FakeTokenizer(), "fake", {})
+    proc = multiprocessing.get_context("spawn").Process(target=time.sleep, args=(0,))
+    core = CoreProcess(proc, push, pull, folder, info)
+    return EngineCoreClient(core, ServerMetrics(), max_queue=8), pull
+
+
+def test_a_step_answer_to_a_core_that_is_gone_is_dropped_at_once():
+    client, _ = _client_without_a_core()
+    t0 = time.monotonic()
+    client._send_delivered(CoreCodec().encode(Delivered(1)))
+    assert time.monotonic() - t0 < 0.5
+
+
+def test_a_command_to_a_core_that_is_gone_waits_at_most_the_send_timeout():
+    client, _ = _client_without_a_core()
+    t0 = time.monotonic()
+    client._send(AbortRequests(["x"]))
+    assert time.monotonic() - t0 < SEND_TIMEOUT_MS / 1000 + 1.0
+
+
+def test_commands_reach_a_connected_core():
+    client, _ = _client_without_a_core()
+    peer = zmq.Context.instance().socket(zmq.PULL)
+    peer.setsockopt(zmq.LINGER, 0)
+    peer.connect(client.core.push.getsockopt_string(zmq.LAST_ENDPOINT))
+    client._send(AbortRequests(["x"]))
+    client._send_delivered(CoreCodec().encode(Delivered(1)))
+    codec = CoreCodec()
+    assert peer.poll(2000)
+    assert codec.decode_input(peer.recv()) == AbortRequests(["x"])
+    assert peer.poll(2000)
+    assert codec.decode_input(peer.recv()) == Delivered(1)
+    peer.close()
