@@ -211,6 +211,10 @@ class EngineCoreClient(RequestTracker):
                 # first, and a handler writes its chunk before it next waits): the core
                 # steps at most MAX_STEPS_AHEAD steps ahead of what was written.
                 loop.call_soon(self._send_delivered, delivered)
+                # Let this step's handlers write before the next message is read: read at
+                # once, a queued next step would reach each handler with this one, and it
+                # would write both in one chunk burst.
+                await asyncio.sleep(0)
                 self.metrics.step.observe(msg.step.ended - msg.step.started)
                 if self._trace is not None:
                     ids = [d.request_id for d in msg.outputs]
