@@ -11,11 +11,15 @@ Each step decodes only a short window of recent tokens: `prefix` marks where the
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import Protocol
 
 _REPLACEMENT = "\ufffd"
 _PROMPT_CONTEXT = 5  # prompt tokens decoded with the first output tokens, for correct spacing
+# tokenizer -> {token id: its text decoded alone}: a streamed token's text is decoded twice,
+# with the token before it and alone (the next window's prefix); the second is a lookup
+_ALONE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 class Decoder(Protocol):
@@ -43,6 +47,10 @@ class IncrementalDetokenizer:
         if any(not s for s in stop):
             raise ValueError(f"stop={stop!r} holds an empty string; remove it")
         self._tokenizer = tokenizer
+        try:
+            self._alone = _ALONE.setdefault(tokenizer, {})
+        except TypeError:  # a tokenizer that takes no weak reference: no cache
+            self._alone = {}
         self._stop = tuple(stop)
         self._max_hold = max((len(s) for s in stop), default=1) - 1
         self._include_stop = include_stop_str_in_output
@@ -87,7 +95,17 @@ class IncrementalDetokenizer:
         return self._text[start:]
 
     def _decode(self, ids: list[int]) -> str:
+        if len(ids) == 1:
+            return self._decode_alone(ids[0])
         return self._tokenizer.decode(ids, skip_special_tokens=True) if ids else ""
+
+    def _decode_alone(self, token_id: int) -> str:
+        text = self._alone.get(token_id)
+        if text is None:
+            text = self._alone[token_id] = self._tokenizer.decode(
+                [token_id], skip_special_tokens=True
+            )
+        return text
 
     def _next_text(self, token_id: int) -> str:
         """Text that `token_id` completes; '' while it ends mid-character."""
@@ -96,7 +114,7 @@ class IncrementalDetokenizer:
         if full.endswith(_REPLACEMENT):
             return ""  # mid-character: wait for the bytes that complete it
         if len(full) <= len(self._prefix_text):
-            if not self._decode([token_id]):
+            if not self._decode_alone(token_id):
                 # An id with no text of its own (one the tokenizer lacks, a skipped special
                 # token) is dropped, so the window stays short: a model whose vocabulary
                 # outgrows its tokenizer emits such ids on most steps.

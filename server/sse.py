@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-import json
-
+import msgspec
 from aiohttp import web
+
+# Compact UTF-8 JSON, several times faster than `json.dumps` for a chunk's small dict: the
+# server frames one per stream per engine step. A float that is not finite (a -inf logprob)
+# becomes null, where `json.dumps` writes `-Infinity`, which is not JSON.
+_encode = msgspec.json.Encoder().encode
 
 # Bytes framed but not yet written (see `send_event(flush=False)`); older aiohttp has no
 # typed response keys and takes a string.
@@ -27,7 +31,7 @@ async def send_event(resp: web.StreamResponse, payload: dict, *, flush: bool = T
     """Frame one event; with `flush=False` it waits in the response's buffer for the next
     flushing send (a handler that finds more outputs queued writes them all at once, so a
     server behind the engine catches up in fewer, larger writes)."""
-    data = b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+    data = b"data: " + _encode(payload) + b"\n\n"
     held = resp.get(_HELD)
     if not flush:
         resp[_HELD] = data if held is None else held + data

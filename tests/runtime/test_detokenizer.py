@@ -163,3 +163,19 @@ def test_streaming_matches_reference_for_any_text_and_stops(text, stops, include
     seen += detok.flush()
     assert seen == detok.text == expected
     assert detok.stopped == any(s in text for s in stops)
+
+
+class _SlottedDecoder:
+    """A decoder that takes no weak reference (so no cache of lone tokens' texts)."""
+
+    __slots__ = ()
+
+    def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
+        return TOK.decode(ids, skip_special_tokens=skip_special_tokens)
+
+
+def test_a_tokenizer_without_weak_references_streams_the_same_text():
+    ids = TOK.encode(TEXTS[1]).ids
+    cached = "".join(_stream(IncrementalDetokenizer(TOK, [], ()), ids))
+    plain = "".join(_stream(IncrementalDetokenizer(_SlottedDecoder(), [], ()), ids))
+    assert plain == cached == TOK.decode(ids, skip_special_tokens=True)
