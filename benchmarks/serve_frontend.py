@@ -6,7 +6,8 @@ around a synthetic engine whose steps take a fixed time, under `kiln bench serve
 The synthetic engine (`SyntheticEngine`, built in the core process as `kiln serve` builds a
 real one) gives every running request one token per step and sleeps `--step-ms` a step, so
 the engine side costs what a GPU step of that length costs the host: nothing but the wait.
-Everything else is the product's: the core loop and its messages, the server's reader,
+Everything else is the product's: the core loop and its messages (the core is spawned here,
+where `kiln serve` forks it; the collector is set as `kiln serve` sets it), the server's reader,
 detokenizer (the demo model's tokenizer), request tracking, metrics, SSE framing and aiohttp,
 and the bench's client processes. Per load it reports what `kiln bench serve` does (tok/s,
 TTFT, ITL p50/p99) beside the engine's own pace (one token per client per step: the ITL a
@@ -103,21 +104,28 @@ class SyntheticEngine:
 
 def build_synthetic(step_s: float) -> SyntheticEngine:
     """The engine core's build function (module level: the core may be spawned)."""
+    from kiln import startup
     from model_defs.registry import resolve_model_path
     from runtime.tokenizer import load_tokenizer
 
-    return SyntheticEngine(step_s, load_tokenizer(resolve_model_path("demo")))
+    engine = SyntheticEngine(step_s, load_tokenizer(resolve_model_path("demo")))
+    startup.serve_gc()  # as `kiln serve`'s core sets its collector
+    return engine
 
 
 def _serve_main(step_s: float, port_file: str) -> None:
     """The API server process: a core with the synthetic engine, the product's app."""
+    from kiln import startup
     from server.app import create_app
     from server.config import ServerConfig
     from server.core_client import launch_core
     from server.runner import serve
 
+    startup.pause_gc()  # the collector as `kiln serve` sets it: paused, frozen, then raised
     core = launch_core(build_synthetic, step_s)
     app = create_app(core, ServerConfig(max_queue=100_000))
+    startup.resume_gc()
+    startup.serve_gc()
 
     def ready(url: str) -> None:
         Path(port_file).write_text(url)
@@ -170,7 +178,9 @@ def run(step_ms: float, loads: list[int], input_len: int, output_len: int,
 
 
 def _row(clients: int, step_ms: float, samples, cpu_s: float) -> dict:
-    good = [s for s in samples if s.ok]
+    good = [s for s in samples if s.ok and s.stamps]
+    if not good:
+        return {"clients": clients, "errors": len(samples)}
     chunks = sum(len(s.stamps) for s in good)
     first, last = min(s.sent for s in good), max(s.stamps[-1] for s in good)
     itls = [b - a for s in good for a, b in zip(s.stamps, s.stamps[1:])]

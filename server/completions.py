@@ -91,7 +91,8 @@ async def create_completion(request: web.Request) -> web.StreamResponse:
     try:
         if req.stream:
             return await _stream(request, state, req, group)
-        return web.json_response(_response(state, req, group.ids[0], await collect(group)))
+        body = _response(state, req, group.ids[0], await collect(group))
+        return web.json_response(body, dumps=sse.dumps)
     finally:
         state.loop.abort(group)  # a no-op once finished; frees KV blocks on disconnect
 

@@ -35,6 +35,7 @@ from runtime.core_messages import (
 )
 from runtime.engine_core import FAILED, READY, EngineInfo, SpawnedCore, spawn_core
 from server.core_streams import CoreStreams
+from server.errors import APIError
 from server.metrics import ServerMetrics
 from server.step_trace import StepTrace
 from server.tracker import RequestTracker
@@ -70,8 +71,8 @@ def connect_core(spawned: SpawnedCore) -> CoreProcess:
     push, pull = ctx.socket(zmq.PUSH), ctx.socket(zmq.PULL)
     for sock in (push, pull):
         sock.setsockopt(zmq.LINGER, 0)
-        sock.set_hwm(0)  # never drop, never block: the core must not wait on the server
-    push.setsockopt(zmq.SNDTIMEO, SEND_TIMEOUT_MS)
+        sock.set_hwm(0)  # no queue limit: messages are never dropped for a full queue
+    push.setsockopt(zmq.SNDTIMEO, SEND_TIMEOUT_MS)  # only a core that is not attached waits
     proc = spawned.process
     try:
         push.bind(spawned.in_addr)
@@ -125,6 +126,7 @@ class EngineCoreClient(RequestTracker):
         self._reader: asyncio.Task | None = None
         self._pull: zmq.asyncio.Socket | None = None
         self._shut_down = False
+        self._core_gone = False  # a send found the core process exited
 
     # --- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
@@ -167,7 +169,12 @@ class EngineCoreClient(RequestTracker):
         loop = asyncio.get_running_loop()
         answers = [loop.create_future() for _ in ids]
         self._pending.update(zip(ids, answers, strict=True))
-        self._send(AddRequests(new))
+        if not self._send(AddRequests(new)):
+            for rid in ids:
+                self._pending.pop(rid, None)
+            self.streams.close(ids)
+            raise APIError(503, "the engine core is not reachable; retry later",
+                           code="engine_unavailable")  # fmt: skip
         try:
             await asyncio.gather(*answers)
         finally:
@@ -178,14 +185,19 @@ class EngineCoreClient(RequestTracker):
         self.streams.close(ids)
         self._send(AbortRequests(ids))
 
-    def _send(self, message) -> None:
-        """A command; blocks at most SEND_TIMEOUT_MS (the socket's send timeout), which only
-        a core that is not connected (gone, or not yet attached) can cost."""
-        if self.dead_reason is None and not self._shut_down:
-            try:
-                self.core.push.send(self._codec.encode(message), copy=False)
-            except zmq.Again:
-                log.warning("the engine core did not take a %s; dropped", type(message).__name__)
+    def _send(self, message) -> bool:
+        """A command; False if it could not be sent. Blocks at most SEND_TIMEOUT_MS (the
+        socket's send timeout), which only a core that is not attached can cost; once the
+        core process has exited nothing more is tried (its exit callback ends the requests)."""
+        if self.dead_reason is not None or self._shut_down or self._core_gone:
+            return False
+        try:
+            self.core.push.send(self._codec.encode(message), copy=False)
+            return True
+        except zmq.Again:
+            self._core_gone = not self.core.process.is_alive()
+            log.warning("the engine core did not take a %s; dropped", type(message).__name__)
+            return False
 
     def _send_delivered(self, data: bytes) -> None:
         """The answer to a step message, never blocking: the core that sent the step is
@@ -205,20 +217,25 @@ class EngineCoreClient(RequestTracker):
             kind, payload = await self._pull.recv_multipart()
             at = time.monotonic()
             msg = self._codec.decode_outputs(payload)
-            self._on_outputs(msg, at)
-            if msg.step is not None:
-                # Answered once the handlers this step woke have run (they were scheduled
-                # first, and a handler writes its chunk before it next waits): the core
-                # steps at most MAX_STEPS_AHEAD steps ahead of what was written.
-                loop.call_soon(self._send_delivered, delivered)
-                # Let this step's handlers write before the next message is read: read at
-                # once, a queued next step would reach each handler with this one, and it
-                # would write both in one chunk burst.
-                await asyncio.sleep(0)
-                self.metrics.step.observe(msg.step.ended - msg.step.started)
-                if self._trace is not None:
-                    ids = [d.request_id for d in msg.outputs]
-                    self._trace.record(msg.step, at, time.monotonic(), ids)
+            try:
+                self._on_outputs(msg, at)
+            except Exception:  # noqa: BLE001 - one bad message must not stop the reader
+                log.exception("handling the engine core's outputs failed")
+            if msg.step is None:
+                continue
+            self.metrics.step.observe(msg.step.ended - msg.step.started)
+            if self._trace is not None:
+                ids = [d.request_id for d in msg.outputs]
+                self._trace.record(msg.step, at, time.monotonic(), ids)
+            # Answered once the handlers this step woke have run (they were scheduled first,
+            # and a handler hands its chunk to the transport, or holds it for the next one
+            # already queued, before it next waits): the core steps at most MAX_STEPS_AHEAD
+            # steps ahead of what the handlers took.
+            loop.call_soon(self._send_delivered, delivered)
+            # Let this step's handlers run before the next message is read: read at once, a
+            # queued next step would reach each handler with this one, and it would write
+            # both in one chunk burst.
+            await asyncio.sleep(0)
 
     def _on_outputs(self, msg: CoreOutputs, at: float) -> None:
         for rid in msg.accepted:

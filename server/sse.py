@@ -10,6 +10,13 @@ from aiohttp import web
 # becomes null, where `json.dumps` writes `-Infinity`, which is not JSON.
 _encode = msgspec.json.Encoder().encode
 
+
+def dumps(obj) -> str:
+    """The same JSON as a string, for `web.json_response(..., dumps=sse.dumps)`: a whole
+    response and its streamed chunks encode alike."""
+    return _encode(obj).decode()
+
+
 # Bytes framed but not yet written (see `send_event(flush=False)`); older aiohttp has no
 # typed response keys and takes a string.
 _HELD = web.ResponseKey("kiln_sse_held", bytes) if hasattr(web, "ResponseKey") else "kiln_sse_held"
@@ -18,7 +25,7 @@ _HELD = web.ResponseKey("kiln_sse_held", bytes) if hasattr(web, "ResponseKey") e
 async def open_stream(request: web.Request) -> web.StreamResponse:
     resp = web.StreamResponse(
         headers={
-            "Content-Type": "text/event-stream",
+            "Content-Type": "text/event-stream; charset=utf-8",
             "Cache-Control": "no-cache",
             "X-Accel-Buffering": "no",  # proxies must not hold tokens back
         }

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 import tempfile
 import time
 
+import pytest
 import zmq
 
 from runtime.core_messages import AbortRequests, CoreCodec, Delivered
 from runtime.engine_core import EngineInfo
+from runtime.sampling_params import SamplingParams
 from server.core_client import SEND_TIMEOUT_MS, CoreProcess, EngineCoreClient
+from server.errors import APIError
 from server.metrics import ServerMetrics
 from tests.server.fake_engine import FakeTokenizer
 
@@ -59,3 +63,15 @@ def test_commands_reach_a_connected_core():
     assert peer.poll(2000)
     assert codec.decode_input(peer.recv()) == Delivered(1)
     peer.close()
+
+
+def test_an_add_the_core_cannot_take_is_a_503_and_later_sends_skip_at_once():
+    client, _ = _client_without_a_core()  # its process never started: the core is gone
+    params = SamplingParams(max_tokens=2)
+    with pytest.raises(APIError) as err:
+        asyncio.run(client._send_add(["r-0"], [[5, 6, 7]], [params]))
+    assert err.value.status == 503 and err.value.code == "engine_unavailable"
+    assert not client._pending  # nothing waits on an answer that cannot come
+    t0 = time.monotonic()
+    assert client._send(AbortRequests(["r-0"])) is False
+    assert time.monotonic() - t0 < 0.5
