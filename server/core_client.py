@@ -141,16 +141,17 @@ class EngineCoreClient(RequestTracker):
         self.abort_all()
         proc = self.core.process
         asyncio.get_running_loop().remove_reader(proc.sentinel)
-        if proc.is_alive():
+        alive = proc.is_alive()
+        if alive:
             self._send(Shutdown())
-            self._shut_down = True  # nothing reaches the core after Shutdown
+        self._shut_down = True  # nothing reaches the core after Shutdown
+        if alive:
             await asyncio.to_thread(proc.join, STOP_TIMEOUT_S)
             if proc.is_alive():
                 log.warning("the engine core did not stop within %.0f s; killing it",
                             STOP_TIMEOUT_S)  # fmt: skip
                 proc.kill()
                 await asyncio.to_thread(proc.join, 5)
-        self._shut_down = True
         if self._reader is not None:
             self._reader.cancel()
         if self._trace is not None:
@@ -169,13 +170,10 @@ class EngineCoreClient(RequestTracker):
         loop = asyncio.get_running_loop()
         answers = [loop.create_future() for _ in ids]
         self._pending.update(zip(ids, answers, strict=True))
-        if not self._send(AddRequests(new)):
-            for rid in ids:
-                self._pending.pop(rid, None)
-            self.streams.close(ids)
-            raise APIError(503, "the engine core is not reachable; retry later",
-                           code="engine_unavailable")  # fmt: skip
         try:
+            if not self._send(AddRequests(new)):  # the caller's abort closes the streams
+                raise APIError(503, "the engine core is not reachable; retry later",
+                               code="engine_unavailable")  # fmt: skip
             await asyncio.gather(*answers)
         finally:
             for rid in ids:
