@@ -18,7 +18,6 @@ that says how many chunks per second one server process can frame and write.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import multiprocessing
 import os
@@ -113,24 +112,30 @@ def build_synthetic(step_s: float) -> SyntheticEngine:
     return engine
 
 
-def _serve_main(step_s: float, port_file: str) -> None:
-    """The API server process: a core with the synthetic engine, the product's app."""
+def _serve_main(step_s: float, api_servers: int, port_file: str) -> None:
+    """API server 0: a core with the synthetic engine, the product's app and process layout."""
     from kiln import startup
-    from server.app import create_app
+    from runtime.engine_core import spawn_core
     from server.config import ServerConfig
-    from server.core_client import launch_core
-    from server.runner import serve
+    from server.launch import serve_core
 
     startup.pause_gc()  # the collector as `kiln serve` sets it: paused, frozen, then raised
-    core = launch_core(build_synthetic, step_s)
-    app = create_app(core, ServerConfig(max_queue=100_000))
-    startup.resume_gc()
-    startup.serve_gc()
+    spawned = spawn_core(build_synthetic, step_s, frontends=api_servers)
 
-    def ready(url: str) -> None:
-        Path(port_file).write_text(url)
+    def connected(core) -> None:
+        startup.resume_gc()
+        startup.serve_gc()
 
-    raise SystemExit(asyncio.run(serve(app, "127.0.0.1", 0, ready)))
+    def ready(url: str, core) -> None:
+        others = core.others.processes if core.others is not None else []
+        pids = [os.getpid(), *(p.pid for p in others)]
+        tmp = Path(port_file + ".tmp")
+        tmp.write_text(json.dumps({"url": url, "pids": pids}))
+        tmp.replace(port_file)  # the reader sees it whole
+
+    config = ServerConfig(max_queue=100_000)
+    raise SystemExit(serve_core(spawned, config, "127.0.0.1", 0, on_connect=connected,
+                                on_ready=ready))  # fmt: skip
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -140,11 +145,11 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def run(step_ms: float, loads: list[int], input_len: int, output_len: int,
-        client_procs: int | None) -> dict:  # fmt: skip
+        client_procs: int | None, api_servers: int = 1) -> dict:  # fmt: skip
     ctx = multiprocessing.get_context("spawn")
     port_file = Path(os.environ.get("TMPDIR", "/tmp")) / f"kiln-frontend-{os.getpid()}.url"
     port_file.unlink(missing_ok=True)
-    server = ctx.Process(target=_serve_main, args=(step_ms / 1000, str(port_file)))
+    server = ctx.Process(target=_serve_main, args=(step_ms / 1000, api_servers, str(port_file)))
     server.start()
     try:
         deadline = time.monotonic() + 120
@@ -152,7 +157,8 @@ def run(step_ms: float, loads: list[int], input_len: int, output_len: int,
             if not server.is_alive() or time.monotonic() > deadline:
                 raise SystemExit(f"the server did not start (exit code {server.exitcode})")
             time.sleep(0.05)
-        url = port_file.read_text()
+        started = json.loads(port_file.read_text())
+        url, pids = started["url"], started["pids"]
         procs = client_procs or default_client_procs(max(loads))
         rows = []
         with ClientPool(procs, url + COMPLETIONS, {}) as pool:
@@ -162,12 +168,13 @@ def run(step_ms: float, loads: list[int], input_len: int, output_len: int,
                 rng = random.Random(clients)
                 bodies = [request_body("synthetic", [rng.randrange(1, 500) for _ in range(input_len)],
                                        output_len) for _ in range(4 * clients)]  # fmt: skip
-                cpu0 = _cpu_seconds(server.pid)
+                cpu0 = [_cpu_seconds(pid) for pid in pids]
                 samples = pool.run(split_clients(bodies, clients, min(procs, clients)))
-                cpu = _cpu_seconds(server.pid) - cpu0
+                cpu = [_cpu_seconds(pid) - c0 for pid, c0 in zip(pids, cpu0, strict=True)]
                 rows.append(_row(clients, step_ms, samples, cpu))
                 print(json.dumps(rows[-1]), flush=True)
-        return {"step_ms": step_ms, "input_len": input_len, "output_len": output_len,
+        return {"step_ms": step_ms, "api_servers": api_servers, "input_len": input_len,
+                "output_len": output_len,
                 "client_procs": procs, "cpus": os.cpu_count(), "loadavg": os.getloadavg(),
                 "rows": rows}  # fmt: skip
     finally:
@@ -177,7 +184,8 @@ def run(step_ms: float, loads: list[int], input_len: int, output_len: int,
         port_file.unlink(missing_ok=True)
 
 
-def _row(clients: int, step_ms: float, samples, cpu_s: float) -> dict:
+def _row(clients: int, step_ms: float, samples, cpu: list[float]) -> dict:
+    """One load's figures; `cpu` holds each API server process's CPU seconds."""
     good = [s for s in samples if s.ok and s.stamps]
     if not good:
         return {"clients": clients, "errors": len(samples)}
@@ -193,8 +201,8 @@ def _row(clients: int, step_ms: float, samples, cpu_s: float) -> dict:
         "chunks_per_request": [min(len(s.stamps) for s in good), max(len(s.stamps) for s in good)],
         "ttft_p50_ms": percentile(ttfts, 50) * 1e3,
         "itl_p50_ms": p50 * 1e3, "itl_p99_ms": p99 * 1e3, "itl_p99_over_p50": p99 / p50 if p50 else None,
-        "server_cpu_s": cpu_s, "server_cpu_us_per_chunk": cpu_s / chunks * 1e6,
-        "server_busy": cpu_s / (last - first),
+        "server_cpu_s": sum(cpu), "server_cpu_us_per_chunk": sum(cpu) / chunks * 1e6,
+        "server_busy": [c / (last - first) for c in cpu],  # per API server process
     }  # fmt: skip
 
 
@@ -205,10 +213,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--input-len", type=int, default=128)
     ap.add_argument("--output-len", type=int, default=64)
     ap.add_argument("--client-procs", type=int, help="default: kiln bench serve's")
+    ap.add_argument("--api-servers", type=int, default=1, help="as `kiln serve --api-servers`")
     ap.add_argument("--json", type=Path, help="write the result here")
     args = ap.parse_args(argv)
     loads = [int(c) for c in args.concurrency.split(",")]
-    result = run(args.step_ms, loads, args.input_len, args.output_len, args.client_procs)
+    result = run(args.step_ms, loads, args.input_len, args.output_len, args.client_procs,
+                 args.api_servers)  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps(result, indent=1) + "\n")
     return 1 if any(r["errors"] for r in result["rows"]) else 0

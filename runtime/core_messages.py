@@ -3,8 +3,11 @@
 Server -> core: `AddRequests`, `AbortRequests`, `Delivered`, `Shutdown` (one tagged union).
 Core -> server: one `CoreOutputs` per engine step for every request that moved, with the
 step's timing and make-up, plus the admission answers (`accepted` / `rejected`) of the adds
-applied before that step, and engine stats now and then. Structs are `array_like` (field names stay off the wire) because a step's
-message is sent for every step; no torch here, the server process never imports it.
+applied before that step, and engine stats now and then. With several API server processes
+(`kiln serve --api-servers N`) each has its own pair of channels: its adds and deliveries
+name it (`frontend`), and the core sends each one the part of a step that is its own.
+Structs are `array_like` (field names stay off the wire) because a step's message is sent
+for every step; no torch here, the server process never imports it.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ class NewRequest(msgspec.Struct, array_like=True):
 
 class AddRequests(msgspec.Struct, tag="add", array_like=True):
     requests: list[NewRequest]
+    frontend: int = 0  # the API server the requests' outputs go to
 
 
 class AbortRequests(msgspec.Struct, tag="abort", array_like=True):
@@ -34,6 +38,7 @@ class Delivered(msgspec.Struct, tag="delivered", array_like=True):
     core runs at most `MAX_STEPS_AHEAD` steps ahead of it, runtime/engine_core.py)."""
 
     steps: int = 1
+    frontend: int = 0  # the API server that answers
 
 
 class Shutdown(msgspec.Struct, tag="shutdown", array_like=True):
@@ -74,6 +79,9 @@ class CoreOutputs(msgspec.Struct, array_like=True, omit_defaults=True):
     accepted: list[str] = []
     rejected: list[Rejected] = []
     failed: str | None = None  # the step raised: every running request ended with this error
+    # The step's other outputs went to an API server listed earlier, which counts it in
+    # /metrics (several API servers: each step is counted once).
+    step_shared: bool = False
     stats: dict[str, float | int | None] | None = None  # engine.stats() + core step timing
 
 

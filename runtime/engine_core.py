@@ -21,6 +21,12 @@ not wait for them.
 
     server --PUSH (CoreInput)--> ipc in  --> core
     server <--PULL (CoreOutputs)-- ipc out <-- core
+
+With several API server processes (`kiln serve --api-servers N`), API server i binds its own
+pair `in{i}` / `out{i}`; the core reads every `in` through one fair-queued PULL socket and
+keeps one PUSH socket per `out`. It remembers which API server added each request, splits
+every message by that (`EngineCore.route`), and paces each API server on its own: it steps
+only while every one of them is fewer than MAX_STEPS_AHEAD steps behind.
 """
 
 from __future__ import annotations
@@ -90,28 +96,35 @@ def engine_info(engine) -> EngineInfo:
 class EngineCore:
     """Applies commands to an engine and turns each step into one `CoreOutputs`."""
 
-    def __init__(self, engine) -> None:
+    def __init__(self, engine, frontends: int = 1) -> None:
         self.engine = engine
         engine.detokenize = False  # text is the server's; the core sends token ids
+        self.frontends = frontends  # API server processes, each on its own channels
         self.running: set[str] = set()  # added, not finished or aborted
         self.shutdown = False
         self._last_stats = 0.0
         self._step_seconds = 0.0  # summed over steps since the last stats send
         self._steps = 0
-        self.undelivered = 0  # step messages sent and not yet answered with `Delivered`
+        # Per API server: step messages sent and not yet answered with `Delivered`.
+        self.undelivered = [0] * frontends
+        self._frontend_of: dict[str, int] = {}  # request id -> its API server (several only)
 
     @property
     def may_step(self) -> bool:
-        """Something runs and the server is fewer than MAX_STEPS_AHEAD steps behind."""
-        return bool(self.running) and self.undelivered < MAX_STEPS_AHEAD
+        """Something runs and no API server is MAX_STEPS_AHEAD steps behind."""
+        return bool(self.running) and max(self.undelivered) < MAX_STEPS_AHEAD
 
     def apply(
         self, message: AddRequests | AbortRequests | Delivered | Shutdown
     ) -> CoreOutputs | None:
         """Apply one command; adds are answered at once (accepted / rejected), and aborts that
         leave nothing running report the freed engine."""
+        frontend = getattr(message, "frontend", 0)
+        if not 0 <= frontend < self.frontends:
+            log.error("a %s from unknown API server %d: dropped", type(message).__name__, frontend)
+            return None
         if isinstance(message, Delivered):
-            self.undelivered = max(0, self.undelivered - message.steps)
+            self.undelivered[frontend] = max(0, self.undelivered[frontend] - message.steps)
             return None
         if isinstance(message, AddRequests):
             return self._add(message)
@@ -119,6 +132,7 @@ class EngineCore:
             for rid in message.request_ids:
                 self.engine.abort(rid)  # frees the sequence's KV blocks
                 self.running.discard(rid)
+                self._frontend_of.pop(rid, None)
             return None if self.running else CoreOutputs(stats=self.stats_due(force=True))
         self.shutdown = True
         return None
@@ -126,6 +140,8 @@ class EngineCore:
     def _add(self, message: AddRequests) -> CoreOutputs:
         answer = CoreOutputs(accepted=[], rejected=[])
         for req in message.requests:
+            if self.frontends > 1:  # `route` sends the answer there, and forgets a rejected one
+                self._frontend_of[req.request_id] = message.frontend
             try:
                 self.engine.add_request(req.request_id, req.prompt_token_ids, req.params)
             except KilnError as e:
@@ -145,6 +161,7 @@ class EngineCore:
             for rid in self.running:
                 self.engine.abort(rid)
             self.running.clear()
+            self._frontend_of.clear()
             return CoreOutputs(failed=f"{type(e).__name__}: {e}")
         t1 = time.monotonic()
         self._step_seconds += t1 - t0
@@ -158,9 +175,44 @@ class EngineCore:
             )
         sched = self.engine.last_schedule
         step = StepInfo(t0, t1, sched.num_decodes, sched.num_prefill_tokens)
-        self.undelivered += 1  # the server answers every message that carries a step
         # The step that empties the batch reports at once: /metrics must show an idle engine.
         return CoreOutputs(outputs=deltas, step=step, stats=self.stats_due(force=not self.running))
+
+    def route(self, msg: CoreOutputs) -> list[tuple[int, CoreOutputs]]:
+        """Who gets what of one message, as (API server, its part) pairs; counts each step
+        part sent as owed a `Delivered`. One API server gets the message whole. With several,
+        each gets its requests' answers and outputs; the step goes with every part that has
+        outputs (the first of them counts it in /metrics), or to API server 0 when no request
+        moved; stats and a failure go to all."""
+        if self.frontends == 1:
+            if msg.step is not None:
+                self.undelivered[0] += 1  # the server answers every message with a step
+            return [(0, msg)]
+        parts: dict[int, CoreOutputs] = {}
+
+        def part(f: int) -> CoreOutputs:
+            if f not in parts:
+                parts[f] = CoreOutputs(outputs=[], accepted=[], rejected=[])
+            return parts[f]
+
+        owner = self._frontend_of
+        for rid in msg.accepted:
+            part(owner.get(rid, 0)).accepted.append(rid)
+        for rejected in msg.rejected:
+            part(owner.pop(rejected.request_id, 0)).rejected.append(rejected)
+        for delta in msg.outputs:
+            rid = delta.request_id
+            f = owner.pop(rid, 0) if delta.finish_reason is not None else owner.get(rid, 0)
+            part(f).outputs.append(delta)
+        if msg.step is not None:
+            stepped = sorted(f for f, p in parts.items() if p.outputs) or [0]
+            for i, f in enumerate(stepped):
+                part(f).step, part(f).step_shared = msg.step, i > 0
+                self.undelivered[f] += 1
+        if msg.failed is not None or msg.stats is not None:
+            for f in range(self.frontends):
+                part(f).failed, part(f).stats = msg.failed, msg.stats
+        return sorted(parts.items())
 
     def capture_pending_graphs(self) -> None:
         """Capture the step CUDA graphs the engine's load left for after ready (a prefill
@@ -188,16 +240,21 @@ class EngineCore:
 
 @dataclass
 class SpawnedCore:
-    """A started core process and the ipc addresses it connects to (the server binds them)."""
+    """A started core process and the ipc addresses it connects to (the API servers bind
+    them: API server i the pair `in_addrs[i]`, `out_addrs[i]`)."""
 
     process: multiprocessing.Process
     folder: str  # holds the ipc socket files
-    in_addr: str
-    out_addr: str
+    in_addrs: list[str]
+    out_addrs: list[str]
+
+    @property
+    def frontends(self) -> int:
+        return len(self.in_addrs)
 
 
 def spawn_core(
-    build: Callable[..., object], build_arg: object, *, fork: bool = False
+    build: Callable[..., object], build_arg: object, *, fork: bool = False, frontends: int = 1
 ) -> SpawnedCore:
     """Start a core process that builds its engine with `build(build_arg)` (a module-level
     function and a picklable argument). Needs neither zmq nor the server's modules here, so
@@ -205,17 +262,19 @@ def spawn_core(
 
     With `fork`, the core is forked from this process where `can_fork` says that is sound: it
     starts with the modules imported so far instead of a fresh interpreter that imports them
-    again (and without multiprocessing's resource-tracker process). Otherwise it is spawned."""
+    again (and without multiprocessing's resource-tracker process). Otherwise it is spawned.
+    `frontends` API server processes will talk to it, each on its own pair of channels."""
     import tempfile
 
     folder = tempfile.mkdtemp(prefix="kiln-core-")
-    in_addr, out_addr = f"ipc://{folder}/in", f"ipc://{folder}/out"
+    in_addrs = [f"ipc://{folder}/in{i}" for i in range(frontends)]
+    out_addrs = [f"ipc://{folder}/out{i}" for i in range(frontends)]
     method = "fork" if fork and can_fork() else "spawn"
     proc = multiprocessing.get_context(method).Process(
-        target=run_core, args=(build, build_arg, in_addr, out_addr), name="kiln-engine-core"
+        target=run_core, args=(build, build_arg, in_addrs, out_addrs), name="kiln-engine-core"
     )
     proc.start()
-    return SpawnedCore(proc, folder, in_addr, out_addr)
+    return SpawnedCore(proc, folder, in_addrs, out_addrs)
 
 
 def can_fork() -> bool:
@@ -231,8 +290,11 @@ def can_fork() -> bool:
         return False
 
 
-def run_core(build: Callable[..., object], build_arg: object, in_addr: str, out_addr: str) -> None:
-    """The core process's main: build the engine, say ready, loop until Shutdown."""
+def run_core(
+    build: Callable[..., object], build_arg: object, in_addrs: list[str], out_addrs: list[str]
+) -> None:
+    """The core process's main: build the engine, say ready (to every API server), loop
+    until Shutdown."""
     import zmq
 
     _ignore_signals()
@@ -240,38 +302,50 @@ def run_core(build: Callable[..., object], build_arg: object, in_addr: str, out_
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, force=True,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
     ctx = zmq.Context()
-    pull, push = ctx.socket(zmq.PULL), ctx.socket(zmq.PUSH)
-    for sock in (pull, push):
+    pull = ctx.socket(zmq.PULL)
+    pushes = [ctx.socket(zmq.PUSH) for _ in out_addrs]
+    for sock in (pull, *pushes):
         sock.setsockopt(zmq.LINGER, 0)
         sock.set_hwm(0)
-    pull.connect(in_addr)
-    push.connect(out_addr)
+    for addr in in_addrs:
+        pull.connect(addr)
+    for push, addr in zip(pushes, out_addrs, strict=True):
+        push.connect(addr)
     try:
         engine = build(build_arg)
         info = engine_info(engine)
     except BaseException as e:  # noqa: BLE001 - the server prints it and exits non-zero
-        push.send_multipart([FAILED, f"{type(e).__name__}: {e}".encode()])
-        push.close(linger=2000)
+        for push in pushes:
+            push.send_multipart([FAILED, f"{type(e).__name__}: {e}".encode()])
+            push.close(linger=2000)
         raise SystemExit(1) from None
-    push.send_multipart([READY, pickle.dumps(info)])
+    ready = pickle.dumps(info)
+    for push in pushes:
+        push.send_multipart([READY, ready])
     try:
-        _loop(EngineCore(engine), pull, push)
+        _loop(EngineCore(engine, frontends=len(pushes)), pull, pushes)
     finally:  # also on an exit from the loop: what was sent before it still goes out
-        push.close(linger=2000)
+        for push in pushes:
+            push.close(linger=2000)
         pull.close()
 
 
-def _loop(core: EngineCore, pull, push) -> None:
+def _loop(core: EngineCore, pull, pushes: list) -> None:
     codec = CoreCodec()
     parent = os.getppid()
+
+    def send(msg: CoreOutputs) -> None:
+        for f, part in core.route(msg):
+            pushes[f].send_multipart([OUTPUTS, codec.encode(part)], copy=False)
+
     while not core.shutdown:
-        # Blocks until a command arrives when there is nothing to step, or the server is
+        # Blocks until a command arrives when there is nothing to step, or an API server is
         # MAX_STEPS_AHEAD steps behind (its `Delivered` wakes the core).
         timeout = 0 if core.may_step else IDLE_POLL_MS
         while pull.poll(timeout):
             answer = core.apply(codec.decode_input(pull.recv()))
             if answer is not None:
-                push.send_multipart([OUTPUTS, codec.encode(answer)], copy=False)
+                send(answer)
             timeout = 0
         if core.shutdown:
             return
@@ -279,11 +353,11 @@ def _loop(core: EngineCore, pull, push) -> None:
             log.error("the API server process is gone; the engine core exits")
             return
         if core.may_step:
-            push.send_multipart([OUTPUTS, codec.encode(core.step())], copy=False)
+            send(core.step())
         elif not core.running:
             stats = core.stats_due()
             if stats is not None:
-                push.send_multipart([OUTPUTS, codec.encode(CoreOutputs(stats=stats))])
+                send(CoreOutputs(stats=stats))
         # The first turn ends once its step's outputs are sent, or after an idle wait: the
         # graphs the load left pending are captured there, never before a first prefill.
         core.capture_pending_graphs()

@@ -5,7 +5,9 @@ build error becomes a KilnError here). `EngineCoreClient` then drives it from th
 prompts are tokenized here, each step's `CoreOutputs` is read once and split per request,
 and detokenizing and stop strings happen here too (a stop string aborts the request in the
 core). The core process exiting on its own marks the engine dead: /health answers 503,
-in-flight requests fail, and `server.runner.serve` exits non-zero.
+in-flight requests fail, and `server.runner.serve` exits non-zero. With several API server
+processes (server/api_servers.py) each runs one client on its own channels; API server 0's
+owns the core (stops it, after the others have exited) and watches the others.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from runtime.core_messages import (
     Shutdown,
 )
 from runtime.engine_core import FAILED, READY, EngineInfo, SpawnedCore, spawn_core
+from server.api_servers import ApiServers, PeerProcess, SharedMetrics
 from server.core_streams import CoreStreams
 from server.errors import APIError
 from server.metrics import ServerMetrics
@@ -51,11 +54,18 @@ SEND_TIMEOUT_MS = 2000
 class CoreProcess:
     """A started engine-core process and the two sockets to it (bound here)."""
 
-    process: multiprocessing.Process
+    process: multiprocessing.Process | PeerProcess  # a PeerProcess in API servers 1..N-1
     push: zmq.Socket  # server -> core commands
     pull: zmq.Socket  # core -> server outputs
     folder: str  # holds the ipc socket files
     info: EngineInfo
+    frontend: int = 0  # this API server's index; API server 0 owns the core
+    frontends: int = 1  # API server processes in all
+    others: ApiServers | None = None  # API server 0: the rest, which it watches and stops
+
+    @property
+    def owner(self) -> bool:
+        return self.frontend == 0
 
 
 def launch_core(build: Callable[[object], object], build_arg: object) -> CoreProcess:
@@ -63,36 +73,36 @@ def launch_core(build: Callable[[object], object], build_arg: object) -> CorePro
     return connect_core(spawn_core(build, build_arg))
 
 
-def connect_core(spawned: SpawnedCore) -> CoreProcess:
-    """Bind the sockets a spawned core connects to and wait until it is ready. The core may
-    have been spawned before this module was imported (its sockets reconnect until bound):
-    `kiln serve` spawns it first and imports the server while it starts."""
+def connect_core(spawned: SpawnedCore, frontend: int = 0) -> CoreProcess:
+    """Bind the sockets a spawned core connects to for API server `frontend` and wait until
+    it is ready. The core may have been spawned before this module was imported (its sockets
+    reconnect until bound): `kiln serve` spawns it first and imports the server while it
+    starts. API servers 1..N-1 did not start the core; they follow it by pid."""
     ctx = zmq.Context.instance()
     push, pull = ctx.socket(zmq.PUSH), ctx.socket(zmq.PULL)
     for sock in (push, pull):
         sock.setsockopt(zmq.LINGER, 0)
         sock.set_hwm(0)  # no queue limit: messages are never dropped for a full queue
     push.setsockopt(zmq.SNDTIMEO, SEND_TIMEOUT_MS)  # only a core that is not attached waits
-    proc = spawned.process
+    owner = frontend == 0
+    proc = spawned.process if owner else PeerProcess(spawned.process.pid)
     try:
-        push.bind(spawned.in_addr)
-        pull.bind(spawned.out_addr)
+        push.bind(spawned.in_addrs[frontend])
+        pull.bind(spawned.out_addrs[frontend])
         info = _wait_ready(proc, pull)
     except BaseException:
-        proc.kill()
-        proc.join(10)
-        shutil.rmtree(spawned.folder, ignore_errors=True)
+        if owner:
+            proc.kill()
+            proc.join(10)
+            shutil.rmtree(spawned.folder, ignore_errors=True)
         raise
-    return CoreProcess(proc, push, pull, spawned.folder, info)
+    return CoreProcess(proc, push, pull, spawned.folder, info, frontend, spawned.frontends)
 
 
 def _wait_ready(proc: multiprocessing.Process, pull: zmq.Socket) -> EngineInfo:
     while not pull.poll(200):
         if not proc.is_alive():
-            raise KilnError(
-                f"the engine core process exited with code {proc.exitcode} before it was "
-                "ready; see the messages above"
-            )
+            raise KilnError(f"{_exited(proc)} before it was ready; see the messages above")
     kind, payload = pull.recv_multipart()
     if kind == FAILED:
         raise KilnError(f"the engine could not start: {payload.decode()}")
@@ -127,6 +137,10 @@ class EngineCoreClient(RequestTracker):
         self._pull: zmq.asyncio.Socket | None = None
         self._shut_down = False
         self._core_gone = False  # a send found the core process exited
+        self._shared = None  # several API servers: /metrics adds up all of them
+        if core.frontends > 1:
+            self._shared = SharedMetrics(core.folder, core.frontend, core.frontends)
+        self._publisher: asyncio.Task | None = None
 
     # --- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
@@ -134,13 +148,38 @@ class EngineCoreClient(RequestTracker):
         self._pull = zmq.asyncio.Socket.from_socket(self.core.pull)
         self._reader = asyncio.create_task(self._read(), name="kiln-core-reader")
         loop.add_reader(self.core.process.sentinel, self._on_core_exit)
+        if self.core.others is not None:
+            self.core.others.watch(self._on_peer_exit)
+        if self._shared is not None:
+            self._publisher = asyncio.create_task(self._shared.run(self.metrics))
+
+    def on_stop(self) -> None:
+        """SIGTERM or a failure stops this API server: the others drain alongside it."""
+        if self.core.others is not None:
+            self.core.others.terminate()
+
+    def metrics_text(self) -> str:
+        metrics = self.metrics if self._shared is None else self._shared.merged(self.metrics)
+        return metrics.render(self.stats)
 
     async def stop(self) -> None:
-        """Abort what is left, tell the core to stop, wait for it (kill it if it hangs)."""
+        """Abort what is left; API server 0 then waits for the others to exit, tells the core
+        to stop and waits for it (killing it if it hangs)."""
         self.stop_accepting()
         self.abort_all()
         proc = self.core.process
         asyncio.get_running_loop().remove_reader(proc.sentinel)
+        if self._publisher is not None:
+            self._publisher.cancel()
+        if not self.core.owner:
+            self._shut_down = True
+            self._close()
+            return
+        if self.core.others is not None:
+            # They drain alongside this one (`on_stop`), so they are done or nearly done.
+            if not await self.core.others.wait(STOP_TIMEOUT_S) and self.dead_reason is None:
+                self.dead_reason = "an API server process did not exit cleanly"
+                self.died.set()
         alive = proc.is_alive()
         if alive:
             self._send(Shutdown())
@@ -152,13 +191,16 @@ class EngineCoreClient(RequestTracker):
                             STOP_TIMEOUT_S)  # fmt: skip
                 proc.kill()
                 await asyncio.to_thread(proc.join, 5)
+        self._close()
+        shutil.rmtree(self.core.folder, ignore_errors=True)
+
+    def _close(self) -> None:
         if self._reader is not None:
             self._reader.cancel()
         if self._trace is not None:
             self._trace.close()
         self.core.push.close()
         self.core.pull.close()
-        shutil.rmtree(self.core.folder, ignore_errors=True)
 
     # --- commands ------------------------------------------------------------------------
     async def _send_add(self, ids, prompts, params) -> None:
@@ -171,7 +213,8 @@ class EngineCoreClient(RequestTracker):
         answers = [loop.create_future() for _ in ids]
         self._pending.update(zip(ids, answers, strict=True))
         try:
-            if not self._send(AddRequests(new)):  # the caller's abort closes the streams
+            # A failed send: the caller's abort closes the streams.
+            if not self._send(AddRequests(new, self.core.frontend)):
                 raise APIError(503, "the engine core is not reachable; retry later",
                                code="engine_unavailable")  # fmt: skip
             await asyncio.gather(*answers)
@@ -210,7 +253,7 @@ class EngineCoreClient(RequestTracker):
     # --- outputs -------------------------------------------------------------------------
     async def _read(self) -> None:
         loop = asyncio.get_running_loop()
-        delivered = self._codec.encode(Delivered(1))
+        delivered = self._codec.encode(Delivered(1, self.core.frontend))
         while True:
             kind, payload = await self._pull.recv_multipart()
             at = time.monotonic()
@@ -221,7 +264,8 @@ class EngineCoreClient(RequestTracker):
                 log.exception("handling the engine core's outputs failed")
             if msg.step is None:
                 continue
-            self.metrics.step.observe(msg.step.ended - msg.step.started)
+            if not msg.step_shared:  # another API server counts it
+                self.metrics.step.observe(msg.step.ended - msg.step.started)
             if self._trace is not None:
                 ids = [d.request_id for d in msg.outputs]
                 self._trace.record(msg.step, at, time.monotonic(), ids)
@@ -257,7 +301,14 @@ class EngineCoreClient(RequestTracker):
         proc = self.core.process
         asyncio.get_running_loop().remove_reader(proc.sentinel)
         proc.join(1)
-        self.dead_reason = f"the engine core process exited with code {proc.exitcode}"
+        self._die(_exited(proc))
+
+    def _on_peer_exit(self, reason: str) -> None:
+        if self.dead_reason is None:
+            self._die(reason)
+
+    def _die(self, reason: str) -> None:
+        self.dead_reason = reason
         log.error("%s; failing %d requests", self.dead_reason, self.num_active)
         error = RuntimeError(self.dead_reason)
         for future in self._pending.values():
@@ -265,6 +316,11 @@ class EngineCoreClient(RequestTracker):
         self.streams.close_all()
         self.fail_all(error)
         self.died.set()
+
+
+def _exited(proc) -> str:
+    code = "" if proc.exitcode is None else f" with code {proc.exitcode}"
+    return f"the engine core process exited{code}"
 
 
 def _settle(future: asyncio.Future | None, error: BaseException | None) -> None:

@@ -60,6 +60,15 @@ class Histogram:
         self.sum += value
         self.count += 1
 
+    def state(self) -> list:
+        return [self.counts, self.sum, self.count]
+
+    def add_state(self, state: list) -> None:
+        counts, total, count = state
+        self.counts = [a + b for a, b in zip(self.counts, counts, strict=True)]
+        self.sum += total
+        self.count += count
+
     def render(self) -> list[str]:
         lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} histogram"]
         total = 0
@@ -83,6 +92,13 @@ class Counter:
 
     def total(self) -> float:
         return sum(self.values.values())
+
+    def state(self) -> list:
+        return [[list(key), value] for key, value in self.values.items()]
+
+    def add_state(self, state: list) -> None:
+        for key, value in state:
+            self.values[tuple(key)] += value
 
     def render(self) -> list[str]:
         lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} counter"]
@@ -114,18 +130,23 @@ class ServerMetrics:
             "kiln_engine_step_duration_seconds", "Engine-core steps, start to end."
         )
 
+    def _all(self) -> dict[str, Counter | Histogram]:
+        return {name: m for name, m in vars(self).items() if isinstance(m, Counter | Histogram)}
+
+    def state(self) -> dict[str, list]:
+        """Every counter's and histogram's values, as plain data (msgpack / JSON)."""
+        return {name: metric.state() for name, metric in self._all().items()}
+
+    def add_state(self, state: dict[str, list]) -> None:
+        """Add another process's `state()` to these figures."""
+        metrics = self._all()
+        for name, values in state.items():
+            if name in metrics:
+                metrics[name].add_state(values)
+
     def render(self, engine_stats: dict) -> str:
         lines: list[str] = []
-        for metric in (
-            self.requests,
-            self.finished,
-            self.prompt_tokens,
-            self.generation_tokens,
-            self.ttft,
-            self.itl,
-            self.e2e,
-            self.step,
-        ):
+        for metric in self._all().values():
             lines += metric.render()
         lines += render_gauges(engine_stats)
         return "\n".join(lines) + "\n"

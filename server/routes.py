@@ -40,8 +40,7 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    state = request.app[STATE]
-    text = state.metrics.render(state.loop.stats)
+    text = request.app[STATE].loop.metrics_text()
     return web.Response(
         text=text, content_type="text/plain", headers={"X-Prometheus-Format": "0.0.4"}
     )

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 from collections.abc import Callable
 
 from aiohttp import web
@@ -33,15 +34,24 @@ def make_runner(app: web.Application) -> web.AppRunner:
 
 
 async def serve(
-    app: web.Application, host: str, port: int, on_ready: Callable[[str], None] | None = None
+    app: web.Application,
+    host: str,
+    port: int,
+    on_ready: Callable[[str], None] | None = None,
+    sockets: list[socket.socket] | None = None,
 ) -> int:
-    """Serve until SIGTERM or SIGINT (returns 0 once drained and stopped) or until the engine
+    """Serve on `host`:`port`, or on bound `sockets` (several API server processes share
+    them), until SIGTERM or SIGINT (returns 0 once drained and stopped) or until the engine
     dies (returns 1)."""
     runner = make_runner(app)
     await runner.setup()  # starts the engine loop (cleanup_ctx)
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    url = f"http://{_display_host(host)}:{bound_port(site)}"
+    if sockets is None:
+        sites = [web.TCPSite(runner, host, port)]
+    else:
+        sites = [web.SockSite(runner, sock) for sock in sockets]
+    for site in sites:
+        await site.start()
+    url = f"http://{_display_host(host)}:{bound_port(sites[0])}"
     if on_ready is not None:
         on_ready(url)
     stop = asyncio.Event()
@@ -51,10 +61,11 @@ async def serve(
     died = app[STATE].loop.died
     try:
         await _first(stop.wait(), died.wait())
+        app[STATE].loop.on_stop()
         if died.is_set():
             log.error("%s: the server stops (exit code 1)", app[STATE].loop.dead_reason)
             await asyncio.sleep(DEAD_LINGER_S)
-        await drain(app, site)
+        await drain(app, sites)
     finally:
         await runner.cleanup()
     log.info("stopped")
@@ -68,11 +79,12 @@ async def _first(*waits) -> None:
         task.cancel()
 
 
-async def drain(app: web.Application, site: web.BaseSite) -> None:
+async def drain(app: web.Application, sites: list[web.BaseSite]) -> None:
     state = app[STATE]
     timeout = state.config.shutdown_timeout
     state.loop.stop_accepting()
-    await site.stop()
+    for site in sites:
+        await site.stop()
     active = state.loop.num_active
     log.info("shutting down: waiting up to %.1f s for %d active requests", timeout, active)
     if not await state.loop.wait_idle(timeout):
@@ -80,7 +92,7 @@ async def drain(app: web.Application, site: web.BaseSite) -> None:
         state.loop.abort_all()
 
 
-def bound_port(site: web.TCPSite) -> int:
+def bound_port(site: web.BaseSite) -> int:
     server = site._server  # aiohttp keeps the asyncio Server here; port 0 means "pick one"
     return server.sockets[0].getsockname()[1] if server and server.sockets else site._port
 

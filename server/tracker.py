@@ -94,6 +94,13 @@ class RequestTracker:
     def _send_abort(self, ids: list[str]) -> None:
         raise NotImplementedError
 
+    def on_stop(self) -> None:
+        """The server begins to stop (SIGTERM, or the engine died); before it drains."""
+
+    def metrics_text(self) -> str:
+        """The /metrics page."""
+        return self.metrics.render(self.stats)
+
     # --- state -------------------------------------------------------------------------
     def stop_accepting(self) -> None:
         self._accepting = False

@@ -68,6 +68,13 @@ def add_parser(sub) -> None:
         help="CPU threads of the engine-core process (default: all cores but one, which the "
         "API server keeps; at least 1)",
     )
+    p.add_argument(
+        "--api-servers",
+        type=int,
+        default=1,
+        help="API server processes sharing the port in front of the one engine (default 1); "
+        "a small model on a fast GPU streams more tokens than one process can write",
+    )
     add_engine_arguments(p)
     p.set_defaults(compile="on_miss")  # serve compiles on a cache miss, loads on a hit
     p.set_defaults(run=run)
@@ -97,36 +104,43 @@ def run(args: argparse.Namespace) -> int:
     config = server_config(args)  # bad flags fail before the (slow) engine build
     if args.engine_threads is not None and args.engine_threads < 1:
         raise KilnError(f"--engine-threads {args.engine_threads} must be >= 1")
+    count = args.api_servers
+    check_api_servers(count)
 
     from runtime.engine_core import spawn_core
 
     # The core first: the server's own imports (aiohttp, ~0.4 s) happen while it starts.
     t_spawn = time.time()
-    spawned = spawn_core(build_core_engine, args, fork=env.core_fork_enabled())
-    import asyncio
+    spawned = spawn_core(build_core_engine, args, fork=env.core_fork_enabled(), frontends=count)
+    from server.launch import serve_core
 
-    from server.app import create_app
-    from server.core_client import connect_core
-    from server.runner import serve
+    def connected(core) -> None:
+        marks.setdefault("t_core_ready", time.time())
+        startup.resume_gc()
+        startup.serve_gc()
 
-    core = connect_core(spawned)
-    t_core_ready = time.time()
-    startup.resume_gc()
-    startup.serve_gc()
-
-    app = create_app(core, config)
-    names = ", ".join(config.served_model_names or (core.info.model_name,))
-
-    def ready(url: str) -> None:
+    def ready(url: str, core) -> None:
+        names = ", ".join(config.served_model_names or (core.info.model_name,))
         logging.getLogger("kiln.server").info("serving %s; %s", names, core.info.description)
         print(f"kiln serve: listening on {url}", flush=True)
         report = env.startup_report_path()
         if report is not None:
-            marks = {"t_process_start": startup.PROCESS_START, "t_core_spawn": t_spawn,
-                     "t_core_ready": t_core_ready, "t_listening": time.time()}  # fmt: skip
+            marks.update(t_process_start=startup.PROCESS_START, t_listening=time.time())
             report.write_text(json.dumps({"marks": marks, "core": core.info.startup}))
 
-    return asyncio.run(serve(app, args.host, args.port, on_ready=ready))
+    marks = {"t_core_spawn": t_spawn}
+    return serve_core(spawned, config, args.host, args.port, on_connect=connected,
+                      on_ready=ready)  # fmt: skip
+
+
+MAX_API_SERVERS = 64
+
+
+def check_api_servers(count: int) -> None:
+    if not 1 <= count <= MAX_API_SERVERS:
+        raise KilnError(f"--api-servers {count} must be between 1 and {MAX_API_SERVERS}")
+    if count > 1 and (not hasattr(os, "pidfd_open") or "torch" in sys.modules):
+        raise KilnError(f"--api-servers {count} needs Linux (a pidfd, and fork); use 1")
 
 
 def build_core_engine(args: argparse.Namespace):

@@ -31,7 +31,7 @@ def test_kiln_serve_spawns_its_core_before_importing_other_commands_or_asyncio(
         monkeypatch.setenv("KILN_CORE_FORK", fork_setting)
     code = (
         "import sys, runtime.engine_core as ec\n"
-        "def spawn(build, arg, *, fork):\n"
+        "def spawn(build, arg, *, fork, **kw):\n"
         "    watched = ('asyncio', 'aiohttp', 'server', 'torch')\n"
         "    print(fork, sorted(m for m in sys.modules if m.split('.')[0] in watched\n"
         "                       or m.startswith('kiln.commands.')))\n"

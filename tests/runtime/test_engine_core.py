@@ -197,14 +197,14 @@ def _one_request(rid: str) -> AddRequests:
 def test_pending_graphs_are_captured_once_the_first_steps_outputs_are_sent(core, pending_graphs):
     sockets = FakeSockets([_one_request("g-0")])
     pending_graphs(sockets)
-    _loop(EngineCore(core.engine), sockets, sockets)
+    _loop(EngineCore(core.engine), sockets, [sockets])
     assert sockets.moves() == ["answer", "step", "capture", "step", "step"]
 
 
 def test_an_idle_core_captures_pending_graphs_after_its_first_wait(core, pending_graphs):
     sockets = FakeSockets([])
     pending_graphs(sockets, then=Shutdown())
-    _loop(EngineCore(core.engine), sockets, sockets)
+    _loop(EngineCore(core.engine), sockets, [sockets])
     assert sockets.moves() == ["capture"]
     assert sockets.polls[0] == IDLE_POLL_MS
 
@@ -215,7 +215,7 @@ def test_a_failed_graph_capture_ends_the_core_with_a_logged_error(core, pending_
     engine_core = EngineCore(core.engine)
     try:
         with pytest.raises(SystemExit) as exit_info:
-            _loop(engine_core, sockets, sockets)
+            _loop(engine_core, sockets, [sockets])
     finally:
         engine_core.engine.abort("f-0")
     assert exit_info.value.code == 1
@@ -229,7 +229,7 @@ def test_the_core_steps_at_most_max_steps_ahead_of_what_the_server_delivered(cor
     assert MAX_STEPS_AHEAD == 2
     params = SamplingParams(max_tokens=5, ignore_eos=True)
     sockets = FakeSockets([AddRequests([NewRequest("p-0", [5, 6, 7], params)])], slow_server=True)
-    _loop(EngineCore(core.engine), sockets, sockets)
+    _loop(EngineCore(core.engine), sockets, [sockets])
     moves = sockets.moves()
     # each wait answers every step sent so far: two more steps, then the core waits again
     assert moves == ["answer", "step", "step", "wait", "step", "step", "wait", "step"]
@@ -243,7 +243,7 @@ def test_delivered_answers_never_leave_the_core_owing_steps(core):
     off) cannot let the core run further ahead later."""
     engine_core = EngineCore(core.engine)
     assert engine_core.apply(Delivered(3)) is None
-    assert engine_core.undelivered == 0
+    assert engine_core.undelivered == [0]
 
 
 def test_delivered_round_trips_on_the_input_channel():
