@@ -121,7 +121,11 @@ def run(args: argparse.Namespace) -> int:
 
     def ready(url: str, core) -> None:
         names = ", ".join(config.served_model_names or (core.info.model_name,))
-        logging.getLogger("kiln.server").info("serving %s; %s", names, core.info.description)
+        log = logging.getLogger("kiln.server")
+        log.info("serving %s; %s", names, core.info.description)
+        others = [p.pid for p in core.others.processes] if core.others is not None else []
+        log.info("processes: API server 0 pid %d, engine core pid %d%s", os.getpid(),
+                 core.process.pid, f", API servers 1.. pids {others}" if others else "")  # fmt: skip
         print(f"kiln serve: listening on {url}", flush=True)
         report = env.startup_report_path()
         if report is not None:

@@ -28,3 +28,12 @@ def test_a_slow_engine_sets_the_pace():
     assert row["errors"] == 0 and row["chunks_per_request"] == [12, 12]
     assert 15 <= row["itl_p50_ms"] <= 60
     assert row["tok_s"] <= row["engine_pace_tok_s"] * 1.1
+
+
+def test_two_api_servers_share_the_streams_and_each_is_paced():
+    """The product's multi-process layout around a zero-time engine: every token arrives, and
+    both API server processes did work (the kernel spread the connections over them)."""
+    result = run(0.0, [8], input_len=8, output_len=24, client_procs=2, api_servers=2)
+    (row,) = result["rows"]
+    assert row["errors"] == 0 and row["chunks_per_request"] == [24, 24]
+    assert len(row["server_busy"]) == 2 and min(row["server_busy"]) > 0

@@ -18,6 +18,7 @@ from runtime.core_messages import (
     NewRequest,
     Rejected,
     Shutdown,
+    StepInfo,
     TokenDelta,
 )
 from runtime.engine_core import IDLE_POLL_MS, MAX_STEPS_AHEAD, OUTPUTS, EngineCore, _loop
@@ -286,3 +287,67 @@ def test_only_a_single_threaded_process_without_torch_may_fork_its_core():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split() == ["True", "False", "True", "False"]
+
+
+def _params(max_tokens: int) -> SamplingParams:
+    return SamplingParams(max_tokens=max_tokens, ignore_eos=True)
+
+
+def test_several_api_servers_each_get_their_own_requests_answers_and_tokens(core):
+    """Two API servers: each add is answered to its sender, each step's outputs are split by
+    the request's API server, the step rides with both parts (the second marked shared, so
+    /metrics counts it once), and each part is owed its own `Delivered`."""
+    two = EngineCore(core.engine, frontends=2)
+    a = two.apply(AddRequests([NewRequest("m-0", [5, 6, 7], _params(3))], frontend=0))
+    b = two.apply(AddRequests([NewRequest("m-1", [8, 9], _params(3)),
+                               NewRequest("m-2", [9] * 10_000, _params(3))], frontend=1))  # fmt: skip
+    assert two.route(a) == [(0, CoreOutputs(outputs=[], accepted=["m-0"], rejected=[]))]
+    ((to, answer),) = two.route(b)
+    assert to == 1 and answer.accepted == ["m-1"] and answer.rejected[0].request_id == "m-2"
+    tokens: dict[str, list[int]] = {"m-0": [], "m-1": []}
+    while two.running:
+        msg = two.step()
+        parts = dict(two.route(msg))
+        assert sorted(parts) == [0, 1]
+        for f, rid in ((0, "m-0"), (1, "m-1")):
+            assert [d.request_id for d in parts[f].outputs] == [rid]
+            tokens[rid] += parts[f].outputs[0].new_token_ids
+            assert parts[f].step == msg.step and parts[f].stats == msg.stats
+        assert (parts[0].step_shared, parts[1].step_shared) == (False, True)
+    assert {rid: len(t) for rid, t in tokens.items()} == {"m-0": 3, "m-1": 3}
+    assert two.undelivered == [3, 3] and not two.may_step
+    assert two._frontend_of == {}  # finished requests are forgotten
+
+
+def test_the_core_waits_for_the_slowest_api_server(core):
+    """Pacing is per API server: one that is MAX_STEPS_AHEAD behind stops the core, however
+    far ahead the other has answered."""
+    two = EngineCore(core.engine, frontends=2)
+    two.route(two.apply(AddRequests([NewRequest("w-0", [5, 6], _params(50))], frontend=0)))
+    two.route(two.apply(AddRequests([NewRequest("w-1", [7, 8], _params(50))], frontend=1)))
+    for _ in range(MAX_STEPS_AHEAD):
+        assert two.may_step
+        two.route(two.step())
+    assert two.undelivered == [2, 2] and not two.may_step
+    two.apply(Delivered(2, frontend=0))
+    assert not two.may_step  # API server 1 still owes two
+    two.apply(Delivered(1, frontend=1))
+    assert two.may_step
+    two.apply(Delivered(1, frontend=7))  # an unknown API server is ignored, not a crash
+    assert two.undelivered == [0, 1]
+    # an abort from either API server frees its request; stats then reach both
+    parts = dict(two.route(two.apply(AbortRequests(["w-0", "w-1"]))))
+    assert sorted(parts) == [0, 1] and parts[0].stats == parts[1].stats
+    assert parts[0].stats["num_running"] == 0 and not parts[0].outputs
+
+
+def test_a_step_that_moved_no_request_goes_to_api_server_0_and_a_failure_to_all(core):
+    two = EngineCore(core.engine, frontends=2)
+    step = CoreOutputs(outputs=[], step=StepInfo(1.0, 2.0, 0, 64))
+    assert [(f, p.step, p.step_shared) for f, p in two.route(step)] == [(0, step.step, False)]
+    assert two.undelivered == [1, 0]
+    parts = two.route(CoreOutputs(failed="RuntimeError: boom"))
+    assert [(f, p.failed) for f, p in parts] == [
+        (0, "RuntimeError: boom"),
+        (1, "RuntimeError: boom"),
+    ]
