@@ -49,7 +49,7 @@ ROW_OPTIONAL = ("ttft_p50_ms", "ttft_p99_ms", "itl_p50_ms", "itl_p99_ms", "peak_
                 # its own ITL p50)
                 "ttft_p90_ms", "itl_p90_ms", "e2e_p50_ms", "e2e_p90_ms", "e2e_p99_ms", "req_s",
                 "goodput_req_s", "request_rate", "served_ratio", "ttft_p50_over_offline",
-                "itl_p99_over_p50")  # fmt: skip
+                "itl_p99_over_p50", "api_servers")  # fmt: skip
 # Optional text labels of what a row's engine ran: its `--passes` toggles ("default": the
 # pipeline as registered) and `--quantization` ("none"); a pass on/off table's rows carry both.
 ROW_LABELS = ("passes", "quantization")

@@ -211,6 +211,7 @@ class ServeBench:
     api_key: str | None = None
     served_name: str | None = None
     client_procs: int | None = None  # None: default_client_procs of each load
+    api_servers: int = 1  # the self-started server's `--api-servers`
 
     def __post_init__(self) -> None:
         for name in ("input_len", "output_len"):
@@ -220,6 +221,9 @@ class ServeBench:
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 flag = "--" + name.replace("_", "-")
                 raise KilnError(f"{flag}={getattr(self, name)} must be >= 1 (or left out)")
+        if self.api_servers < 1 or (self.url and self.api_servers != 1):
+            raise KilnError(f"--api-servers={self.api_servers}: must be >= 1, and is for a "
+                            "server `kiln bench serve` starts (not with --url)")  # fmt: skip
         bad = [v for _, v in self.loads if not v > 0]
         if not self.loads or bad:
             raise KilnError(f"--concurrency / --request-rate values {bad} must be > 0")
@@ -247,10 +251,11 @@ def run_bench(cfg: ServeBench, engine_argv: list[str], vocab_size: int) -> tuple
     if cfg.offline and batches:
         offline = offline_rows(cfg.model, batches, cfg.input_len, cfg.output_len, engine_argv)
     biggest = max(cfg.num_prompts or 0, *(4 * int(n) for k, n in cfg.loads if k == "concurrency"))
+    serve_argv = [*engine_argv, "--api-servers", str(cfg.api_servers)]
     proc, url = (
         (None, cfg.url.rstrip("/"))
         if cfg.url
-        else start_server(cfg.model, engine_argv, max(1024, 2 * biggest))
+        else start_server(cfg.model, serve_argv, max(1024, 2 * biggest))
     )
     try:
         headers = {"Authorization": f"Bearer {cfg.api_key}"} if cfg.api_key else {}
@@ -319,6 +324,7 @@ def _rows(cfg: ServeBench, kind: str, value: float, s: dict, offline: dict) -> l
         **{k: v for k, v in s.items() if k not in ("requests", "errors", "first_errors")},
         "request_rate": None if kind == "concurrency" else value,
         "peak_memory_gb": None,
+        "api_servers": None if cfg.url else cfg.api_servers,  # a running server's: unknown
     }
     if s["errors"]:
         print(f"{s['errors']} of {s['requests']} requests failed: {s['first_errors']}",

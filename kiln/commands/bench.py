@@ -102,6 +102,12 @@ def _add_serve(benches) -> None:
         type=int,
         help="processes the clients run in (default: one per 16 in flight, up to cores - 1)",
     )
+    p.add_argument(
+        "--api-servers",
+        type=int,
+        default=1,
+        help="the started server's API server processes (`kiln serve --api-servers`)",
+    )
     _add_common(p)
 
 
@@ -347,6 +353,7 @@ def run_serve(args: argparse.Namespace) -> int:
         prompts_file=args.prompts_file, slo=Slo(args.slo_ttft_ms, args.slo_itl_ms, args.slo_e2e_ms),
         offline=not args.no_offline, seed=args.seed, api_key=args.api_key,
         served_name=args.served_model_name, client_procs=args.client_procs,
+        api_servers=args.api_servers,
     )  # fmt: skip
     _, model_cfg = read_config(resolve_model_path(args.model))
     rows, errors = run_bench(cfg, engine_argv(args), model_cfg.vocab_size)
@@ -366,7 +373,10 @@ def serve_table(rows: list[dict]) -> str:
         rate = r.get("request_rate")
         load = f"{rate:g} req/s" if rate is not None else f"{r['batch_size']} clients"
         ratio = r.get("served_ratio")
-        table.append([load, r["engine"], r["tok_s"], f"{ratio:.0%}" if ratio else None,
+        engine = r["engine"]
+        if (r.get("api_servers") or 1) > 1:
+            engine += f" ({r['api_servers']} API servers)"
+        table.append([load, engine, r["tok_s"], f"{ratio:.0%}" if ratio else None,
                       r["ttft_p50_ms"], r["ttft_p99_ms"], r["itl_p50_ms"], r["itl_p99_ms"],
                       r.get("e2e_p50_ms"), r.get("e2e_p99_ms"), r.get("goodput_req_s")])  # fmt: skip
     notes = [_serve_note(r) for r in rows if r["engine"] == "kiln-serve"]

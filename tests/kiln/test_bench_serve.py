@@ -51,22 +51,34 @@ def test_client_procs_below_one_say_what_to_pass():
                    client_procs=0)  # fmt: skip
 
 
+def test_api_servers_are_for_a_server_the_bench_starts():
+    common = dict(model="demo", loads=(("concurrency", 2.0),), input_len=8, output_len=5,
+                  num_prompts=None, prompts_file=None, slo=Slo(), offline=False)  # fmt: skip
+    with pytest.raises(KilnError, match="--api-servers=2: .*not with --url"):
+        ServeBench(url="http://127.0.0.1:8000", api_servers=2, **common)
+    with pytest.raises(KilnError, match="--api-servers=0: must be >= 1"):
+        ServeBench(url=None, api_servers=0, **common)
+
+
 def test_bench_serve_reports_served_beside_offline(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("KILN_DASHBOARD_DB", str(tmp_path / "dash.sqlite"))
     out = tmp_path / "serve.json"
     argv = ["bench", "serve", "demo", "--compile", "never", "--concurrency", "2",
             "--input-len", "8", "--output-len", "5", "--num-prompts", "4",
-            "--slo-ttft-ms", "60000", "--client-procs", "2", "--json-out", str(out)]  # fmt: skip
+            "--slo-ttft-ms", "60000", "--client-procs", "2", "--api-servers", "2",
+            "--json-out", str(out)]  # fmt: skip
     assert main(argv) == 0
     captured = capsys.readouterr()
     printed = captured.out
     assert "2 clients" in printed and "vs offline" in printed
+    assert "kiln-serve (2 API servers)" in printed
     assert "2 clients: 2 client process(es)" in captured.err
     record = json.loads(out.read_text())
     assert record["bench"] == "serve"
     offline, served = record["results"]
     assert (offline["engine"], served["engine"]) == ("kiln-offline", "kiln-serve")
     assert served["batch_size"] == offline["batch_size"] == 2
+    assert served["api_servers"] == 2  # the server it started had two API server processes
     assert served["served_ratio"] == pytest.approx(served["tok_s"] / offline["tok_s"])
     # 4 requests x 5 tokens, all within the SLO
     assert served["req_s"] == pytest.approx(served["goodput_req_s"])
