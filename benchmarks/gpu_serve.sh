@@ -20,7 +20,10 @@
 # --only-binary=:all: -d shared/wheels, for the image's Python). Writes
 # $OUT/serve-<run>.{json,log} and $OUT/summary.json (the card, one row per run and load with the
 # goal ratios, and every run's full record); about 6-7 minutes.
-# MODELS (default "demo llama3.2-1b llama3-8b") picks the models.
+# MODELS (default "demo llama3.2-1b llama3-8b") picks the models. API_SERVERS (default "", e.g.
+# "2 4") reruns each model's server alone (after its default one-API-server run) with that many
+# API server processes (`kiln serve --api-servers N`), as run <model>-api<N>; the summary sets
+# those rows beside the model's own offline figures.
 # Usage (device): bash benchmarks/gpu_serve.sh
 set -u
 export KILN_CACHE_DIR=/tmp/kcache PYTHONUNBUFFERED=1 OUT=${OUT:-/tmp/out} PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
@@ -42,7 +45,14 @@ bound() {  # RUN TOKENS MODEL FLAGS...: served only, 32 clients, another prefill
     --max-prefill-while-decoding $tokens
 }
 models=${MODELS:-demo llama3.2-1b llama3-8b}
-case " $models " in *" demo "*) bench demo demo --concurrency 32,128 --compile on_miss ;; esac
+more_servers() {  # MODEL-RUN MODEL FLAGS...: the server alone, once per API_SERVERS count
+  local name=$1; shift
+  for n in ${API_SERVERS:-}; do
+    bench $name-api$n "$@" --concurrency 32,128 --no-offline --api-servers $n
+  done
+}
+case " $models " in *" demo "*) bench demo demo --concurrency 32,128 --compile on_miss
+  more_servers demo demo --compile on_miss ;; esac
 for shape in $models; do
   [ $shape = demo ] && continue
   ck=/tmp/ckpt-$shape
@@ -50,13 +60,14 @@ for shape in $models; do
 make_checkpoint as m; m('$shape', Path('$ck'))" > $OUT/ckpt-$shape.log 2>&1 || { echo "ckpt $shape failed"; continue; }
   mode=on_miss; [ $shape = llama3-8b ] && mode=${COMPILE_8B:-on_miss}
   BENCH_TIMEOUT=240 bench $shape $ck --concurrency 32,128 --compile $mode
+  more_servers $shape $ck --compile $mode
   if [ $shape = llama3.2-1b ] && [ "${FULLVOCAB:-1}" = 1 ]; then  # every id decodes to text
     python3 benchmarks/full_vocab_tokenizer.py $ck $ck-fullvocab > /dev/null &&
       bench $shape-fullvocab $ck-fullvocab --concurrency 32,128 --compile on_miss  # cache hit
   fi
 done
 mode8b=${COMPILE_8B:-on_miss}
-for tokens in ${BOUNDS:-512 64}; do
+for tokens in ${BOUNDS-512 64}; do
   [ -f /tmp/ckpt-llama3-8b/config.json ] && bound llama3-8b $tokens /tmp/ckpt-llama3-8b --compile $mode8b
   if [ "${FULLVOCAB:-1}" = 1 ]; then
     [ -f /tmp/ckpt-llama3.2-1b-fullvocab/config.json ] &&
@@ -70,14 +81,20 @@ python3 - <<'PY'
 import json, os, pathlib
 out = pathlib.Path(os.environ["OUT"]); rows, records = [], {}
 for f in sorted(out.glob("serve-*.json")):
-    record = json.loads(f.read_text()); run = f.stem[6:]; records[run] = record
-    off = {r["batch_size"]: r for r in record["results"] if r["engine"] == "kiln-offline"}
+    records[f.stem[6:]] = json.loads(f.read_text())
+def offline(run):  # a <model>-api<N> run is set beside <model>'s offline rows
+    rows = records.get(run.split("-api")[0], records[run])["results"]
+    return {r["batch_size"]: r for r in rows if r["engine"] == "kiln-offline"}
+for run, record in records.items():
+    off = offline(run)
     for r in (r for r in record["results"] if r["engine"] == "kiln-serve"):
         o = off.get(r["batch_size"], {})
-        s = {"run": run, "clients": r["batch_size"], "served_tok_s": r["tok_s"],
-             "offline_tok_s": o.get("tok_s"), "served_over_offline": r.get("served_ratio"),
+        ratio = lambda a, b: a / b if a and b else None
+        s = {"run": run, "api_servers": r.get("api_servers"), "clients": r["batch_size"],
+             "served_tok_s": r["tok_s"], "offline_tok_s": o.get("tok_s"),
+             "served_over_offline": ratio(r["tok_s"], o.get("tok_s")),
              "ttft_p50_ms": r["ttft_p50_ms"], "offline_ttft_p50_ms": o.get("ttft_p50_ms"),
-             "ttft_p50_over_offline": r.get("ttft_p50_over_offline"),
+             "ttft_p50_over_offline": ratio(r["ttft_p50_ms"], o.get("ttft_p50_ms")),
              "itl_p50_ms": r["itl_p50_ms"], "itl_p99_ms": r["itl_p99_ms"],
              "itl_p99_over_p50": r.get("itl_p99_over_p50"),
              "offline_itl_p50_ms": o.get("itl_p50_ms"), "offline_itl_p99_ms": o.get("itl_p99_ms")}
