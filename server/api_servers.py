@@ -43,17 +43,20 @@ from server.metrics import ServerMetrics
 
 log = logging.getLogger("kiln.server")
 PUBLISH_S = 0.25  # how stale another API server's counters in /metrics may be, at most
+LISTEN_BACKLOG = 128  # as aiohttp's sites
 
 
 def listen_sockets(host: str, port: int, count: int) -> list[list[socket.socket]]:
-    """For each of `count` API servers, its own bound (not yet listening) TCP sockets, one
-    per address `host` resolves to (as asyncio's `create_server` binds them), all on one
-    port (port 0 picks it) with SO_REUSEPORT: the kernel spreads new connections evenly
-    over the API servers. Processes accepting on one shared socket instead would race for
-    every connection, and the first to wake takes most of them.
+    """For each of `count` API servers, its own listening TCP sockets, one per address
+    `host` resolves to (as asyncio's `create_server` binds them), all on one port (port 0
+    picks it) with SO_REUSEPORT: the kernel spreads new connections evenly over the API
+    servers. Processes accepting on one shared socket instead would race for every
+    connection, and the first to wake takes most of them.
 
     SO_REUSEPORT would also let another process of this user join the port, so the port is
-    first probed with a plain socket: one that something already listens on is refused."""
+    first probed with a plain socket: one that something already listens on is refused. The
+    sockets listen at once, so a second server cannot slip in while this one starts (a
+    connection made before its API server serves waits in the backlog)."""
     try:
         infos = socket.getaddrinfo(
             host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
@@ -75,6 +78,7 @@ def listen_sockets(host: str, port: int, count: int) -> list[list[socket.socket]
                 sock = _socket(family, kind, proto, reuse_port=True)
                 group.append(sock)
                 sock.bind(addr)
+                sock.listen(LISTEN_BACKLOG)
                 addr = sock.getsockname()  # port 0: the rest take the port this one got
     except OSError as e:
         for sock in (s for group in groups for s in group):

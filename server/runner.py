@@ -40,8 +40,8 @@ async def serve(
     on_ready: Callable[[str], None] | None = None,
     sockets: list[socket.socket] | None = None,
 ) -> int:
-    """Serve on `host`:`port`, or on bound `sockets` (several API server processes share
-    them), until SIGTERM or SIGINT (returns 0 once drained and stopped) or until the engine
+    """Serve on `host`:`port`, or on listening `sockets` (of several API server processes
+    on one port), until SIGTERM or SIGINT (returns 0 once drained and stopped) or until the engine
     dies (returns 1)."""
     runner = make_runner(app)
     await runner.setup()  # starts the engine loop (cleanup_ctx)
