@@ -83,7 +83,8 @@ out = pathlib.Path(os.environ["OUT"]); rows, records = [], {}
 for f in sorted(out.glob("serve-*.json")):
     records[f.stem[6:]] = json.loads(f.read_text())
 def offline(run):  # a <model>-api<N> run is set beside <model>'s offline rows
-    rows = records.get(run.split("-api")[0], records[run])["results"]
+    base, _, n = run.rpartition("-api")
+    rows = records.get(base if n.isdigit() else run, records[run])["results"]
     return {r["batch_size"]: r for r in rows if r["engine"] == "kiln-offline"}
 for run, record in records.items():
     off = offline(run)

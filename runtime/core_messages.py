@@ -1,6 +1,7 @@
 """The wire format between the API server and the engine-core process (msgspec msgpack).
 
-Server -> core: `AddRequests`, `AbortRequests`, `Delivered`, `Shutdown` (one tagged union).
+Server -> core: `AddRequests`, `AbortRequests`, `Delivered`, `FrontendGone`, `Shutdown` (one
+tagged union).
 Core -> server: one `CoreOutputs` per engine step for every request that moved, with the
 step's timing and make-up, plus the admission answers (`accepted` / `rejected`) of the adds
 applied before that step, and engine stats now and then. With several API server processes
@@ -41,11 +42,18 @@ class Delivered(msgspec.Struct, tag="delivered", array_like=True):
     frontend: int = 0  # the API server that answers
 
 
+class FrontendGone(msgspec.Struct, tag="gone", array_like=True):
+    """API server 0 says API server `frontend` has exited: the core aborts its requests and
+    stops pacing to it."""
+
+    frontend: int
+
+
 class Shutdown(msgspec.Struct, tag="shutdown", array_like=True):
     pass
 
 
-CoreInput = AddRequests | AbortRequests | Delivered | Shutdown
+CoreInput = AddRequests | AbortRequests | Delivered | FrontendGone | Shutdown
 
 
 class TokenDelta(msgspec.Struct, array_like=True, omit_defaults=True):
@@ -96,7 +104,7 @@ class CoreCodec:
     def encode(self, message: msgspec.Struct) -> bytes:
         return self._encoder.encode(message)
 
-    def decode_input(self, data: bytes) -> AddRequests | AbortRequests | Delivered | Shutdown:
+    def decode_input(self, data: bytes) -> CoreInput:
         return self._inputs.decode(data)
 
     def decode_outputs(self, data: bytes) -> CoreOutputs:

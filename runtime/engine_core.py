@@ -46,10 +46,11 @@ from runtime.core_messages import (
     AbortRequests,
     AddRequests,
     CoreCodec,
+    CoreInput,
     CoreOutputs,
     Delivered,
+    FrontendGone,
     Rejected,
-    Shutdown,
     StepInfo,
     TokenDelta,
 )
@@ -108,17 +109,18 @@ class EngineCore:
         # Per API server: step messages sent and not yet answered with `Delivered`.
         self.undelivered = [0] * frontends
         self._frontend_of: dict[str, int] = {}  # request id -> its API server (several only)
+        self.gone: set[int] = set()  # API servers that exited: nothing more is sent there
 
     @property
     def may_step(self) -> bool:
-        """Something runs and no API server is MAX_STEPS_AHEAD steps behind."""
+        """Something runs and no API server is MAX_STEPS_AHEAD steps behind (the slowest one
+        sets the pace of all)."""
         return bool(self.running) and max(self.undelivered) < MAX_STEPS_AHEAD
 
-    def apply(
-        self, message: AddRequests | AbortRequests | Delivered | Shutdown
-    ) -> CoreOutputs | None:
-        """Apply one command; adds are answered at once (accepted / rejected), and aborts that
-        leave nothing running report the freed engine."""
+    def apply(self, message: CoreInput) -> CoreOutputs | None:
+        """Apply one command; adds are answered at once (accepted / rejected; `route` with
+        `to=message.frontend` sends the answer), and aborts that leave nothing running report
+        the freed engine."""
         frontend = getattr(message, "frontend", 0)
         if not 0 <= frontend < self.frontends:
             log.error("a %s from unknown API server %d: dropped", type(message).__name__, frontend)
@@ -129,25 +131,33 @@ class EngineCore:
         if isinstance(message, AddRequests):
             return self._add(message)
         if isinstance(message, AbortRequests):
-            for rid in message.request_ids:
-                self.engine.abort(rid)  # frees the sequence's KV blocks
-                self.running.discard(rid)
-                self._frontend_of.pop(rid, None)
-            return None if self.running else CoreOutputs(stats=self.stats_due(force=True))
+            return self._abort(message.request_ids)
+        if isinstance(message, FrontendGone):
+            # Its requests have no one to read them, and its unanswered steps never will be.
+            self.gone.add(frontend)
+            self.undelivered[frontend] = 0
+            return self._abort([r for r, f in self._frontend_of.items() if f == frontend])
         self.shutdown = True
         return None
+
+    def _abort(self, request_ids: list[str]) -> CoreOutputs | None:
+        for rid in request_ids:
+            self.engine.abort(rid)  # frees the sequence's KV blocks
+            self.running.discard(rid)
+            self._frontend_of.pop(rid, None)
+        return None if self.running else CoreOutputs(stats=self.stats_due(force=True))
 
     def _add(self, message: AddRequests) -> CoreOutputs:
         answer = CoreOutputs(accepted=[], rejected=[])
         for req in message.requests:
-            if self.frontends > 1:  # `route` sends the answer there, and forgets a rejected one
-                self._frontend_of[req.request_id] = message.frontend
             try:
                 self.engine.add_request(req.request_id, req.prompt_token_ids, req.params)
             except KilnError as e:
                 answer.rejected.append(Rejected(req.request_id, str(e)))
                 continue
             self.running.add(req.request_id)
+            if self.frontends > 1:  # its outputs go there
+                self._frontend_of[req.request_id] = message.frontend
             answer.accepted.append(req.request_id)
         return answer
 
@@ -178,12 +188,13 @@ class EngineCore:
         # The step that empties the batch reports at once: /metrics must show an idle engine.
         return CoreOutputs(outputs=deltas, step=step, stats=self.stats_due(force=not self.running))
 
-    def route(self, msg: CoreOutputs) -> list[tuple[int, CoreOutputs]]:
+    def route(self, msg: CoreOutputs, to: int | None = None) -> list[tuple[int, CoreOutputs]]:
         """Who gets what of one message, as (API server, its part) pairs; counts each step
         part sent as owed a `Delivered`. One API server gets the message whole. With several,
-        each gets its requests' answers and outputs; the step goes with every part that has
-        outputs (the first of them counts it in /metrics), or to API server 0 when no request
-        moved; stats and a failure go to all."""
+        an add's answer goes to its sender (`to`), each API server gets its requests' outputs,
+        the step goes with every part that has outputs (the first of them counts it in
+        /metrics), or to the first API server still there when no request moved; stats and a
+        failure go to all. Nothing goes to an API server that is gone."""
         if self.frontends == 1:
             if msg.step is not None:
                 self.undelivered[0] += 1  # the server answers every message with a step
@@ -195,22 +206,24 @@ class EngineCore:
                 parts[f] = CoreOutputs(outputs=[], accepted=[], rejected=[])
             return parts[f]
 
+        if msg.accepted or msg.rejected:
+            part(0 if to is None else to).accepted.extend(msg.accepted)
+            part(0 if to is None else to).rejected.extend(msg.rejected)
         owner = self._frontend_of
-        for rid in msg.accepted:
-            part(owner.get(rid, 0)).accepted.append(rid)
-        for rejected in msg.rejected:
-            part(owner.pop(rejected.request_id, 0)).rejected.append(rejected)
         for delta in msg.outputs:
             rid = delta.request_id
             f = owner.pop(rid, 0) if delta.finish_reason is not None else owner.get(rid, 0)
             part(f).outputs.append(delta)
-        if msg.step is not None:
-            stepped = sorted(f for f, p in parts.items() if p.outputs) or [0]
+        for f in self.gone:
+            parts.pop(f, None)
+        present = [f for f in range(self.frontends) if f not in self.gone]
+        if msg.step is not None and present:
+            stepped = sorted(f for f, p in parts.items() if p.outputs) or present[:1]
             for i, f in enumerate(stepped):
                 part(f).step, part(f).step_shared = msg.step, i > 0
                 self.undelivered[f] += 1
         if msg.failed is not None or msg.stats is not None:
-            for f in range(self.frontends):
+            for f in present:
                 part(f).failed, part(f).stats = msg.failed, msg.stats
         return sorted(parts.items())
 
@@ -334,8 +347,8 @@ def _loop(core: EngineCore, pull, pushes: list) -> None:
     codec = CoreCodec()
     parent = os.getppid()
 
-    def send(msg: CoreOutputs) -> None:
-        for f, part in core.route(msg):
+    def send(msg: CoreOutputs, to: int | None = None) -> None:
+        for f, part in core.route(msg, to):
             pushes[f].send_multipart([OUTPUTS, codec.encode(part)], copy=False)
 
     while not core.shutdown:
@@ -343,9 +356,10 @@ def _loop(core: EngineCore, pull, pushes: list) -> None:
         # MAX_STEPS_AHEAD steps behind (its `Delivered` wakes the core).
         timeout = 0 if core.may_step else IDLE_POLL_MS
         while pull.poll(timeout):
-            answer = core.apply(codec.decode_input(pull.recv()))
+            message = codec.decode_input(pull.recv())
+            answer = core.apply(message)
             if answer is not None:
-                send(answer)
+                send(answer, getattr(message, "frontend", None))
             timeout = 0
         if core.shutdown:
             return

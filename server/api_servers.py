@@ -15,9 +15,11 @@ loop (a fork copies only the calling thread). Each accepts on its own sockets of
 and the kernel spreads new connections over them (`listen_sockets`). API server 0
 supervises: SIGTERM reaches it, it forwards SIGTERM to the others (they ignore SIGINT, so
 Ctrl-C drains through it too), each drains its own requests, and it stops the core once
-they have exited. An API server exiting on its own is an engine failure: /health answers
-503 and `kiln serve` exits 1. Each API server follows the core's health itself (a Linux
-pidfd), so a crashed core fails every stream at once.
+they have exited. When one exits it tells the core (`FrontendGone`); one that drained and
+exited 0 leaves the rest serving, any other exit fails the whole server (/health 503,
+`kiln serve` exits 1). Each API server follows the core's health itself (a Linux pidfd), so
+a crashed core fails every stream at once, and the kernel kills API servers 1..N-1 if API
+server 0 dies.
 
 /metrics answers for the whole server whichever process takes the scrape: every API server
 publishes its counters and histograms to the core's folder every `PUBLISH_S`, and the
@@ -33,6 +35,7 @@ import os
 import select
 import signal
 import socket
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -144,17 +147,16 @@ class ApiServers:
             proc.start()
             self.processes.append(proc)
 
-    def watch(self, on_exit: Callable[[str], None]) -> None:
-        """Call `on_exit(reason)` from the running loop when one exits before `terminate`."""
+    def watch(self, on_exit: Callable[[int, int | None], None]) -> None:
+        """Call `on_exit(index, exit code)` from the running loop when one exits."""
         loop = asyncio.get_running_loop()
         for i, proc in enumerate(self.processes, start=1):
             loop.add_reader(proc.sentinel, self._exited, i, proc, on_exit)
 
-    def _exited(self, index: int, proc, on_exit: Callable[[str], None]) -> None:
+    def _exited(self, index: int, proc, on_exit: Callable[[int, int | None], None]) -> None:
         asyncio.get_running_loop().remove_reader(proc.sentinel)
         proc.join(1)
-        if not self.stopping:
-            on_exit(f"API server process {index} exited with code {proc.exitcode}")
+        on_exit(index, proc.exitcode)
 
     def terminate(self) -> None:
         """Ask every one to drain and exit (SIGTERM)."""
@@ -164,11 +166,13 @@ class ApiServers:
                 os.kill(proc.pid, signal.SIGTERM)
 
     async def wait(self, timeout: float) -> bool:
-        """Wait for all to exit (killing any left after `timeout`); whether all exited 0."""
+        """Wait for all to exit (killing any left after `timeout` in all); whether all
+        exited 0."""
         self.terminate()
+        deadline = time.monotonic() + timeout
         clean = True
         for proc in self.processes:
-            await asyncio.to_thread(proc.join, timeout)
+            await asyncio.to_thread(proc.join, max(0.0, deadline - time.monotonic()))
             if proc.is_alive():
                 log.warning("API server %s did not stop in %.0f s; killing it", proc.name, timeout)
                 proc.kill()
@@ -186,9 +190,25 @@ class ApiServers:
 
 
 def _run(main: Callable[[int], int], index: int) -> None:
-    # Ctrl-C reaches the whole process group; API server 0 forwards SIGTERM, once.
+    # Ctrl-C reaches the whole process group; API server 0 forwards SIGTERM, once. A SIGTERM
+    # waits (blocked) until the event loop's handler drains: `serve` unblocks it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    _die_with_parent()
     raise SystemExit(main(index))
+
+
+def _die_with_parent() -> None:
+    """SIGKILL this process when API server 0 dies without stopping it (Linux prctl)."""
+    import ctypes
+
+    parent = os.getppid()
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # it died before the prctl
+        os._exit(1)
 
 
 class SharedMetrics:
@@ -207,7 +227,13 @@ class SharedMetrics:
         os.replace(tmp, self._path(self.index))
 
     def merged(self, metrics: ServerMetrics) -> ServerMetrics:
-        """This process's live figures plus every other API server's last published ones."""
+        """This process's live figures plus every other API server's last published ones.
+        Its own are published first, so a later scrape that another API server answers
+        counts at least these: the server-wide counters never go back."""
+        try:
+            self.publish(metrics)
+        except OSError:
+            log.debug("publishing metrics failed", exc_info=True)
         total = ServerMetrics()
         total.add_state(metrics.state())
         for i in range(self.count):

@@ -33,7 +33,8 @@ def create_app(engine, config: ServerConfig | None = None) -> web.Application:
     )
     limits = dict(max_queue=config.max_queue, retry_after_s=config.retry_after_s)
     if isinstance(engine, CoreProcess):
-        loop = EngineCoreClient(engine, metrics, **limits, step_trace=config.step_trace)
+        loop = EngineCoreClient(engine, metrics, **limits, step_trace=config.step_trace,
+                                shutdown_timeout=config.shutdown_timeout)  # fmt: skip
     else:
         loop = EngineLoop(engine, metrics, **limits)
     app[STATE] = ServerState(

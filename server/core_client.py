@@ -32,6 +32,7 @@ from runtime.core_messages import (
     CoreCodec,
     CoreOutputs,
     Delivered,
+    FrontendGone,
     NewRequest,
     Shutdown,
 )
@@ -45,6 +46,7 @@ from server.tracker import RequestTracker
 
 log = logging.getLogger("kiln.server")
 STOP_TIMEOUT_S = 10.0  # after Shutdown, the core gets this long to exit before a kill
+CLOSE_LINGER_MS = 1000  # API servers 1..N-1: their last aborts may take this long to leave
 # A PUSH socket with no peer blocks a send: a command to a core that is gone (or not yet
 # attached) waits at most this long, so the event loop can never hang on one.
 SEND_TIMEOUT_MS = 2000
@@ -85,7 +87,10 @@ def connect_core(spawned: SpawnedCore, frontend: int = 0) -> CoreProcess:
         sock.set_hwm(0)  # no queue limit: messages are never dropped for a full queue
     push.setsockopt(zmq.SNDTIMEO, SEND_TIMEOUT_MS)  # only a core that is not attached waits
     owner = frontend == 0
-    proc = spawned.process if owner else PeerProcess(spawned.process.pid)
+    try:
+        proc = spawned.process if owner else PeerProcess(spawned.process.pid)
+    except OSError:  # already exited (and reaped)
+        raise KilnError("the engine core process exited before it was ready") from None
     try:
         push.bind(spawned.in_addrs[frontend])
         pull.bind(spawned.out_addrs[frontend])
@@ -122,8 +127,11 @@ class EngineCoreClient(RequestTracker):
         max_queue: int,
         retry_after_s: int = 1,
         step_trace: Path | None = None,
+        shutdown_timeout: float = 10.0,
     ) -> None:
         super().__init__(metrics, max_queue=max_queue, retry_after_s=retry_after_s)
+        self.shutdown_timeout = shutdown_timeout  # how long the other API servers may drain
+        self._others_deadline: float | None = None  # time.monotonic() they must exit by
         self._trace = StepTrace(step_trace) if step_trace is not None else None
         self.core = core
         info = core.info
@@ -136,7 +144,7 @@ class EngineCoreClient(RequestTracker):
         self._reader: asyncio.Task | None = None
         self._pull: zmq.asyncio.Socket | None = None
         self._shut_down = False
-        self._core_gone = False  # a send found the core process exited
+        self._core_gone = False  # the core process exited
         self._shared = None  # several API servers: /metrics adds up all of them
         if core.frontends > 1:
             self._shared = SharedMetrics(core.folder, core.frontend, core.frontends)
@@ -154,8 +162,10 @@ class EngineCoreClient(RequestTracker):
             self._publisher = asyncio.create_task(self._shared.run(self.metrics))
 
     def on_stop(self) -> None:
-        """SIGTERM or a failure stops this API server: the others drain alongside it."""
-        if self.core.others is not None:
+        """SIGTERM or a failure stops this API server: the others drain alongside it, for as
+        long as this one may."""
+        if self.core.others is not None and self._others_deadline is None:
+            self._others_deadline = time.monotonic() + self.shutdown_timeout + STOP_TIMEOUT_S
             self.core.others.terminate()
 
     def metrics_text(self) -> str:
@@ -171,13 +181,15 @@ class EngineCoreClient(RequestTracker):
         asyncio.get_running_loop().remove_reader(proc.sentinel)
         if self._publisher is not None:
             self._publisher.cancel()
+            self._shared.publish(self.metrics)  # the last figures, for the others' /metrics
         if not self.core.owner:
             self._shut_down = True
-            self._close()
+            self._close(linger_ms=CLOSE_LINGER_MS)  # the aborts above still reach the core
             return
         if self.core.others is not None:
-            # They drain alongside this one (`on_stop`), so they are done or nearly done.
-            if not await self.core.others.wait(STOP_TIMEOUT_S) and self.dead_reason is None:
+            self.on_stop()  # they drain alongside this one, and are done or nearly done
+            left = max(0.0, self._others_deadline - time.monotonic())
+            if not await self.core.others.wait(left) and self.dead_reason is None:
                 self.dead_reason = "an API server process did not exit cleanly"
                 self.died.set()
         alive = proc.is_alive()
@@ -194,12 +206,12 @@ class EngineCoreClient(RequestTracker):
         self._close()
         shutil.rmtree(self.core.folder, ignore_errors=True)
 
-    def _close(self) -> None:
+    def _close(self, linger_ms: int = 0) -> None:
         if self._reader is not None:
             self._reader.cancel()
         if self._trace is not None:
             self._trace.close()
-        self.core.push.close()
+        self.core.push.close(linger=linger_ms)
         self.core.pull.close()
 
     # --- commands ------------------------------------------------------------------------
@@ -229,8 +241,10 @@ class EngineCoreClient(RequestTracker):
     def _send(self, message) -> bool:
         """A command; False if it could not be sent. Blocks at most SEND_TIMEOUT_MS (the
         socket's send timeout), which only a core that is not attached can cost; once the
-        core process has exited nothing more is tried (its exit callback ends the requests)."""
-        if self.dead_reason is not None or self._shut_down or self._core_gone:
+        core process has exited nothing more is tried (its exit callback ends the requests).
+        A failure elsewhere (another API server's exit) leaves the core reachable: aborts
+        and Shutdown still go."""
+        if self._shut_down or self._core_gone:
             return False
         try:
             self.core.push.send(self._codec.encode(message), copy=False)
@@ -244,7 +258,7 @@ class EngineCoreClient(RequestTracker):
         """The answer to a step message, never blocking: the core that sent the step is
         connected unless it has exited since (after `Shutdown`, or a crash), and then the
         answer has no one to reach."""
-        if self.dead_reason is None and not self._shut_down:
+        if not self._shut_down and not self._core_gone:
             try:
                 self.core.push.send(data, flags=zmq.NOBLOCK, copy=False)
             except zmq.Again:
@@ -301,11 +315,17 @@ class EngineCoreClient(RequestTracker):
         proc = self.core.process
         asyncio.get_running_loop().remove_reader(proc.sentinel)
         proc.join(1)
+        self._core_gone = True
         self._die(_exited(proc))
 
-    def _on_peer_exit(self, reason: str) -> None:
-        if self.dead_reason is None:
-            self._die(reason)
+    def _on_peer_exit(self, index: int, code: int | None) -> None:
+        """API server `index` exited: the core forgets it. One that drained and exited 0 (a
+        SIGTERM of its own) leaves the rest serving; any other exit is a failure of all."""
+        self._send(FrontendGone(index))
+        if code == 0 or (self.core.others is not None and self.core.others.stopping):
+            log.info("API server process %d exited with code %s", index, code)
+        elif self.dead_reason is None:
+            self._die(f"API server process {index} exited with code {code}")
 
     def _die(self, reason: str) -> None:
         self.dead_reason = reason

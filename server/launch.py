@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
@@ -36,7 +37,7 @@ def serve_core(
     runs in every API server once its core is ready, `on_ready(url, core)` in API server 0
     once it listens."""
     count = spawned.frontends
-    sockets, others = None, None
+    sockets, others, groups = None, None, []
     try:
         if count > 1:  # before any ZMQ context or event loop exists: API servers fork
             groups = listen_sockets(host, port, count)
@@ -46,10 +47,12 @@ def serve_core(
             sockets = keep_own(groups, 0)
         core = connect_core(spawned)
     except BaseException:
+        if spawned.process.is_alive():
+            spawned.process.kill()  # first: the others then see it gone and exit at once
         if others is not None:
             others.kill()
-        if spawned.process.is_alive():
-            spawned.process.kill()
+        for sock in (s for group in groups for s in group):
+            sock.close()
         raise
     core.others = others
     if on_connect is not None:
@@ -73,4 +76,5 @@ def _api_server(spawned, index, sockets, config, host, port, on_connect) -> int:
         on_connect(core)
     if config.step_trace is not None:
         config = dataclasses.replace(config, step_trace=Path(f"{config.step_trace}.{index}"))
-    return asyncio.run(serve(create_app(core, config), host, port, sockets=sockets))
+    app = create_app(core, config)
+    return asyncio.run(serve(app, host, port, sockets=sockets, signals=(signal.SIGTERM,)))

@@ -39,6 +39,7 @@ async def serve(
     port: int,
     on_ready: Callable[[str], None] | None = None,
     sockets: list[socket.socket] | None = None,
+    signals: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT),
 ) -> int:
     """Serve on `host`:`port`, or on listening `sockets` (of several API server processes
     on one port), until SIGTERM or SIGINT (returns 0 once drained and stopped) or until the engine
@@ -56,8 +57,9 @@ async def serve(
         on_ready(url)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in signals:
         loop.add_signal_handler(sig, stop.set)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, signals)  # a forked API server's were held
     died = app[STATE].loop.died
     try:
         await _first(stop.wait(), died.wait())

@@ -15,6 +15,7 @@ from runtime.core_messages import (
     CoreCodec,
     CoreOutputs,
     Delivered,
+    FrontendGone,
     NewRequest,
     Rejected,
     Shutdown,
@@ -302,7 +303,7 @@ def test_several_api_servers_each_get_their_own_requests_answers_and_tokens(core
     b = two.apply(AddRequests([NewRequest("m-1", [8, 9], _params(3)),
                                NewRequest("m-2", [9] * 10_000, _params(3))], frontend=1))  # fmt: skip
     assert two.route(a) == [(0, CoreOutputs(outputs=[], accepted=["m-0"], rejected=[]))]
-    ((to, answer),) = two.route(b)
+    ((to, answer),) = two.route(b, to=1)
     assert to == 1 and answer.accepted == ["m-1"] and answer.rejected[0].request_id == "m-2"
     tokens: dict[str, list[int]] = {"m-0": [], "m-1": []}
     while two.running:
@@ -351,3 +352,24 @@ def test_a_step_that_moved_no_request_goes_to_api_server_0_and_a_failure_to_all(
         (0, "RuntimeError: boom"),
         (1, "RuntimeError: boom"),
     ]
+
+
+def test_a_gone_api_server_has_its_requests_aborted_and_no_longer_sets_the_pace(core):
+    """API server 1 exited with a request running and two steps unanswered: without
+    `FrontendGone` the core would wait for it forever and API server 0's streams would hang."""
+    two = EngineCore(core.engine, frontends=2)
+    two.route(two.apply(AddRequests([NewRequest("g-0", [5, 6], _params(6))], frontend=0)), 0)
+    two.route(two.apply(AddRequests([NewRequest("g-1", [7, 8], _params(50))], frontend=1)), 1)
+    for _ in range(MAX_STEPS_AHEAD):
+        two.route(two.step())
+    two.apply(Delivered(2, frontend=0))
+    assert not two.may_step  # API server 1 owes two steps and never answers
+    two.apply(FrontendGone(1))
+    assert two.running == {"g-0"} and two.may_step and two.gone == {1}
+    while two.running:
+        parts = two.route(two.step())
+        assert [f for f, _ in parts] == [0]  # nothing more goes to API server 1
+        two.apply(Delivered(1, frontend=0))
+    late = two.route(CoreOutputs(accepted=["x"], rejected=[]), to=1)  # an add it sent before
+    assert late == []
+    assert [f for f, _ in two.route(CoreOutputs(stats={"num_running": 0}))] == [0]

@@ -109,3 +109,25 @@ def test_bad_api_server_counts_are_refused_before_the_engine_starts():
         proc = ServeProcess("--api-servers", bad)
         with pytest.raises(RuntimeError, match="--api-servers"):
             proc.start()
+
+
+def test_an_api_server_stopped_on_its_own_leaves_the_rest_serving():
+    """SIGTERM to API server 1 alone: it drains and exits 0, the core forgets it, and the
+    others go on serving every new connection."""
+    proc = ServeProcess("--api-servers", "2").start()
+    try:
+        core, (other,) = pids(proc)
+        os.kill(other, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while not gone(other) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert gone(other)
+        with ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(lambda i: stream(proc.url, i, 8), range(8)))
+        assert all(events[-1]["choices"][0]["finish_reason"] == "length" for events in results)
+        assert "API server process 1 exited with code 0" in proc.stderr_text()
+        code = proc.terminate(60)
+    finally:
+        proc.kill()
+    assert code == 0, proc.stderr_text()
+    assert gone(core)
