@@ -199,32 +199,29 @@ class EngineCore:
             if msg.step is not None:
                 self.undelivered[0] += 1  # the server answers every message with a step
             return [(0, msg)]
-        parts: dict[int, CoreOutputs] = {}
-
-        def part(f: int) -> CoreOutputs:
-            if f not in parts:
-                parts[f] = CoreOutputs(outputs=[], accepted=[], rejected=[])
-            return parts[f]
-
-        if msg.accepted or msg.rejected:
-            part(0 if to is None else to).accepted.extend(msg.accepted)
-            part(0 if to is None else to).rejected.extend(msg.rejected)
+        by: list[list[TokenDelta]] = [[] for _ in range(self.frontends)]
         owner = self._frontend_of
-        for delta in msg.outputs:
-            rid = delta.request_id
-            f = owner.pop(rid, 0) if delta.finish_reason is not None else owner.get(rid, 0)
-            part(f).outputs.append(delta)
-        for f in self.gone:
-            parts.pop(f, None)
+        for delta in msg.outputs:  # the one per-request loop: kept lean
+            if delta.finish_reason is None:
+                by[owner.get(delta.request_id, 0)].append(delta)
+            else:
+                by[owner.pop(delta.request_id, 0)].append(delta)
+        parts = {f: CoreOutputs(outputs=d, accepted=[], rejected=[]) for f, d in enumerate(by)
+                 if d and f not in self.gone}  # fmt: skip
         present = [f for f in range(self.frontends) if f not in self.gone]
+        if (msg.accepted or msg.rejected) and (to or 0) in present:
+            answer = parts.setdefault(to or 0, CoreOutputs(outputs=[], accepted=[], rejected=[]))
+            answer.accepted, answer.rejected = msg.accepted, msg.rejected
         if msg.step is not None and present:
-            stepped = sorted(f for f, p in parts.items() if p.outputs) or present[:1]
+            stepped = [f for f in sorted(parts) if parts[f].outputs] or present[:1]
             for i, f in enumerate(stepped):
-                part(f).step, part(f).step_shared = msg.step, i > 0
+                p = parts.setdefault(f, CoreOutputs(outputs=[], accepted=[], rejected=[]))
+                p.step, p.step_shared = msg.step, i > 0
                 self.undelivered[f] += 1
         if msg.failed is not None or msg.stats is not None:
             for f in present:
-                part(f).failed, part(f).stats = msg.failed, msg.stats
+                p = parts.setdefault(f, CoreOutputs(outputs=[], accepted=[], rejected=[]))
+                p.failed, p.stats = msg.failed, msg.stats
         return sorted(parts.items())
 
     def capture_pending_graphs(self) -> None:
