@@ -68,6 +68,7 @@ class TokenDelta(msgspec.Struct, array_like=True, omit_defaults=True):
 class Rejected(msgspec.Struct, array_like=True):
     request_id: str
     message: str  # the engine's KilnError text (the server answers 400 with it)
+    queue_full: bool = False  # refused for `--max-queue`, not for the request (503)
 
 
 class StepInfo(msgspec.Struct, array_like=True):

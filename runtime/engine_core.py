@@ -97,8 +97,11 @@ def engine_info(engine) -> EngineInfo:
 class EngineCore:
     """Applies commands to an engine and turns each step into one `CoreOutputs`."""
 
-    def __init__(self, engine, frontends: int = 1) -> None:
+    def __init__(self, engine, frontends: int = 1, max_queue: int | None = None) -> None:
         self.engine = engine
+        # Requests running at most (`kiln serve --max-queue`): each API server counts its
+        # own, and this count is the one for all of them.
+        self.max_queue = max_queue
         engine.detokenize = False  # text is the server's; the core sends token ids
         self.frontends = frontends  # API server processes, each on its own channels
         self.running: set[str] = set()  # added, not finished or aborted
@@ -149,6 +152,14 @@ class EngineCore:
 
     def _add(self, message: AddRequests) -> CoreOutputs:
         answer = CoreOutputs(accepted=[], rejected=[])
+        if (
+            self.max_queue is not None
+            and len(self.running) + len(message.requests) > self.max_queue
+        ):
+            full = (f"the server is at capacity ({len(self.running)} requests active, "
+                    f"--max-queue {self.max_queue}); retry later")  # fmt: skip
+            answer.rejected = [Rejected(r.request_id, full, True) for r in message.requests]
+            return answer
         for req in message.requests:
             try:
                 self.engine.add_request(req.request_id, req.prompt_token_ids, req.params)
@@ -264,7 +275,12 @@ class SpawnedCore:
 
 
 def spawn_core(
-    build: Callable[..., object], build_arg: object, *, fork: bool = False, frontends: int = 1
+    build: Callable[..., object],
+    build_arg: object,
+    *,
+    fork: bool = False,
+    frontends: int = 1,
+    max_queue: int | None = None,
 ) -> SpawnedCore:
     """Start a core process that builds its engine with `build(build_arg)` (a module-level
     function and a picklable argument). Needs neither zmq nor the server's modules here, so
@@ -273,7 +289,8 @@ def spawn_core(
     With `fork`, the core is forked from this process where `can_fork` says that is sound: it
     starts with the modules imported so far instead of a fresh interpreter that imports them
     again (and without multiprocessing's resource-tracker process). Otherwise it is spawned.
-    `frontends` API server processes will talk to it, each on its own pair of channels."""
+    `frontends` API server processes will talk to it, each on its own pair of channels; with
+    `max_queue` it refuses adds beyond that many running requests (for all of them)."""
     import tempfile
 
     folder = tempfile.mkdtemp(prefix="kiln-core-")
@@ -281,7 +298,9 @@ def spawn_core(
     out_addrs = [f"ipc://{folder}/out{i}" for i in range(frontends)]
     method = "fork" if fork and can_fork() else "spawn"
     proc = multiprocessing.get_context(method).Process(
-        target=run_core, args=(build, build_arg, in_addrs, out_addrs), name="kiln-engine-core"
+        target=run_core,
+        args=(build, build_arg, in_addrs, out_addrs, max_queue),
+        name="kiln-engine-core",
     )
     proc.start()
     return SpawnedCore(proc, folder, in_addrs, out_addrs)
@@ -301,7 +320,11 @@ def can_fork() -> bool:
 
 
 def run_core(
-    build: Callable[..., object], build_arg: object, in_addrs: list[str], out_addrs: list[str]
+    build: Callable[..., object],
+    build_arg: object,
+    in_addrs: list[str],
+    out_addrs: list[str],
+    max_queue: int | None = None,
 ) -> None:
     """The core process's main: build the engine, say ready (to every API server), loop
     until Shutdown."""
@@ -333,7 +356,7 @@ def run_core(
     for push in pushes:
         push.send_multipart([READY, ready])
     try:
-        _loop(EngineCore(engine, frontends=len(pushes)), pull, pushes)
+        _loop(EngineCore(engine, frontends=len(pushes), max_queue=max_queue), pull, pushes)
     finally:  # also on an exit from the loop: what was sent before it still goes out
         for push in pushes:
             push.close(linger=2000)

@@ -297,7 +297,10 @@ class EngineCoreClient(RequestTracker):
         for rid in msg.accepted:
             _settle(self._pending.get(rid), None)
         for r in msg.rejected:
-            _settle(self._pending.get(r.request_id), KilnError(r.message))
+            error = (APIError(503, r.message, code="queue_full",
+                              headers={"Retry-After": str(self.retry_after_s)})
+                     if r.queue_full else KilnError(r.message))  # fmt: skip
+            _settle(self._pending.get(r.request_id), error)
         if msg.failed is not None:
             error = RuntimeError(f"engine step failed: {msg.failed}")
             self.fail(self.streams.close_all(), error)

@@ -111,7 +111,8 @@ def run(args: argparse.Namespace) -> int:
 
     # The core first: the server's own imports (aiohttp, ~0.4 s) happen while it starts.
     t_spawn = time.time()
-    spawned = spawn_core(build_core_engine, args, fork=env.core_fork_enabled(), frontends=count)
+    spawned = spawn_core(build_core_engine, args, fork=env.core_fork_enabled(), frontends=count,
+                         max_queue=args.max_queue)  # fmt: skip
     from server.launch import serve_core
 
     def connected(core) -> None:

@@ -373,3 +373,19 @@ def test_a_gone_api_server_has_its_requests_aborted_and_no_longer_sets_the_pace(
     late = two.route(CoreOutputs(accepted=["x"], rejected=[]), to=1)  # an add it sent before
     assert late == []
     assert [f for f, _ in two.route(CoreOutputs(stats={"num_running": 0}))] == [0]
+
+
+def test_max_queue_is_counted_in_the_core_for_every_api_server(core):
+    """With several API servers only the core sees every running request: an add that would
+    pass `--max-queue` is refused whole, marked `queue_full` (the server answers 503)."""
+    two = EngineCore(core.engine, frontends=2, max_queue=2)
+    a = two.apply(AddRequests([NewRequest("q-0", [5, 6], _params(50))], frontend=0))
+    b = two.apply(AddRequests([NewRequest("q-1", [5, 7], _params(50)),
+                               NewRequest("q-2", [5, 8], _params(50))], frontend=1))  # fmt: skip
+    assert a.accepted == ["q-0"] and b.accepted == []
+    assert [(r.request_id, r.queue_full) for r in b.rejected] == [("q-1", True), ("q-2", True)]
+    assert "--max-queue 2" in b.rejected[0].message
+    c = two.apply(AddRequests([NewRequest("q-3", [9] * 10_000, _params(5))], frontend=1))
+    assert not c.rejected[0].queue_full  # a bad request is still the request's fault (400)
+    two.apply(AbortRequests(["q-0"]))
+    assert two.running == set()

@@ -131,3 +131,48 @@ def test_an_api_server_stopped_on_its_own_leaves_the_rest_serving():
         proc.kill()
     assert code == 0, proc.stderr_text()
     assert gone(core)
+
+
+def test_max_queue_counts_the_requests_of_every_api_server():
+    """`--max-queue 2` with two API servers: two streams running (wherever they landed), a
+    third request gets the 503 `queue_full` answer from whichever API server takes it."""
+    import threading
+
+    from tests.server.harness import request
+
+    proc = ServeProcess("--api-servers", "2", "--max-queue", "2", "--max-model-len", "1100").start()
+    started = [threading.Event(), threading.Event()]
+    done = threading.Event()
+
+    def long_stream(i: int) -> None:
+        import http.client
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(proc.url)
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=120)
+        body = {"prompt": [5 + i, 6], "max_tokens": 1000, "ignore_eos": True, "stream": True}
+        conn.request("POST", "/v1/completions", json.dumps(body),
+                     {"Content-Type": "application/json"})  # fmt: skip
+        for line in conn.getresponse():
+            if line.startswith(b"data: {"):
+                started[i].set()
+            if done.is_set():
+                break
+        conn.close()
+
+    threads = [threading.Thread(target=long_stream, args=(i,)) for i in range(2)]
+    try:
+        for t in threads:
+            t.start()
+        assert all(e.wait(60) for e in started)
+        for _ in range(4):  # new connections: both API servers answer some of them
+            status, headers, body = request(proc.url, "POST", "/v1/completions",
+                                            {"prompt": [5], "max_tokens": 2})  # fmt: skip
+            assert status == 503, body
+            assert json.loads(body)["error"]["code"] == "queue_full"
+            assert headers["retry-after"] == "1"
+    finally:
+        done.set()
+        proc.kill()
+        for t in threads:
+            t.join(30)
