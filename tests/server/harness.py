@@ -32,7 +32,10 @@ class ServeProcess:
         compile_flag = (
             [] if any(a.startswith("--compile") for a in args) else ["--compile", "never"]
         )
-        self.args = ["--port", "0", *compile_flag, *args]
+        # KILN_TEST_API_SERVERS=N runs every test server with N API server processes.
+        servers = os.environ.get("KILN_TEST_API_SERVERS")
+        extra = ["--api-servers", servers] if servers and "--api-servers" not in args else []
+        self.args = ["--port", "0", *compile_flag, *extra, *args]
         self.env = {**os.environ, **(env or {})}
         self.stdout: list[str] = []
         self.stderr: list[str] = []
