@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 
@@ -109,11 +110,18 @@ def run(args: argparse.Namespace) -> int:
 
     from runtime.engine_core import spawn_core
 
+    # Until the server's event loop takes SIGTERM over, it stops the start-up: the core and
+    # any other API server are killed (serve_core), none is left behind building an engine.
+    signal.signal(signal.SIGTERM, _stop_starting)
     # The core first: the server's own imports (aiohttp, ~0.4 s) happen while it starts.
     t_spawn = time.time()
     spawned = spawn_core(build_core_engine, args, fork=env.core_fork_enabled(), frontends=count,
                          max_queue=args.max_queue)  # fmt: skip
-    from server.launch import serve_core
+    try:
+        from server.launch import serve_core
+    except BaseException:
+        spawned.process.kill()
+        raise
 
     def connected(core) -> None:
         marks.setdefault("t_core_ready", time.time())
@@ -139,6 +147,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 MAX_API_SERVERS = 64
+
+
+def _stop_starting(signum, frame) -> None:
+    print("kiln serve: stopped by SIGTERM before it was ready", file=sys.stderr, flush=True)
+    raise SystemExit(128 + signum)
 
 
 def check_api_servers(count: int) -> None:

@@ -176,3 +176,37 @@ def test_max_queue_counts_the_requests_of_every_api_server():
         proc.kill()
         for t in threads:
             t.join(30)
+
+
+@pytest.mark.parametrize("servers", ["1", "3"])
+def test_sigterm_while_the_engine_builds_stops_every_process(servers):
+    """SIGTERM before ready: `kiln serve` exits 143 at once and leaves no engine core or API
+    server behind (the core would otherwise go on building an engine no one serves)."""
+    import subprocess
+    import sys
+
+    from tests.server.harness import ROOT
+
+    proc = subprocess.Popen([sys.executable, "-m", "kiln", "serve", "--port", "0", "--compile",
+                             "never", "--api-servers", servers], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        children: list[int] = []
+        deadline = time.monotonic() + 30
+        while len(children) < int(servers) and time.monotonic() < deadline:
+            time.sleep(0.05)  # the core, then API servers 1..N-1
+            path = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+            children = [int(p) for p in path.read_text().split()] if path.exists() else []
+        assert len(children) >= int(servers)
+        time.sleep(0.3)  # the core is importing torch now; far from ready
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(30)
+        stderr = proc.stderr.read()
+    finally:
+        proc.kill()
+    assert code == 143, stderr
+    assert "stopped by SIGTERM before it was ready" in stderr
+    deadline = time.monotonic() + 10
+    while not all(gone(pid) for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert all(gone(pid) for pid in children), "a process outlived kiln serve"
