@@ -1,10 +1,10 @@
-"""The server side of the engine-core process: spawn it, feed it, read it, watch it.
+"""The server side of the engine-core process: connect to it, feed it, read it, watch it.
 
-`launch_core` spawns `runtime.engine_core.run_core` (`spawn_core`) and waits until the engine is built (a
-build error becomes a KilnError here). `EngineCoreClient` then drives it from the event loop:
-prompts are tokenized here, each step's `CoreOutputs` is read once and split per request,
-and detokenizing and stop strings happen here too (a stop string aborts the request in the
-core). The core process exiting on its own marks the engine dead: /health answers 503,
+`connect_core` binds the channels of a core that `runtime.engine_core.spawn_core` started
+and waits until its engine is built (a build error becomes a KilnError here).
+`EngineCoreClient` then drives it from the event loop: prompts are tokenized here, each
+step's `CoreOutputs` is read once and split per request, and detokenizing and stop strings
+happen here too (a stop string aborts the request in the core). The core process exiting on its own marks the engine dead: /health answers 503,
 in-flight requests fail, and `server.runner.serve` exits non-zero. With several API server
 processes (server/api_servers.py) each runs one client on its own channels; API server 0's
 owns the core (stops it, after the others have exited) and watches the others.
@@ -68,11 +68,6 @@ class CoreProcess:
     @property
     def owner(self) -> bool:
         return self.frontend == 0
-
-
-def launch_core(build: Callable[[object], object], build_arg: object) -> CoreProcess:
-    """Spawn the core, which calls `build(build_arg)` to make its engine; wait until ready."""
-    return connect_core(spawn_core(build, build_arg))
 
 
 def connect_core(spawned: SpawnedCore, frontend: int = 0) -> CoreProcess:
