@@ -18,7 +18,6 @@ import multiprocessing
 import pickle
 import shutil
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +35,7 @@ from runtime.core_messages import (
     NewRequest,
     Shutdown,
 )
-from runtime.engine_core import FAILED, READY, EngineInfo, SpawnedCore, spawn_core
+from runtime.engine_core import FAILED, READY, EngineInfo, SpawnedCore
 from server.api_servers import ApiServers, PeerProcess, SharedMetrics
 from server.core_streams import CoreStreams
 from server.errors import APIError
