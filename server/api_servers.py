@@ -50,10 +50,11 @@ LISTEN_BACKLOG = 128  # as aiohttp's sites
 
 
 def listen_sockets(host: str, port: int, count: int) -> list[list[socket.socket]]:
-    """For each of `count` API servers, its own listening TCP sockets, one per address
-    `host` resolves to (as asyncio's `create_server` binds them), all on one port (port 0
-    picks it) with SO_REUSEPORT: the kernel spreads new connections evenly over the API
-    servers. Processes accepting on one shared socket instead would race for every
+    """For each of `count` API servers, its own TCP sockets, one per address `host` resolves
+    to (as asyncio's `create_server` binds them), all on one port (port 0 picks it). One API
+    server gets them bound, not listening: connections are refused until it serves. Several
+    get them listening, with SO_REUSEPORT: the kernel spreads new connections evenly over
+    the API servers. Processes accepting on one shared socket instead would race for every
     connection, and the first to wake takes most of them.
 
     SO_REUSEPORT would also let another process of this user join the port, so the port is
@@ -74,14 +75,16 @@ def listen_sockets(host: str, port: int, count: int) -> list[list[socket.socket]
         for family, kind, proto, addr in addrs:
             if port == 0 and groups[0]:  # every address on the port the first one got
                 addr = (addr[0], groups[0][0].getsockname()[1], *addr[2:])
-            if addr[1] != 0:
+            shared = count > 1
+            if shared and addr[1] != 0:
                 with _socket(family, kind, proto, reuse_port=False) as probe:
                     probe.bind(addr)
             for group in groups:
-                sock = _socket(family, kind, proto, reuse_port=True)
+                sock = _socket(family, kind, proto, reuse_port=shared)
                 group.append(sock)
                 sock.bind(addr)
-                sock.listen(LISTEN_BACKLOG)
+                if shared:
+                    sock.listen(LISTEN_BACKLOG)
                 addr = sock.getsockname()  # port 0: the rest take the port this one got
     except OSError as e:
         for sock in (s for group in groups for s in group):

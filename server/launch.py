@@ -37,14 +37,14 @@ def serve_core(
     runs in every API server once its core is ready, `on_ready(url, core)` in API server 0
     once it listens."""
     count = spawned.frontends
-    sockets, others, groups = None, None, []
+    others, groups = None, []
     try:
+        groups = listen_sockets(host, port, count)  # a bad address fails before the build
         if count > 1:  # before any ZMQ context or event loop exists: API servers fork
-            groups = listen_sockets(host, port, count)
             others = ApiServers()
             others.start(count, lambda index: _api_server(
-                spawned, index, keep_own(groups, index), config, host, port, on_connect))  # fmt: skip
-            sockets = keep_own(groups, 0)
+                spawned, index, keep_own(groups, index), config, host, on_connect))  # fmt: skip
+        sockets = keep_own(groups, 0)
         core = connect_core(spawned)
     except BaseException:
         if spawned.process.is_alive():
@@ -59,10 +59,10 @@ def serve_core(
         on_connect(core)
     app = create_app(core, config)
     ready = None if on_ready is None else lambda url: on_ready(url, core)
-    return asyncio.run(serve(app, host, port, on_ready=ready, sockets=sockets))
+    return asyncio.run(serve(app, host, sockets, on_ready=ready))
 
 
-def _api_server(spawned, index, sockets, config, host, port, on_connect) -> int:
+def _api_server(spawned, index, sockets, config, host, on_connect) -> int:
     """API server `index` (1..N-1), forked from API server 0: its own channels to the core,
     its own event loop, the shared listening sockets."""
     for handler in logging.getLogger().handlers:
@@ -77,4 +77,4 @@ def _api_server(spawned, index, sockets, config, host, port, on_connect) -> int:
     if config.step_trace is not None:
         config = dataclasses.replace(config, step_trace=Path(f"{config.step_trace}.{index}"))
     app = create_app(core, config)
-    return asyncio.run(serve(app, host, port, sockets=sockets, signals=(signal.SIGTERM,)))
+    return asyncio.run(serve(app, host, sockets, signals=(signal.SIGTERM,)))

@@ -36,32 +36,29 @@ def make_runner(app: web.Application) -> web.AppRunner:
 async def serve(
     app: web.Application,
     host: str,
-    port: int,
+    sockets: list[socket.socket],
     on_ready: Callable[[str], None] | None = None,
-    sockets: list[socket.socket] | None = None,
     signals: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT),
 ) -> int:
-    """Serve on `host`:`port`, or on listening `sockets` (of several API server processes
-    on one port), until SIGTERM or SIGINT (returns 0 once drained and stopped) or until the engine
-    dies (returns 1)."""
+    """Serve on the bound `sockets` (`server.api_servers.listen_sockets`; `host` names them
+    in the URL) until SIGTERM or SIGINT (returns 0 once drained and stopped) or until the
+    engine dies (returns 1). The engine driver stops with the app, also when a socket cannot
+    listen."""
     runner = make_runner(app)
     await runner.setup()  # starts the engine loop (cleanup_ctx)
-    if sockets is None:
-        sites = [web.TCPSite(runner, host, port)]
-    else:
-        sites = [web.SockSite(runner, sock) for sock in sockets]
-    for site in sites:
-        await site.start()
-    url = f"http://{_display_host(host)}:{bound_port(sites[0])}"
-    if on_ready is not None:
-        on_ready(url)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in signals:
-        loop.add_signal_handler(sig, stop.set)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, signals)  # a forked API server's were held
-    died = app[STATE].loop.died
     try:
+        sites = [web.SockSite(runner, sock) for sock in sockets]
+        for site in sites:
+            await site.start()
+        url = f"http://{_display_host(host)}:{bound_port(sites[0])}"
+        if on_ready is not None:
+            on_ready(url)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in signals:
+            loop.add_signal_handler(sig, stop.set)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, signals)  # a forked API server's were held
+        died = app[STATE].loop.died
         await _first(stop.wait(), died.wait())
         app[STATE].loop.on_stop()
         if died.is_set():

@@ -210,3 +210,31 @@ def test_sigterm_while_the_engine_builds_stops_every_process(servers):
     while not all(gone(pid) for pid in children) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert all(gone(pid) for pid in children), "a process outlived kiln serve"
+
+
+@pytest.mark.parametrize("servers", ["1", "2"])
+def test_a_port_in_use_is_a_clear_error_at_once_with_no_process_left(servers):
+    """The port is bound before the engine builds: a taken one fails in a second, not after
+    the build (and no engine core is left waiting)."""
+    import socket
+    import subprocess
+    import sys
+
+    from tests.server.harness import ROOT
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        port = str(taken.getsockname()[1])
+        t0 = time.monotonic()
+        proc = subprocess.run([sys.executable, "-m", "kiln", "serve", "--compile", "never",
+                               "--port", port, "--api-servers", servers], cwd=ROOT,
+                              capture_output=True, text=True, timeout=60)  # fmt: skip
+        elapsed = time.monotonic() - t0
+    finally:
+        taken.close()
+    assert proc.returncode == 2, proc.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert elapsed < 20  # the engine (torch's import alone) was not waited for
