@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import shutil
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -46,18 +47,19 @@ def serve_core(
                 spawned, index, keep_own(groups, index), config, host, on_connect))  # fmt: skip
         sockets = keep_own(groups, 0)
         core = connect_core(spawned)
-    except BaseException:
+        core.others = others
+        if on_connect is not None:
+            on_connect(core)
+        app = create_app(core, config)
+    except BaseException:  # nothing may be left running: the core waits for its Shutdown
         if spawned.process.is_alive():
             spawned.process.kill()  # first: the others then see it gone and exit at once
         if others is not None:
             others.kill()
         for sock in (s for group in groups for s in group):
             sock.close()
+        shutil.rmtree(spawned.folder, ignore_errors=True)
         raise
-    core.others = others
-    if on_connect is not None:
-        on_connect(core)
-    app = create_app(core, config)
     ready = None if on_ready is None else lambda url: on_ready(url, core)
     return asyncio.run(serve(app, host, sockets, on_ready=ready))
 
