@@ -328,9 +328,9 @@ def run_core(
 ) -> None:
     """The core process's main: build the engine, say ready (to every API server), loop
     until Shutdown."""
+    _ignore_signals()
     import zmq
 
-    _ignore_signals()
     # force: a forked core drops the server's handler (set at --log-level) for its own.
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, force=True,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip

@@ -29,6 +29,7 @@ scraped one adds the others' last copies to its own (`SharedMetrics`).
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import multiprocessing
 import os
@@ -50,17 +51,17 @@ LISTEN_BACKLOG = 128  # as aiohttp's sites
 
 
 def listen_sockets(host: str, port: int, count: int) -> list[list[socket.socket]]:
-    """For each of `count` API servers, its own TCP sockets, one per address `host` resolves
-    to (as asyncio's `create_server` binds them), all on one port (port 0 picks it). One API
-    server gets them bound, not listening: connections are refused until it serves. Several
-    get them listening, with SO_REUSEPORT: the kernel spreads new connections evenly over
-    the API servers. Processes accepting on one shared socket instead would race for every
-    connection, and the first to wake takes most of them.
+    """For each of `count` API servers, its own listening TCP sockets, one per address `host`
+    resolves to (as asyncio's `create_server` binds them, skipping an address family the host
+    cannot bind), all on one port (port 0 picks it). Several API servers get theirs with
+    SO_REUSEPORT: the kernel spreads new connections evenly over them. Processes accepting
+    on one shared socket instead would race for every connection, and the first to wake takes
+    most of them.
 
-    SO_REUSEPORT would also let another process of this user join the port, so the port is
-    first probed with a plain socket: one that something already listens on is refused. The
-    sockets listen at once, so a second server cannot slip in while this one starts (a
-    connection made before its API server serves waits in the backlog)."""
+    The sockets listen at once, so a second server cannot bind the port while this one
+    builds its engine (a connection made before an API server serves waits in the backlog).
+    SO_REUSEPORT would let another process of this user join the port, so several API
+    servers first probe it with a plain socket: one that something listens on is refused."""
     try:
         infos = socket.getaddrinfo(
             host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
@@ -71,26 +72,47 @@ def listen_sockets(host: str, port: int, count: int) -> list[list[socket.socket]
         dict.fromkeys((family, kind, proto, addr) for family, kind, proto, _, addr in infos)
     )
     groups: list[list[socket.socket]] = [[] for _ in range(count)]
+    error: OSError | None = None
+    for family, kind, proto, addr in addrs:
+        if port == 0 and groups[0]:  # every address on the port the first one got
+            addr = (addr[0], groups[0][0].getsockname()[1], *addr[2:])
+        try:
+            bound = _bind_all(family, kind, proto, addr, count)
+        except OSError as e:
+            if e.errno in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL):
+                error = error or e  # e.g. IPv6 off: serve the addresses that bind
+                continue
+            error = e
+            break
+        for group, sock in zip(groups, bound, strict=True):
+            group.append(sock)
+    else:
+        if groups[0]:
+            return groups
+    for sock in (s for group in groups for s in group):
+        sock.close()
+    raise KilnError(f"cannot listen on {host}:{port}: {error.strerror}")
+
+
+def _bind_all(family, kind, proto, addr, count: int) -> list[socket.socket]:
+    """`count` listening sockets on one address (closed again if one fails)."""
+    shared = count > 1
+    if shared and addr[1] != 0:
+        with _socket(family, kind, proto, reuse_port=False) as probe:
+            probe.bind(addr)
+    socks: list[socket.socket] = []
     try:
-        for family, kind, proto, addr in addrs:
-            if port == 0 and groups[0]:  # every address on the port the first one got
-                addr = (addr[0], groups[0][0].getsockname()[1], *addr[2:])
-            shared = count > 1
-            if shared and addr[1] != 0:
-                with _socket(family, kind, proto, reuse_port=False) as probe:
-                    probe.bind(addr)
-            for group in groups:
-                sock = _socket(family, kind, proto, reuse_port=shared)
-                group.append(sock)
-                sock.bind(addr)
-                if shared:
-                    sock.listen(LISTEN_BACKLOG)
-                addr = sock.getsockname()  # port 0: the rest take the port this one got
-    except OSError as e:
-        for sock in (s for group in groups for s in group):
+        for _ in range(count):
+            sock = _socket(family, kind, proto, reuse_port=shared)
+            socks.append(sock)
+            sock.bind(addr)
+            sock.listen(LISTEN_BACKLOG)
+            addr = sock.getsockname()  # port 0: the rest take the port this one got
+    except OSError:
+        for sock in socks:
             sock.close()
-        raise KilnError(f"cannot listen on {host}:{port}: {e.strerror}") from None
-    return groups
+        raise
+    return socks
 
 
 def _socket(family, kind, proto, *, reuse_port: bool) -> socket.socket:

@@ -40,6 +40,8 @@ def serve_core(
     count = spawned.frontends
     others, groups = None, []
     try:
+        # A SIGTERM held since the core's start fires here, where it is cleaned up after.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
         groups = listen_sockets(host, port, count)  # a bad address fails before the build
         if count > 1:  # before any ZMQ context or event loop exists: API servers fork
             others = ApiServers()
@@ -51,7 +53,10 @@ def serve_core(
         if on_connect is not None:
             on_connect(core)
         app = create_app(core, config)
+        ready = None if on_ready is None else lambda url: on_ready(url, core)
+        return asyncio.run(serve(app, host, sockets, on_ready=ready))
     except BaseException:  # nothing may be left running: the core waits for its Shutdown
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut this short
         if spawned.process.is_alive():
             spawned.process.kill()  # first: the others then see it gone and exit at once
         if others is not None:
@@ -60,8 +65,6 @@ def serve_core(
             sock.close()
         shutil.rmtree(spawned.folder, ignore_errors=True)
         raise
-    ready = None if on_ready is None else lambda url: on_ready(url, core)
-    return asyncio.run(serve(app, host, sockets, on_ready=ready))
 
 
 def _api_server(spawned, index, sockets, config, host, on_connect) -> int:

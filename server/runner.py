@@ -44,6 +44,11 @@ async def serve(
     in the URL) until SIGTERM or SIGINT (returns 0 once drained and stopped) or until the
     engine dies (returns 1). The engine driver stops with the app, also when a socket cannot
     listen."""
+    stop = asyncio.Event()  # first: a signal from here on drains, whatever is starting
+    loop = asyncio.get_running_loop()
+    for sig in signals:
+        loop.add_signal_handler(sig, stop.set)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, signals)  # a forked API server's were held
     runner = make_runner(app)
     await runner.setup()  # starts the engine loop (cleanup_ctx)
     try:
@@ -53,11 +58,6 @@ async def serve(
         url = f"http://{_display_host(host)}:{bound_port(sites[0])}"
         if on_ready is not None:
             on_ready(url)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in signals:
-            loop.add_signal_handler(sig, stop.set)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, signals)  # a forked API server's were held
         died = app[STATE].loop.died
         await _first(stop.wait(), died.wait())
         app[STATE].loop.on_stop()
@@ -68,7 +68,7 @@ async def serve(
     finally:
         await runner.cleanup()
     log.info("stopped")
-    return 1 if died.is_set() else 0
+    return 1 if app[STATE].loop.died.is_set() else 0
 
 
 async def _first(*waits) -> None:

@@ -112,16 +112,15 @@ def run(args: argparse.Namespace) -> int:
 
     # Until the server's event loop takes SIGTERM over, it stops the start-up: the core and
     # any other API server are killed (serve_core), none is left behind building an engine.
+    # Held (blocked) until serve_core can clean up; the core ignores it, the other API
+    # servers hold it until their own loop drains.
     signal.signal(signal.SIGTERM, _stop_starting)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
     # The core first: the server's own imports (aiohttp, ~0.4 s) happen while it starts.
     t_spawn = time.time()
     spawned = spawn_core(build_core_engine, args, fork=env.core_fork_enabled(), frontends=count,
                          max_queue=args.max_queue)  # fmt: skip
-    try:
-        from server.launch import serve_core
-    except BaseException:
-        spawned.process.kill()
-        raise
+    from server.launch import serve_core
 
     def connected(core) -> None:
         marks.setdefault("t_core_ready", time.time())
@@ -150,7 +149,7 @@ MAX_API_SERVERS = 64
 
 
 def _stop_starting(signum, frame) -> None:
-    print("kiln serve: stopped by SIGTERM before it was ready", file=sys.stderr, flush=True)
+    os.write(2, b"kiln serve: stopped by SIGTERM before it was ready\n")  # no stream lock
     raise SystemExit(128 + signum)
 
 
