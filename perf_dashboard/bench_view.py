@@ -31,8 +31,14 @@ NO_BENCH = (
 )
 
 
+def engine_label(row: dict[str, Any]) -> str:
+    """The row's engine, with the API server processes of a server that had several."""
+    servers = row.get("api_servers") or 1
+    return row["engine"] + (f" ({servers:g} API servers)" if servers > 1 else "")
+
+
 def row_label(row: dict[str, Any]) -> str:
-    return f"{row['engine']} bs={row['batch_size']} {row['input_len']}\u2192{row['output_len']}"
+    return f"{engine_label(row)} bs={row['batch_size']} {row['input_len']}\u2192{row['output_len']}"
 
 
 def _shape(row: dict[str, Any]) -> tuple[int, int, int]:
@@ -89,7 +95,7 @@ def _results_table(rec: BenchRecord) -> str:
         ratio = f"{r['tok_s'] / base:.2f}\u00d7" if base else "\u2013"
         rows.append(
             [
-                r["engine"],
+                engine_label(r),
                 r["batch_size"],
                 r["input_len"],
                 r["output_len"],

@@ -104,6 +104,19 @@ def test_kiln_serve_rows_are_not_a_baseline(store, rng):
     assert "2.50\u00d7" in html and "0.40\u00d7" not in html
 
 
+def test_served_rows_name_their_api_servers(store):
+    shape = {"batch_size": 32, "input_len": 128, "output_len": 64}
+    rows = [
+        {"engine": "kiln-offline", **shape, "tok_s": 900.0},
+        {"engine": "kiln-serve", **shape, "tok_s": 800.0, "api_servers": 4},
+        {"engine": "kiln-serve", **shape, "tok_s": 700.0, "api_servers": 1},
+    ]
+    store.add_bench(BenchRecord(bench="serve", model="m", card="cpu", results=rows))
+    html = render_html(store)
+    assert "kiln-serve (4 API servers)" in html
+    assert "kiln-serve (1 API servers)" not in html and "kiln-serve bs=32" in html
+
+
 @pytest.mark.parametrize(
     ("top", "expected"), [(7.3, [0, 2, 4, 6, 8]), (0.42, [0, 0.1, 0.2, 0.3, 0.4, 0.5]), (0, None)]
 )
