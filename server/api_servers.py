@@ -153,9 +153,6 @@ class PeerProcess:
     def join(self, timeout: float | None = None) -> None:
         select.select([self.sentinel], [], [], timeout)
 
-    def close(self) -> None:
-        os.close(self.sentinel)
-
 
 class ApiServers:
     """API servers 1..N-1 as API server 0 starts, watches and stops them."""
